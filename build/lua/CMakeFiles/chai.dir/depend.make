@@ -1,0 +1,2 @@
+# Empty dependencies file for chai.
+# This may be replaced when dependencies are built.

@@ -1,0 +1,17 @@
+/* chai — the whole public C API. */
+#ifndef CHAI_CHAI_H
+#define CHAI_CHAI_H
+
+#include "chai/blas.h"
+#include "chai/cpu.h"
+#include "chai/error.h"
+#include "chai/half.h"
+#include "chai/memory.h"
+#include "chai/ops.h"
+#include "chai/rng.h"
+#include "chai/tensor.h"
+
+/* "0.1.0" */
+const char *chai_version(void);
+
+#endif

@@ -1,0 +1,3 @@
+#include "chai/chai.h"
+
+const char *chai_version(void) { return CHAI_VERSION_STRING; }

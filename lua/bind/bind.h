@@ -1,0 +1,11 @@
+/* chai — the Lua binding (the only C that includes lua.h). */
+#ifndef CHAI_BIND_H
+#define CHAI_BIND_H
+
+#include <lauxlib.h>
+#include <lua.h>
+
+/* Opens the C module "chai.core": returns its table. */
+int luaopen_chai_core(lua_State *L);
+
+#endif
