@@ -43,6 +43,9 @@ endif()
 # CHAI_C_TESTS at tests/CMakeLists.txt:3 (file)
 file(GLOB NEW_GLOB LIST_DIRECTORIES true "/work/main/tests/c/test_*.c")
 set(OLD_GLOB
+  "/work/main/tests/c/test_blas.c"
+  "/work/main/tests/c/test_half.c"
+  "/work/main/tests/c/test_rng.c"
   "/work/main/tests/c/test_tensor.c"
   )
 if(NOT "${NEW_GLOB}" STREQUAL "${OLD_GLOB}")
