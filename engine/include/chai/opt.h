@@ -185,9 +185,10 @@ chai_status chai_opt_generate(chai_opt_model *m, int32_t *out, int *n_out, const
                               int n_prompt, const chai_opt_generate_opts *o);
 /* Picks the next token from logits (V) under o (greedy: the first maximum, as torch.argmax).
  * Sampling follows Hugging Face's warper order: temperature, then top-k, then top-p, then one draw
- * from `rng`. `scratch` holds 2·V floats. Used by chai_opt_generate; exposed for tests. */
+ * from `rng`. `scratch` holds V floats and `order` V ints. Used by chai_opt_generate; exposed for
+ * tests. */
 int chai_opt_sample(const float *logits, int V, const chai_opt_generate_opts *o, chai_rng *rng,
-                    float *scratch);
+                    float *scratch, int32_t *order);
 
 /* ---- saving ---------------------------------------------------------------------------------- */
 
