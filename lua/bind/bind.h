@@ -24,6 +24,8 @@ void chai_bind_open_tensor(lua_State *L, int table);
 void chai_bind_open_ops(lua_State *L, int table);
 void chai_bind_open_npy(lua_State *L, int table);
 void chai_bind_open_sys(lua_State *L, int table);
+void chai_bind_open_bench(lua_State *L, int table);
+void chai_bind_open_json(lua_State *L, int table);
 
 /* ---- chai.Tensor userdata (tensor.c) --------------------------------------------------------- */
 
