@@ -117,8 +117,8 @@ void chai_bind_check_options(lua_State *L, int idx, const char *fname, const cha
         luaL_addstring(&b, known[i]);
       }
       luaL_pushresult(&b);
-      luaL_error(L, "%s: unknown option '%s' (known: %s)", fname, luaL_tolstring(L, -2, NULL),
-                 lua_tostring(L, -2));
+      const char *key = luaL_tolstring(L, -2, NULL);
+      luaL_error(L, "%s: unknown option '%s' (known: %s)", fname, key, lua_tostring(L, -2));
     }
   }
 }

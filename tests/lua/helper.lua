@@ -6,9 +6,16 @@
 --   local T = require "helper"
 local T = {passed = 0, failed = 0}
 
+-- The first caller outside this file: the test line that made the check.
 local function where()
-  local info = debug.getinfo(3, "Sl")
-  return info and (info.short_src .. ":" .. info.currentline) or "?"
+  for level = 3, 20 do
+    local info = debug.getinfo(level, "Sl")
+    if not info then break end
+    if not info.short_src:find("helper.lua", 1, true) then
+      return info.short_src .. ":" .. info.currentline
+    end
+  end
+  return "?"
 end
 
 local function record(ok, msg)
