@@ -176,12 +176,12 @@ static int push_lua_commands(lua_State *L) {
   return LUA_OK;
 }
 
-/* Reads field `key` of the entry on top of the stack as a string ("" when absent). The string stays
+/* Reads field `key` of the entry at index `entry` as a string ("" when absent). The string stays
  * valid while the commands table is on the stack. */
 static const char *entry_string(lua_State *L, int entry, const char *key) {
   if (!lua_istable(L, entry)) return "";
   lua_getfield(L, entry, key);
-  const char *s = lua_isstring(L, -1) ? lua_tostring(L, -1) : "";
+  const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
   lua_pop(L, 1); /* the entry table anchors the string */
   return s;
 }
@@ -237,13 +237,13 @@ static int run_lua_command(lua_State *L, int argc, char **argv, int cmd) {
     return CHAI_EXIT_ERROR;
   }
   lua_getfield(L, -1, argv[cmd]);
-  if (lua_istable(L, -1)) {
-    lua_getfield(L, -1, "run");
-    lua_remove(L, -2);
-  }
   if (lua_isnil(L, -1)) {
     lua_pop(L, 2);
     return usage_error(L, "unknown command", argv[cmd]);
+  }
+  if (lua_istable(L, -1)) {
+    lua_getfield(L, -1, "run");
+    lua_remove(L, -2);
   }
   if (!lua_isfunction(L, -1)) {
     fprintf(stderr, "chai: chai.cli.commands.%s has no run function\n", argv[cmd]);
