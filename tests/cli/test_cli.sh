@@ -261,6 +261,21 @@ expect_eq "REPL prints values, no prompts" "$(cat "$tmp/repl.out")" \
 expect_has "REPL reports the error" "$(cat "$tmp/repl.err")" "stdin:1: oops"
 expect_has "REPL reports an unfinished chunk at the end" "$(cat "$tmp/repl.err")" "'end' expected"
 
+# The REPL session shown in docs/cli.md: lines after the prompts are the input, the other lines
+# (but the banner) the output.
+if [ -f "$src/docs/cli.md" ]; then
+  awk '/^## `chai repl`/ {s = 1} s && /^```/ {n++; if (n == 2) exit; next} s && n == 1' \
+    "$src/docs/cli.md" >"$tmp/doc.session"
+  sed -n 's/^>>\{0,1\} //p' "$tmp/doc.session" >"$tmp/doc.in"
+  tail -n +2 "$tmp/doc.session" | grep -v '^>' >"$tmp/doc.want"
+  if [ -s "$tmp/doc.in" ] && [ -s "$tmp/doc.want" ]; then
+    "$chai" repl <"$tmp/doc.in" >"$tmp/doc.out" 2>&1
+    expect_eq "docs/cli.md REPL session" "$(cat "$tmp/doc.out")" "$(cat "$tmp/doc.want")"
+  else
+    fail "docs/cli.md: no REPL session found"
+  fi
+fi
+
 # ---- Ctrl-C ----
 # -e: the loop stops with "interrupted", exit status 1.
 "$chai" -e 'print("go") while true do end' >"$tmp/int.out" 2>"$tmp/int.err" &
