@@ -89,9 +89,11 @@ chai_OBJECTS = \
 
 # External object files for target chai
 chai_EXTERNAL_OBJECTS = \
+"/work/main/build/lua/CMakeFiles/chai_bind.dir/bind/bench.c.o" \
 "/work/main/build/lua/CMakeFiles/chai_bind.dir/bind/core.c.o"
 
 chai: lua/CMakeFiles/chai.dir/cli/chai.c.o
+chai: lua/CMakeFiles/chai_bind.dir/bind/bench.c.o
 chai: lua/CMakeFiles/chai_bind.dir/bind/core.c.o
 chai: lua/CMakeFiles/chai.dir/build.make
 chai: engine/libchai_core.a

@@ -8,6 +8,7 @@ set(CMAKE_DEPENDS_LANGUAGES
 
 # The set of dependency files which are needed:
 set(CMAKE_DEPENDS_DEPENDENCY_FILES
+  "/work/main/lua/bind/bench.c" "lua/CMakeFiles/chai_bind.dir/bind/bench.c.o" "gcc" "lua/CMakeFiles/chai_bind.dir/bind/bench.c.o.d"
   "/work/main/lua/bind/core.c" "lua/CMakeFiles/chai_bind.dir/bind/core.c.o" "gcc" "lua/CMakeFiles/chai_bind.dir/bind/core.c.o.d"
   )
 

@@ -69,10 +69,24 @@ include lua/CMakeFiles/chai_bind.dir/progress.make
 # Include the compile flags for this target's objects.
 include lua/CMakeFiles/chai_bind.dir/flags.make
 
+lua/CMakeFiles/chai_bind.dir/bind/bench.c.o: lua/CMakeFiles/chai_bind.dir/flags.make
+lua/CMakeFiles/chai_bind.dir/bind/bench.c.o: /work/main/lua/bind/bench.c
+lua/CMakeFiles/chai_bind.dir/bind/bench.c.o: lua/CMakeFiles/chai_bind.dir/compiler_depend.ts
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_1) "Building C object lua/CMakeFiles/chai_bind.dir/bind/bench.c.o"
+	cd /work/main/build/lua && /usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -MD -MT lua/CMakeFiles/chai_bind.dir/bind/bench.c.o -MF CMakeFiles/chai_bind.dir/bind/bench.c.o.d -o CMakeFiles/chai_bind.dir/bind/bench.c.o -c /work/main/lua/bind/bench.c
+
+lua/CMakeFiles/chai_bind.dir/bind/bench.c.i: cmake_force
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green "Preprocessing C source to CMakeFiles/chai_bind.dir/bind/bench.c.i"
+	cd /work/main/build/lua && /usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -E /work/main/lua/bind/bench.c > CMakeFiles/chai_bind.dir/bind/bench.c.i
+
+lua/CMakeFiles/chai_bind.dir/bind/bench.c.s: cmake_force
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green "Compiling C source to assembly CMakeFiles/chai_bind.dir/bind/bench.c.s"
+	cd /work/main/build/lua && /usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -S /work/main/lua/bind/bench.c -o CMakeFiles/chai_bind.dir/bind/bench.c.s
+
 lua/CMakeFiles/chai_bind.dir/bind/core.c.o: lua/CMakeFiles/chai_bind.dir/flags.make
 lua/CMakeFiles/chai_bind.dir/bind/core.c.o: /work/main/lua/bind/core.c
 lua/CMakeFiles/chai_bind.dir/bind/core.c.o: lua/CMakeFiles/chai_bind.dir/compiler_depend.ts
-	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_1) "Building C object lua/CMakeFiles/chai_bind.dir/bind/core.c.o"
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_2) "Building C object lua/CMakeFiles/chai_bind.dir/bind/core.c.o"
 	cd /work/main/build/lua && /usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -MD -MT lua/CMakeFiles/chai_bind.dir/bind/core.c.o -MF CMakeFiles/chai_bind.dir/bind/core.c.o.d -o CMakeFiles/chai_bind.dir/bind/core.c.o -c /work/main/lua/bind/core.c
 
 lua/CMakeFiles/chai_bind.dir/bind/core.c.i: cmake_force
@@ -83,6 +97,7 @@ lua/CMakeFiles/chai_bind.dir/bind/core.c.s: cmake_force
 	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green "Compiling C source to assembly CMakeFiles/chai_bind.dir/bind/core.c.s"
 	cd /work/main/build/lua && /usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -S /work/main/lua/bind/core.c -o CMakeFiles/chai_bind.dir/bind/core.c.s
 
+chai_bind: lua/CMakeFiles/chai_bind.dir/bind/bench.c.o
 chai_bind: lua/CMakeFiles/chai_bind.dir/bind/core.c.o
 chai_bind: lua/CMakeFiles/chai_bind.dir/build.make
 .PHONY : chai_bind

@@ -1,4 +1,6 @@
 file(REMOVE_RECURSE
+  "CMakeFiles/chai_bind.dir/bind/bench.c.o"
+  "CMakeFiles/chai_bind.dir/bind/bench.c.o.d"
   "CMakeFiles/chai_bind.dir/bind/core.c.o"
   "CMakeFiles/chai_bind.dir/bind/core.c.o.d"
 )

@@ -74,8 +74,10 @@ chai_lua_module_OBJECTS =
 
 # External object files for target chai_lua_module
 chai_lua_module_EXTERNAL_OBJECTS = \
+"/work/main/build/lua/CMakeFiles/chai_bind.dir/bind/bench.c.o" \
 "/work/main/build/lua/CMakeFiles/chai_bind.dir/bind/core.c.o"
 
+lua/chai/core.so: lua/CMakeFiles/chai_bind.dir/bind/bench.c.o
 lua/chai/core.so: lua/CMakeFiles/chai_bind.dir/bind/core.c.o
 lua/chai/core.so: lua/CMakeFiles/chai_lua_module.dir/build.make
 lua/chai/core.so: engine/libchai_core.a
