@@ -4,8 +4,6 @@
 #ifndef CHAI_CLI_H
 #define CHAI_CLI_H
 
-#include <signal.h>
-
 #include <lua.h>
 
 /* Exit statuses of the command. */
@@ -65,11 +63,5 @@ void chai_cli_message(const char *progname, const char *msg);
 /* The interactive loop: readline with history when stdin is a terminal, plain lines (no prompts)
  * otherwise. Returns when stdin ends. */
 void chai_cli_repl(lua_State *L);
-
-/* Ctrl-C state shared with repl.c: set by the prompt-time handler, cleared by the reader. */
-extern volatile sig_atomic_t chai_cli_prompt_interrupted;
-/* Installs the handler used while waiting at the prompt (sets chai_cli_prompt_interrupted; no
- * SA_RESTART, so a blocked read returns EINTR). */
-void chai_cli_prompt_signals(void);
 
 #endif

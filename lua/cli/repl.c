@@ -26,17 +26,19 @@
 
 enum { READ_OK, READ_EOF, READ_INTERRUPTED };
 
-volatile sig_atomic_t chai_cli_prompt_interrupted;
+/* Set by Ctrl-C while no chunk runs (the handler of chunks is run.c's); cleared by the readers. */
+static volatile sig_atomic_t prompt_interrupted;
 
 static void prompt_action(int sig) {
   (void)sig;
-  chai_cli_prompt_interrupted = 1;
+  prompt_interrupted = 1;
 }
 
-void chai_cli_prompt_signals(void) {
+/* No SA_RESTART: a blocked read or select returns EINTR, so the reader sees the flag at once. */
+static void prompt_signals(void) {
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
-  sa.sa_handler = prompt_action; /* no SA_RESTART: a blocked read or select returns EINTR */
+  sa.sa_handler = prompt_action;
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, NULL);
 }
@@ -66,8 +68,8 @@ static int read_tty(const char *prompt, char **out) {
   rl_finished = 0;
   rl_callback_handler_install(prompt, rl_on_line);
   for (;;) {
-    if (chai_cli_prompt_interrupted) {
-      chai_cli_prompt_interrupted = 0;
+    if (prompt_interrupted) {
+      prompt_interrupted = 0;
       rl_free_line_state();
       rl_callback_sigcleanup();
       rl_cleanup_after_signal();
@@ -100,12 +102,12 @@ static int read_tty(const char *prompt, char **out) {
 static int read_pipe(char **out) {
   char *buf = NULL;
   size_t cap = 0;
-  if (chai_cli_prompt_interrupted) chai_cli_prompt_interrupted = 0;
+  if (prompt_interrupted) prompt_interrupted = 0;
   ssize_t n = getline(&buf, &cap, stdin);
   if (n < 0) {
     free(buf);
-    if (errno == EINTR && chai_cli_prompt_interrupted) {
-      chai_cli_prompt_interrupted = 0;
+    if (errno == EINTR && prompt_interrupted) {
+      prompt_interrupted = 0;
       clearerr(stdin);
       return READ_INTERRUPTED;
     }
@@ -120,7 +122,6 @@ static int read_pipe(char **out) {
 /* Reads one line and pushes it. Returns READ_OK, READ_EOF or READ_INTERRUPTED (nothing pushed). */
 static int pushline(lua_State *L, int firstline) {
   char *line = NULL;
-  chai_cli_prompt_signals();
   errno = 0;
   int r = tty ? read_tty(firstline ? PROMPT : PROMPT2, &line) : read_pipe(&line);
   if (r == READ_OK) {
@@ -263,6 +264,7 @@ void chai_cli_repl(lua_State *L) {
            chai_version(), LUA_RELEASE);
     fflush(stdout);
   }
+  prompt_signals();
   load_chai(L);
   int status;
   while ((status = loadline(L)) != -1) {

@@ -42,12 +42,12 @@ static void lstop(lua_State *L, lua_Debug *ar) {
   luaL_error(L, "interrupted");
 }
 
-static void set_sigint(void (*handler)(int)) {
+static void set_sigint(void (*handler)(int), struct sigaction *old) {
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = handler;
   sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGINT, &sa, old);
 }
 
 /* Only async-signal-safe work: lua_sethook is designed to be called from a handler (lua.c does).
@@ -55,7 +55,7 @@ static void set_sigint(void (*handler)(int)) {
  * polls. */
 static void laction(int sig) {
   (void)sig;
-  set_sigint(SIG_DFL);
+  set_sigint(SIG_DFL, NULL);
   chunk_interrupted = 1;
   chai_interrupt();
   if (running_L)
@@ -80,9 +80,10 @@ int chai_cli_docall(lua_State *L, int narg, int nres) {
   chai_interrupt_clear();
   chunk_interrupted = 0;
   running_L = L;
-  set_sigint(laction);
+  struct sigaction before; /* restored after: the REPL's prompt handler stays between chunks */
+  set_sigint(laction, &before);
   int status = lua_pcall(L, narg, nres, base);
-  set_sigint(SIG_DFL);
+  sigaction(SIGINT, &before, NULL);
   running_L = NULL;
   /* When a C loop stopped on chai_interrupted() and raised, the hook never ran: remove it so it
    * cannot fire in the next chunk. */
