@@ -33,8 +33,10 @@ static void convert_rows(float *dst, const chai_tensor *w, int64_t r0, int64_t n
   for (int64_t i = 0; i < parts; i++) {
     int64_t a = i * per, b = a + per < total ? a + per : total;
     if (a >= b) continue;
-    if (w->dtype == CHAI_F16) chai_f16_to_f32_array(dst + a, src + a, (size_t)(b - a));
-    else chai_bf16_to_f32_array(dst + a, src + a, (size_t)(b - a));
+    if (w->dtype == CHAI_F16)
+      chai_f16_to_f32_array(dst + a, src + a, (size_t)(b - a));
+    else
+      chai_bf16_to_f32_array(dst + a, src + a, (size_t)(b - a));
   }
 }
 
@@ -75,9 +77,11 @@ static void linear(chai_opt_model *m, float *out, const float *inp, const opt_pa
   for (int n = 0; n < N; n++) {
     float *o = out + (size_t)n * OC;
     if (b)
-      for (int j = 0; j < OC; j++) o[j] += b[j];
+      for (int j = 0; j < OC; j++)
+        o[j] += b[j];
     if (act == ACT_RELU)
-      for (int j = 0; j < OC; j++) o[j] = o[j] > 0.0f ? o[j] : 0.0f;
+      for (int j = 0; j < OC; j++)
+        o[j] = o[j] > 0.0f ? o[j] : 0.0f;
   }
   if (act == ACT_GELU) chai_gelu_forward(out, out, (size_t)N * OC);
 }
@@ -89,7 +93,9 @@ void opt_linear(chai_opt_model *m, float *out, const float *inp, const opt_param
 
 /* ---- the arena ------------------------------------------------------------------------------- */
 
-static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
+static size_t round16(size_t n) {
+  return (n + 15) & ~(size_t)15;
+}
 
 chai_status opt_acts_reserve(chai_opt_model *m, size_t tokens, size_t mask, size_t rows) {
   if (m->dtype != CHAI_F32) {
@@ -101,8 +107,7 @@ chai_status opt_acts_reserve(chai_opt_model *m, size_t tokens, size_t mask, size
     if (st) return st;
   }
   opt_acts *A = &m->acts;
-  if (A->storage && tokens <= A->tokens && mask <= A->mask_cap && rows <= A->rows)
-    return CHAI_OK;
+  if (A->storage && tokens <= A->tokens && mask <= A->mask_cap && rows <= A->rows) return CHAI_OK;
   if (A->storage) { /* grow to cover both the old and the new request */
     if (A->tokens > tokens) tokens = A->tokens;
     if (A->mask_cap > mask) mask = A->mask_cap;
@@ -110,10 +115,11 @@ chai_status opt_acts_reserve(chai_opt_model *m, size_t tokens, size_t mask, size
   }
   size_t C = (size_t)m->cfg.hidden_size, F = (size_t)m->cfg.ffn_dim;
   size_t P = (size_t)m->cfg.word_embed_proj_dim, N = tokens;
-  size_t sizes[] = {N * C, N * C, N * C, N * C, N * C, N * C, N * F, N * P,
-                    rows * C, rows * P, rows * C, mask, N, rows};
+  size_t sizes[] = {N * C, N * C,    N * C,    N * C,    N * C, N * C, N * F,
+                    N * P, rows * C, rows * P, rows * C, mask,  N,     rows};
   size_t nb = sizeof sizes / sizeof sizes[0], total = 0;
-  for (size_t i = 0; i < nb; i++) total += round16(sizes[i] ? sizes[i] : 1);
+  for (size_t i = 0; i < nb; i++)
+    total += round16(sizes[i] ? sizes[i] : 1);
   chai_storage *s = chai_storage_new(total * sizeof(float));
   if (!s) return chai_error_context(CHAI_ERR_NOMEM, "OPT activations for %zu tokens", tokens);
   chai_storage_release(A->storage);
@@ -122,8 +128,8 @@ chai_status opt_acts_reserve(chai_opt_model *m, size_t tokens, size_t mask, size
   A->mask_cap = mask;
   A->rows = rows;
   float *p = (float *)s->data;
-  float **dst[] = {&A->x, &A->h, &A->q, &A->k, &A->v, &A->att, &A->ffh, &A->emb,
-                   &A->rowsC, &A->rowsP, &A->rowsC2, &A->keymask};
+  float **dst[] = {&A->x,   &A->h,   &A->q,     &A->k,     &A->v,      &A->att,
+                   &A->ffh, &A->emb, &A->rowsC, &A->rowsP, &A->rowsC2, &A->keymask};
   for (size_t i = 0; i < sizeof dst / sizeof dst[0]; i++) {
     *dst[i] = p;
     p += round16(sizes[i] ? sizes[i] : 1);
@@ -146,8 +152,10 @@ static void gather_rows(float *out, const opt_param *table, const int32_t *idx, 
     size_t off = (size_t)idx[n] * width;
     if (t->dtype == CHAI_F32) {
       const float *src = (const float *)chai_tensor_data(t) + off;
-      if (add) chai_add_forward(o, o, src, (size_t)width);
-      else memcpy(o, src, (size_t)width * sizeof(float));
+      if (add)
+        chai_add_forward(o, o, src, (size_t)width);
+      else
+        memcpy(o, src, (size_t)width * sizeof(float));
     } else {
       const uint16_t *src = (const uint16_t *)chai_tensor_data(t) + off;
       for (int j = 0; j < width; j++) {
@@ -197,8 +205,16 @@ static chai_status layer_forward(chai_opt_model *m, int l, int B, int T, bool us
   linear(m, kd, in, ly->k_w, ly->k_b, N, C, C, false, ACT_NONE);
   linear(m, vd, in, ly->v_w, ly->v_b, N, C, C, false, ACT_NONE);
 
-  chai_attention_args a = {.B = B, .Tq = T, .Tk = T, .H = H, .D = D, .q_ts = C, .k_ts = C,
-                           .v_ts = C, .scale = 1.0f / sqrtf((float)D), .causal = true,
+  chai_attention_args a = {.B = B,
+                           .Tq = T,
+                           .Tk = T,
+                           .H = H,
+                           .D = D,
+                           .q_ts = C,
+                           .k_ts = C,
+                           .v_ts = C,
+                           .scale = 1.0f / sqrtf((float)D),
+                           .causal = true,
                            .key_mask = keymask,
                            .score_head = m->score_head ? m->score_head[l] : NULL};
   chai_status st = CHAI_OK;
@@ -306,7 +322,8 @@ chai_status opt_decoder_run(chai_opt_model *m, const int32_t *ids, const int32_t
   }
   const float *keymask = NULL;
   if (mask_floats) {
-    for (int i = 0; i < N; i++) A->keymask[i] = (float)mask[i];
+    for (int i = 0; i < N; i++)
+      A->keymask[i] = (float)mask[i];
     keymask = A->keymask;
   }
 
@@ -364,7 +381,8 @@ chai_status chai_opt_forward(chai_opt_model *m, chai_tensor *logits, const int32
   int *rows = NULL;
   if (last_only) {
     rows = m->acts.rowidx;
-    for (int b = 0; b < B; b++) rows[b] = b * T + T - 1;
+    for (int b = 0; b < B; b++)
+      rows[b] = b * T + T - 1;
   }
   const float *feats;
   if ((st = opt_decoder_run(m, ids, mask, B, T, false, rows, last_only ? B : 0, &feats))) return st;

@@ -35,11 +35,13 @@ int chai_opt_sample(const float *logits, int V, const chai_opt_generate_opts *o,
   if (!o->sample) return argmax(logits, V);
   float *s = scratch;
   float inv_t = 1.0f / o->temperature;
-  for (int i = 0; i < V; i++) s[i] = logits[i] * inv_t;
+  for (int i = 0; i < V; i++)
+    s[i] = logits[i] * inv_t;
   float mx = s[argmax(s, V)];
   if (!isfinite(mx)) return argmax(logits, V);
   double total = 0;
-  for (int i = 0; i < V; i++) total += exp((double)s[i] - mx);
+  for (int i = 0; i < V; i++)
+    total += exp((double)s[i] - mx);
   bool filter = (o->top_k > 0 && o->top_k < V) || o->top_p < 1.0f;
   if (!filter) { /* plain temperature sampling over the whole vocabulary */
     double u = (double)chai_rng_uniform(rng) * total, acc = 0;
@@ -66,14 +68,17 @@ int chai_opt_sample(const float *logits, int V, const chai_opt_generate_opts *o,
       if (s[i] > -INFINITY) order[n++] = i;
   }
   qsort_r(order, (size_t)n, sizeof *order, by_score_desc, s);
-  /* top-k: keep scores >= the k-th largest (ties at the boundary stay, as HF's TopKLogitsWarper). */
+  /* top-k: keep scores >= the k-th largest (ties at the boundary stay, as HF's TopKLogitsWarper).
+   */
   if (o->top_k > 0 && o->top_k < n) {
     float kth = s[order[o->top_k - 1]];
     int keep = o->top_k;
-    while (keep < n && s[order[keep]] >= kth) keep++;
+    while (keep < n && s[order[keep]] >= kth)
+      keep++;
     n = keep;
     total = 0;
-    for (int r = 0; r < n; r++) total += exp((double)s[order[r]] - mx);
+    for (int r = 0; r < n; r++)
+      total += exp((double)s[order[r]] - mx);
   }
   /* top-p: keep a token while the probability ranked above it is < top_p (HF's TopPLogitsWarper
    * drops a token when the ascending cumulative sum up to it is <= 1 - top_p); the top token is
@@ -81,10 +86,12 @@ int chai_opt_sample(const float *logits, int V, const chai_opt_generate_opts *o,
   if (o->top_p < 1.0f) {
     double above = 0;
     int keep = 0;
-    while (keep < n && above < (double)o->top_p) above += exp((double)s[order[keep++]] - mx) / total;
+    while (keep < n && above < (double)o->top_p)
+      above += exp((double)s[order[keep++]] - mx) / total;
     n = keep;
     total = 0;
-    for (int r = 0; r < n; r++) total += exp((double)s[order[r]] - mx);
+    for (int r = 0; r < n; r++)
+      total += exp((double)s[order[r]] - mx);
   }
   double u = (double)chai_rng_uniform(rng) * total, acc = 0;
   for (int r = 0; r < n; r++) {

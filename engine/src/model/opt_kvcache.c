@@ -49,7 +49,9 @@ chai_status chai_opt_cache_begin(chai_opt_model *m, int B, int capacity) {
   return CHAI_OK;
 }
 
-int chai_opt_cache_length(const chai_opt_model *m) { return m->kv.storage ? m->kv.len : 0; }
+int chai_opt_cache_length(const chai_opt_model *m) {
+  return m->kv.storage ? m->kv.len : 0;
+}
 
 chai_status chai_opt_cache_step(chai_opt_model *m, float *logits, const int32_t *ids,
                                 const int32_t *mask, int B, int T) {
@@ -62,8 +64,8 @@ chai_status chai_opt_cache_step(chai_opt_model *m, float *logits, const int32_t 
   if (T < 1) return chai_error(CHAI_ERR_ARG, "OPT cache: no tokens given");
   if ((int64_t)kv->len + T > kv->capacity)
     return chai_error(CHAI_ERR_ARG,
-                      "OPT cache: %d cached + %d new tokens exceed its capacity of %d tokens", kv->len,
-                      T, kv->capacity);
+                      "OPT cache: %d cached + %d new tokens exceed its capacity of %d tokens",
+                      kv->len, T, kv->capacity);
   chai_status st = opt_acts_reserve_run(m, B, T, mask, true, B);
   if (st) return st;
   int *rows = m->acts.rowidx;
@@ -74,10 +76,12 @@ chai_status chai_opt_cache_step(chai_opt_model *m, float *logits, const int32_t 
   }
   const float *feats;
   if ((st = opt_decoder_run(m, ids, mask, B, T, true, rows, B, &feats))) return st;
-  if (logits) opt_linear(m, logits, feats, m->lm_head, NULL, B, m->cfg.word_embed_proj_dim,
-                         m->cfg.vocab_size);
+  if (logits)
+    opt_linear(m, logits, feats, m->lm_head, NULL, B, m->cfg.word_embed_proj_dim,
+               m->cfg.vocab_size);
   for (int b = 0; b < B; b++)
-    for (int t = 0; t < T; t++) kv->count[b] += mask ? mask[b * T + t] : 1;
+    for (int t = 0; t < T; t++)
+      kv->count[b] += mask ? mask[b * T + t] : 1;
   kv->len += T;
   return CHAI_OK;
 }

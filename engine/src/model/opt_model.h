@@ -50,6 +50,7 @@ typedef struct opt_acts {
   float *rowsC2;                 /* (R,C) LayerNorm scratch for the gathered rows */
   float *keymask;                /* (mask_cap) */
   int32_t *pos;                  /* (N) position ids + 2 */
+  int *rowidx;                   /* (R) flat token indices of the gathered rows */
 } opt_acts;
 
 /* The KV cache: K and V for every layer, (B, capacity, C) each, plus the key mask (B, capacity)
@@ -74,7 +75,7 @@ struct chai_opt_model {
   opt_param *score;
   bool score_from_checkpoint; /* else drawn at load; classify() warns once */
   bool score_warned;
-  char score_note[256];
+  char score_note[512];
   /* Per-layer head-cluster maps for attention (chai_attention_args.score_head), NULL = every head
    * scores for itself. Set by head clustering (issue 6); owned by whoever sets them. */
   const int **score_head;
@@ -99,10 +100,15 @@ void opt_linear(chai_opt_model *m, float *out, const float *inp, const opt_param
 /* Makes the arena hold `tokens` tokens, `mask` key-mask floats and `rows` gathered rows. */
 chai_status opt_acts_reserve(chai_opt_model *m, size_t tokens, size_t mask, size_t rows);
 
-/* The decoder over ids (B,T) after `past` cached tokens (0 without a cache). Leaves, for the rows
- * listed in `rows` (flat token indices, n_rows of them), the final features (n_rows,P) in
- * m->acts.rowsP; rows == NULL means all B·T tokens, whose features then go to `all_out` (N,P). */
+/* The arena request of a decoder run over B·T tokens gathering n_rows rows. */
+chai_status opt_acts_reserve_run(chai_opt_model *m, int B, int T, const int32_t *mask,
+                                 bool use_cache, int n_rows);
+/* The decoder over ids (B,T), after the cached tokens when use_cache (their keys and values are
+ * appended to the cache; the caller advances it). *feats points at the final features (in the
+ * arena): (n_rows,P) for the flat token indices in `rows`, or (B·T,P) when rows is NULL. The
+ * caller has made the arena big enough with opt_acts_reserve_run (rows may live in it). */
 chai_status opt_decoder_run(chai_opt_model *m, const int32_t *ids, const int32_t *mask, int B,
-                            int T, bool use_cache, const int *rows, int n_rows, float *all_out);
+                            int T, bool use_cache, const int *rows, int n_rows,
+                            const float **feats);
 
 #endif

@@ -113,7 +113,8 @@ static chai_status model_new(chai_opt_model **out, const chai_opt_config *cfg, c
 
 void opt_model_destroy(chai_opt_model *m) {
   if (!m) return;
-  for (int i = 0; i < m->n_params; i++) chai_tensor_release(&m->params[i].t);
+  for (int i = 0; i < m->n_params; i++)
+    chai_tensor_release(&m->params[i].t);
   free(m->params);
   free(m->layers);
   chai_storage_release(m->acts.storage);
@@ -126,13 +127,21 @@ void opt_model_destroy(chai_opt_model *m) {
   free(m);
 }
 
-void chai_opt_free(chai_opt_model *m) { opt_model_destroy(m); }
+void chai_opt_free(chai_opt_model *m) {
+  opt_model_destroy(m);
+}
 
 /* ---- accessors ------------------------------------------------------------------------------- */
 
-const chai_opt_config *chai_opt_get_config(const chai_opt_model *m) { return &m->cfg; }
-chai_dtype chai_opt_dtype(const chai_opt_model *m) { return m->dtype; }
-int chai_opt_param_count(const chai_opt_model *m) { return m->n_params; }
+const chai_opt_config *chai_opt_get_config(const chai_opt_model *m) {
+  return &m->cfg;
+}
+chai_dtype chai_opt_dtype(const chai_opt_model *m) {
+  return m->dtype;
+}
+int chai_opt_param_count(const chai_opt_model *m) {
+  return m->n_params;
+}
 
 const char *chai_opt_param(const chai_opt_model *m, int i, chai_tensor *t) {
   if (i < 0 || i >= m->n_params) return NULL;
@@ -151,15 +160,18 @@ int64_t chai_opt_num_parameters(const chai_opt_model *m) {
 void chai_opt_memory(const chai_opt_model *m, size_t *weights, size_t *kv_cache,
                      size_t *activations) {
   size_t w = 0;
-  for (int i = 0; i < m->n_params; i++) w += chai_tensor_nbytes(&m->params[i].t);
+  for (int i = 0; i < m->n_params; i++)
+    w += chai_tensor_nbytes(&m->params[i].t);
   if (weights) *weights = w;
   if (kv_cache) *kv_cache = m->kv.storage ? m->kv.storage->bytes : 0;
   if (activations)
-    *activations = (m->acts.storage ? m->acts.storage->bytes : 0) +
-                   m->lowp_scratch_floats * sizeof(float);
+    *activations =
+        (m->acts.storage ? m->acts.storage->bytes : 0) + m->lowp_scratch_floats * sizeof(float);
 }
 
-int chai_opt_warning_count(const chai_opt_model *m) { return m->warnings.n; }
+int chai_opt_warning_count(const chai_opt_model *m) {
+  return m->warnings.n;
+}
 const char *chai_opt_warning(const chai_opt_model *m, int i) {
   return i >= 0 && i < m->warnings.n ? m->warnings.msg[i] : NULL;
 }
@@ -178,7 +190,8 @@ static chai_status init_param(chai_opt_model *m, opt_param *p, chai_rng *rng) {
     if (p == m->embed_tokens && m->cfg.pad_token_id >= 0) /* nn.Embedding's padding_idx row */
       memset(d + (size_t)m->cfg.pad_token_id * p->shape[1], 0, (size_t)p->shape[1] * 4);
   } else if (ln && strstr(p->name, ".weight")) {
-    for (size_t i = 0; i < n; i++) d[i] = 1.0f;
+    for (size_t i = 0; i < n; i++)
+      d[i] = 1.0f;
   } /* biases stay zero */
   if (p->matrix && m->dtype != CHAI_F32) {
     st = chai_tensor_to(&p->t, &f, m->dtype);
@@ -196,7 +209,8 @@ chai_status chai_opt_create(chai_opt_model **out, const chai_opt_config *cfg, ch
   chai_opt_model *m;
   if ((st = model_new(&m, cfg, dtype))) return st;
   if (!rng) rng = chai_rng_global();
-  for (int i = 0; i < m->n_params && !st; i++) st = init_param(m, &m->params[i], rng);
+  for (int i = 0; i < m->n_params && !st; i++)
+    st = init_param(m, &m->params[i], rng);
   if (st) {
     opt_model_destroy(m);
     return st;
@@ -217,7 +231,8 @@ static chai_status adopt(chai_opt_model *m, opt_param *p, const chai_tensor *src
     return chai_error(CHAI_ERR_FORMAT, "%s: %s has dtype %s; OPT weights must be F32, F16 or BF16",
                       origin, key, chai_dtype_name(src->dtype));
   bool same = src->ndim == p->ndim;
-  for (int d = 0; same && d < p->ndim; d++) same = src->shape[d] == p->shape[d];
+  for (int d = 0; same && d < p->ndim; d++)
+    same = src->shape[d] == p->shape[d];
   if (!same) {
     char got[64], exp[64];
     return chai_error(CHAI_ERR_FORMAT, "%s: %s has shape %s, expected %s (from config.json)",
@@ -261,8 +276,10 @@ static chai_status load_weights(chai_opt_model *m, chai_checkpoint *ck, const ch
   /* "model.decoder." (OPTForCausalLM, OPTForSequenceClassification) or "decoder." (OPTModel, as
    * facebook/opt-* on the Hub). */
   const char *prefix;
-  if (chai_checkpoint_has(ck, DEC "embed_tokens.weight")) prefix = DEC;
-  else if (chai_checkpoint_has(ck, "decoder.embed_tokens.weight")) prefix = "decoder.";
+  if (chai_checkpoint_has(ck, DEC "embed_tokens.weight"))
+    prefix = DEC;
+  else if (chai_checkpoint_has(ck, "decoder.embed_tokens.weight"))
+    prefix = "decoder.";
   else
     return chai_error(CHAI_ERR_FORMAT,
                       "%s: no model.decoder.embed_tokens.weight or decoder.embed_tokens.weight; "
@@ -335,7 +352,7 @@ static chai_status load_weights(chai_opt_model *m, chai_checkpoint *ck, const ch
     uint64_t seed = rng->seed, counter = rng->counter;
     if ((st = init_param(m, m->score, rng))) return st;
     snprintf(m->score_note, sizeof m->score_note,
-             "%s: the checkpoint has no score.weight; the classification head (%d labels) was "
+             "%.150s: the checkpoint has no score.weight; the classification head (%d labels) was "
              "initialised randomly (normal, std %g, seed %llu, draw %llu)",
              origin, m->cfg.num_labels, m->cfg.init_std, (unsigned long long)seed,
              (unsigned long long)counter);

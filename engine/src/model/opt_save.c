@@ -32,8 +32,9 @@ static chai_status make_dirs(const char *dir) {
 }
 
 static chai_status write_text(const char *path, const char *text) {
-  char tmp[4200];
-  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  char tmp[4300];
+  if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
+    return chai_error(CHAI_ERR_ARG, "OPT save: path too long: %s", path);
   FILE *f = fopen(tmp, "wb");
   if (!f) return chai_error(CHAI_ERR_IO, "OPT save: cannot write %s: %s", tmp, strerror(errno));
   size_t n = strlen(text);
