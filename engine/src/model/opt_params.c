@@ -275,17 +275,20 @@ static chai_status load_weights(chai_opt_model *m, chai_checkpoint *ck, const ch
                                 chai_rng *rng) {
   /* "model.decoder." (OPTForCausalLM, OPTForSequenceClassification) or "decoder." (OPTModel, as
    * facebook/opt-* on the Hub). */
-  const char *prefix;
-  if (chai_checkpoint_has(ck, DEC "embed_tokens.weight"))
-    prefix = DEC;
-  else if (chai_checkpoint_has(ck, "decoder.embed_tokens.weight"))
-    prefix = "decoder.";
-  else
-    return chai_error(CHAI_ERR_FORMAT,
-                      "%s: no model.decoder.embed_tokens.weight or decoder.embed_tokens.weight; "
-                      "is this an OPT checkpoint?",
-                      origin);
+  const char *prefix = NULL;
   int n = chai_checkpoint_count(ck);
+  for (int i = 0; i < n && !(prefix && prefix[0] == 'm'); i++) {
+    const char *name = chai_checkpoint_name(ck, i);
+    if (strncmp(name, DEC, strlen(DEC)) == 0)
+      prefix = DEC;
+    else if (strncmp(name, "decoder.", 8) == 0)
+      prefix = "decoder.";
+  }
+  if (!prefix)
+    return chai_error(CHAI_ERR_FORMAT,
+                      "%s: no key starts with \"model.decoder.\" or \"decoder.\"; is this an OPT "
+                      "checkpoint?",
+                      origin);
   chai_status st = CHAI_OK;
   char missing[512] = "";
   int n_missing = 0;
