@@ -197,6 +197,19 @@ int chai_opt_sample(const float *logits, int V, const chai_opt_generate_opts *o,
  * missing. Loading it back gives bit-identical logits. CHAI_ERR_IO naming the path on failure. */
 chai_status chai_opt_save(const chai_opt_model *m, const char *dir);
 
+/* ---- the decoding bandwidth ceiling ---------------------------------------------------------- */
+
+/* Bytes one decoded token reads: every weight matrix (the tied embedding once, as the LM head),
+ * one row of each embedding table, and the cached keys and values of `context` tokens. */
+size_t chai_opt_decode_bytes(const chai_opt_model *m, int64_t context);
+/* Streams a `bytes` buffer with every thread `reps` times; *gbps = the best read rate in 1e9
+ * bytes/s. CHAI_ERR_ARG below 1 MB, CHAI_ERR_NOMEM when the buffer cannot be had. */
+chai_status chai_opt_read_bandwidth(size_t bytes, int reps, double *gbps);
+/* The streaming kernel: the wrapping sum of n words (AVX2 when available; _ref is the scalar
+ * twin; both exact). */
+uint64_t chai_opt_read_sum(const uint64_t *p, size_t n);
+uint64_t chai_opt_read_sum_ref(const uint64_t *p, size_t n);
+
 #ifdef __cplusplus
 }
 #endif
