@@ -111,6 +111,40 @@ R({"key_mask", "(1,3)"}, function() chai.attention(q, q, q, {mask = {{1, 1, 1}}}
 R("tensor used after free", function() return dead + 1 end)
 R("tensor used after free", function() chai.matmul(alive_view, dead) end)
 
+-- allocation failures: the error is raised, and nothing leaks, wherever the failure strikes
+do
+  collectgarbage()
+  collectgarbage()
+  local live0 = chai.memory().live
+  chai._alloc_fail_after(1)
+  R({"out of memory", "injected"}, function() chai.zeros({10}) end)
+  chai._alloc_fail_after(0)
+  local calls = {
+    function() return chai.randn({10}, {seed = 1, dtype = "f16"}) end,
+    function() return chai.matmul({{1, 2}}, {{1}, {2}}) end,
+    function() return chai.tensor({1, 2}) + {3, 4} end,
+    function() return chai.arange(6):view(2, 3):transpose(1, 2):reshape(6) end,
+    function() return chai.attention(chai.ones({1, 2, 1, 2}), chai.ones({1, 2, 1, 2}),
+      chai.ones({1, 2, 1, 2}), {mask = {{1, 0}}}) end,
+  }
+  for i, fn in ipairs(calls) do
+    local failures = 0
+    for n = 1, 12 do
+      chai._alloc_fail_after(n)
+      local ok, err = pcall(fn)
+      chai._alloc_fail_after(0)
+      if not ok then
+        failures = failures + 1
+        T.check(tostring(err):find("injected", 1, true), "call " .. i .. " fails cleanly: " .. tostring(err))
+      end
+    end
+    T.check(failures > 0, "call " .. i .. " met an injected failure")
+  end
+  collectgarbage()
+  collectgarbage()
+  T.eq(chai.memory().live, live0, "no chai memory is left after the failed calls")
+end
+
 -- the process goes on: everything still works after all those errors
 local ok = chai.tensor({{1, 2}, {3, 4}}, "i32")
 ok:set(2, 2, 40)
