@@ -67,21 +67,12 @@ static int l_memory(lua_State *L) {
   return 1;
 }
 
-/* chai._alloc_fail_after(n): test hook (chai_alloc_fail_after): the n-th chai allocation from now
- * and all later ones fail until chai._alloc_fail_after(0). */
-static int l_alloc_fail_after(lua_State *L) {
-  lua_Integer n = luaL_checkinteger(L, 1);
-  if (n < 0) return luaL_error(L, "chai._alloc_fail_after: n must be >= 0, got %I", n);
-  chai_alloc_fail_after((long)n);
-  return 0;
-}
-
 void chai_bind_open_sys(lua_State *L, int table) {
   static const luaL_Reg fns[] = {{"cpu", l_cpu},
                                  {"threads", l_threads},
                                  {"seed", l_seed},
                                  {"memory", l_memory},
-                                 {"_alloc_fail_after", l_alloc_fail_after},
+
                                  {NULL, NULL}};
   chai_bind_register(L, table, fns);
   lua_pushstring(L, chai_version());

@@ -5,6 +5,7 @@ local dir = debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./"
 package.path = dir .. "?.lua;" .. package.path
 local T = require "helper"
 local chai = require "chai"
+local testing = require("chai.core").testing
 
 local t = chai.tensor({{1, 2, 3}, {4, 5, 6}}) -- (2,3)
 local function R(needles, fn, what) T.raises(fn, needles, what) end
@@ -116,9 +117,9 @@ do
   collectgarbage()
   collectgarbage()
   local live0 = chai.memory().live
-  chai._alloc_fail_after(1)
+  testing.fail_alloc_after(1)
   R({"out of memory", "injected"}, function() chai.zeros({10}) end)
-  chai._alloc_fail_after(0)
+  testing.fail_alloc_after(0)
   local calls = {
     function() return chai.randn({10}, {seed = 1, dtype = "f16"}) end,
     function() return chai.matmul({{1, 2}}, {{1}, {2}}) end,
@@ -130,9 +131,9 @@ do
   for i, fn in ipairs(calls) do
     local failures = 0
     for n = 1, 12 do
-      chai._alloc_fail_after(n)
+      testing.fail_alloc_after(n)
       local ok, err = pcall(fn)
-      chai._alloc_fail_after(0)
+      testing.fail_alloc_after(0)
       if not ok then
         failures = failures + 1
         T.check(tostring(err):find("injected", 1, true), "call " .. i .. " fails cleanly: " .. tostring(err))
