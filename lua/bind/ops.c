@@ -165,7 +165,7 @@ static int l_attention(lua_State *L) {
   chai_tensor *mask = NULL;
   if (!lua_isnoneornil(L, 4)) {
     lua_getfield(L, 4, "mask");
-    if (!lua_isnil(L, -1)) mask = chai_bind_check_tensor_like(L, -1, CHAI_F32);
+    if (!lua_isnil(L, -1)) mask = chai_bind_check_tensor_named(L, -1, CHAI_F32, "attention: mask");
     /* the mask (or its converted copy) stays on the stack, owned by Lua, until we return */
   }
   chai_tensor *out = chai_bind_push_tensor(L);

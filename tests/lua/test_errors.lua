@@ -109,6 +109,10 @@ R({"unknown option 'casual'"}, function() chai.attention(q, q, q, {casual = true
 R({"option causal", "number"}, function() chai.attention(q, q, q, {causal = 1}) end)
 R({"attention", "(1,2,1,4)", "(2,4)"}, function() chai.attention(q, q, chai.zeros({2, 4})) end)
 R({"key_mask", "(1,3)"}, function() chai.attention(q, q, q, {mask = {{1, 1, 1}}}) end)
+R({"attention: mask", "ragged", "dim 2"}, function() chai.attention(q, q, q, {mask = {{1, 1}, {1}}}) end)
+R({"attention: mask", "string"}, function() chai.attention(q, q, q, {mask = "all"}) end)
+R({"option dtype", "table"}, function() chai.randn({2}, {dtype = {}}) end)
+R({"argument #2", "ragged"}, function() chai.matmul(t, {{1}, {2, 3}}) end)
 R("tensor used after free", function() return dead + 1 end)
 R("tensor used after free", function() chai.matmul(alive_view, dead) end)
 
