@@ -242,6 +242,20 @@ do
   T.eq(chai.memory().live, live0, "__gc releases unreachable tensors")
 end
 
+-- pure-Lua helpers
+do
+  local t = chai.zeros({2, 5})
+  T.eq(t:size(), {2, 5}, "size()")
+  T.eq(t:size(2), 5, "size(2)")
+  T.eq(t:size(-2), 2, "size(-2)")
+  T.raises(function() t:size(3) end, "dim 3")
+  T.check(chai.allclose(chai.tensor({1, 2}), {1, 2.0000001}), "allclose within tolerance")
+  T.check(not chai.allclose(chai.tensor({1, 2}), {1, 2.1}), "allclose outside tolerance")
+  T.check(chai.allclose({1, 2.1}, {1, 2}, {atol = 0.2}), "allclose atol option")
+  T.check(not chai.allclose(chai.zeros({2, 2}), chai.zeros({4})), "allclose compares shapes")
+  T.raises(function() chai.allclose(t, t, {tol = 1}) end, "unknown option 'tol'")
+end
+
 -- system functions
 do
   T.check(type(chai.version) == "string" and chai.version:match("^%d+%.%d+%.%d+"), "version")
