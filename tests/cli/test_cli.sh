@@ -312,9 +312,9 @@ mkfifo "$tmp/fifo"
 pid=$!
 pids+=("$pid")
 exec 3>"$tmp/fifo"
-printf '%s\n' 'print("go")' 'while true do end' >&3
+printf '%s\n' 'print("go") while true do end' >&3
 if wait_for "$tmp/int.out" go; then
-  sleep 0.5
+  sleep 0.3
   kill -INT "$pid"
   wait_for "$tmp/int.err" interrupted || fail "REPL: no interrupted message"
   printf '%s\n' 'print("alive")' >&3
@@ -343,13 +343,14 @@ if command -v script >/dev/null && script --version 2>/dev/null | grep -q util-l
     printf '6 * 7\r' >&3
     wait_for "$tmp/tty.out" 42 || fail "tty REPL: no value printed"
     printf 'abc' >&3
-    sleep 0.3
+    wait_for "$tmp/tty.out" abc || fail "tty REPL: no echo"
     printf '\003' >&3 # Ctrl-C at the prompt drops "abc"
     sleep 0.3
     printf 'print("fresh" .. "line")\r' >&3
     wait_for "$tmp/tty.out" freshline || fail "tty REPL: line not cleared by Ctrl-C"
-    printf 'while true do end\r' >&3
-    sleep 0.5
+    printf 'print("loo" .. "ping") while true do end\r' >&3
+    wait_for "$tmp/tty.out" looping || fail "tty REPL: loop not started"
+    sleep 0.3
     printf '\003' >&3
     wait_for "$tmp/tty.out" interrupted || fail "tty REPL: running chunk not interrupted"
     printf 'print("al" .. "ive")\r' >&3
