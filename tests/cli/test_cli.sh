@@ -111,6 +111,10 @@ for word in "openblas  core " "chosen by " "library   /" "features  " "simd     
 done
 run env CHAI_CPU=ref "$chai" --version
 expect_has "version shows a forced SIMD level" "$out" "simd      ref (CHAI_CPU=ref)"
+run env CHAI_BLAS_LIB=libm.so.6 "$chai" version # a library without cblas_sgemm
+expect_rc "version without a usable BLAS" 1
+expect_has "version says why BLAS is missing" "$out" "openblas  not loaded: "
+expect_has "version without BLAS still shows the CPU" "$out" "features  "
 
 # ---- -e ----
 run "$chai" -e 'x = 1' -e 'x = x + 1' -e 'print(x)'
@@ -241,11 +245,23 @@ expect_eq "env prints two lines" "$(wc -l <<<"$out" | tr -d ' ')" "2"
 )
 rc=$?
 expect_rc "env paths point at chai/init.lua and chai/core.so" 0
+# An installed tree whose path needs quoting: env points at share/chai/lua and lib/lua/5.4.
+q="$tmp/it's here/prefix"
+mkdir -p "$q/bin" "$q/share/chai/lua" "$q/lib/lua/5.4/chai"
+cp "$chai" "$q/bin/chai"
+cp -r "$src/lua/chai" "$q/share/chai/lua/"
+cp "$(eval "$out" && echo "${LUA_CPATH%%/\?.so*}")/chai/core.so" "$q/lib/lua/5.4/chai/"
+qenv="$("$q/bin/chai" env)"
+got="$(eval "$qenv" && echo "$LUA_PATH|$LUA_CPATH")"
+expect_eq "env of an install, quoted for the shell" "$got" \
+  "$q/share/chai/lua/?.lua;$q/share/chai/lua/?/init.lua;;|$q/lib/lua/5.4/?.so;;"
 if [ "${CHAI_SANITIZE:-0}" = 1 ] || ! command -v lua5.4 >/dev/null; then
   echo "skip: stock lua5.4 require (sanitizer build or no lua5.4)"
 else
   got="$(eval "$out" && cd "$tmp/elsewhere" && lua5.4 -e 'local chai = require "chai"; io.write(chai.version)' 2>&1)"
   expect_eq "eval \"\$(chai env)\"; lua5.4 require 'chai'" "$got" "$core_version"
+  got="$(eval "$qenv" && cd "$tmp/elsewhere" && lua5.4 -e 'io.write(package.searchpath("chai.core", package.cpath), " ", require("chai").version)' 2>&1)"
+  expect_eq "installed: lua5.4 require 'chai'" "$got" "$q/lib/lua/5.4/chai/core.so $core_version"
 fi
 
 # ---- REPL through a pipe ----
