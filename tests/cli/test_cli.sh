@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Tests of the `chai` command (lua/cli): bash tests/cli/test_cli.sh path/to/chai
 # Subcommands and their output, exit statuses (0 ok, 1 Lua error, 2 bad usage), the global `arg`,
-# script lookup ($CHAI_HOME, the install layout), Lua subcommands from chai.cli, -e, the REPL through
-# a pipe and through a pseudo-terminal, Ctrl-C, and `eval "$(chai env)"` for a stock lua5.4.
+# script lookup ($CHAI_HOME, the install layout), Lua subcommands from chai.cli, -e, the REPL
+# through a pipe and through a pseudo-terminal, Ctrl-C, and `eval "$(chai env)"` for a stock lua5.4.
 set -u
 
 if [ $# -lt 1 ] || [ ! -x "$1" ]; then
@@ -127,7 +127,8 @@ expect_has "-e error traceback" "$err" "stack traceback:"
 expect_eq "-e stops at the first error" "$out" ""
 run "$chai" -e 'local chai = require "chai"; print(chai.version)'
 expect_eq "-e can require chai" "$out" "$core_version"
-run env LUA_CPATH="$tmp/nowhere/?.so" "$chai" -e 'print(package.preload["chai.core"] ~= nil, require("chai.core").version)'
+run env LUA_CPATH="$tmp/nowhere/?.so" "$chai" \
+  -e 'print(package.preload["chai.core"] ~= nil, require("chai.core").version)'
 expect_eq "chai.core is preloaded, no .so needed" "$out" "true	$core_version"
 run "$chai" -e 'assert(type(require("chai.cli").commands) == "table")'
 expect_rc "chai.cli has a commands table" 0
@@ -177,7 +178,8 @@ printf 'print("bundled", arg[0], ...)\n' >"$tmp/home/scripts/sub/where.lua"
 cd "$tmp/elsewhere" || exit 1
 run env CHAI_HOME="$tmp/home" "$chai" script sub/where.lua x
 expect_rc "bundled script" 0
-expect_eq "bundled script found in CHAI_HOME/scripts" "$out" "bundled	$tmp/home/scripts/sub/where.lua	x"
+expect_eq "bundled script found in CHAI_HOME/scripts" "$out" \
+  "bundled	$tmp/home/scripts/sub/where.lua	x"
 printf 'print("local")\n' >"$tmp/elsewhere/where.lua"
 mkdir -p "$tmp/elsewhere/sub"
 printf 'print("local", arg[0])\n' >"$tmp/elsewhere/sub/where.lua"
@@ -195,7 +197,8 @@ cp "$chai" "$tmp/prefix/bin/chai"
 cp -r "$src/lua/chai" "$tmp/prefix/share/chai/lua/"
 printf 'print("installed", arg[0])\n' >"$tmp/prefix/share/chai/scripts/inst.lua"
 run "$tmp/prefix/bin/chai" script inst.lua
-expect_eq "installed binary finds share/chai/scripts" "$out" "installed	$tmp/prefix/share/chai/scripts/inst.lua"
+expect_eq "installed binary finds share/chai/scripts" "$out" \
+  "installed	$tmp/prefix/share/chai/scripts/inst.lua"
 run "$tmp/prefix/bin/chai" -e 'print(package.searchpath("chai", package.path))'
 expect_eq "installed binary finds share/chai/lua" "$out" "$tmp/prefix/share/chai/lua/chai/init.lua"
 
@@ -258,9 +261,12 @@ expect_eq "env of an install, quoted for the shell" "$got" \
 if [ "${CHAI_SANITIZE:-0}" = 1 ] || ! command -v lua5.4 >/dev/null; then
   echo "skip: stock lua5.4 require (sanitizer build or no lua5.4)"
 else
-  got="$(eval "$out" && cd "$tmp/elsewhere" && lua5.4 -e 'local chai = require "chai"; io.write(chai.version)' 2>&1)"
+  got="$(eval "$out" && cd "$tmp/elsewhere" &&
+    lua5.4 -e 'local chai = require "chai"; io.write(chai.version)' 2>&1)"
   expect_eq "eval \"\$(chai env)\"; lua5.4 require 'chai'" "$got" "$core_version"
-  got="$(eval "$qenv" && cd "$tmp/elsewhere" && lua5.4 -e 'io.write(package.searchpath("chai.core", package.cpath), " ", require("chai").version)' 2>&1)"
+  got="$(eval "$qenv" && cd "$tmp/elsewhere" &&
+    lua5.4 -e 'io.write(package.searchpath("chai.core", package.cpath), " ", require"chai".version)' \
+    2>&1)"
   expect_eq "installed: lua5.4 require 'chai'" "$got" "$q/lib/lua/5.4/chai/core.so $core_version"
 fi
 
@@ -351,7 +357,8 @@ expect_has "REPL Ctrl-C message" "$(cat "$tmp/int.err")" "interrupted"
 if command -v script >/dev/null && script --version 2>/dev/null | grep -q util-linux; then
   rm -f "$tmp/fifo"
   mkfifo "$tmp/fifo"
-  CHAI_HISTORY="$tmp/history" script -qfec "$chai repl" /dev/null <"$tmp/fifo" >"$tmp/tty.out" 2>&1 &
+  CHAI_HISTORY="$tmp/history" script -qfec "$chai repl" /dev/null \
+    <"$tmp/fifo" >"$tmp/tty.out" 2>&1 &
   pid=$!
   pids+=("$pid")
   exec 3>"$tmp/fifo"
