@@ -265,9 +265,9 @@ else
     lua5.4 -e 'local chai = require "chai"; io.write(chai.version)' 2>&1)"
   expect_eq "eval \"\$(chai env)\"; lua5.4 require 'chai'" "$got" "$core_version"
   got="$(eval "$qenv" && cd "$tmp/elsewhere" &&
-    lua5.4 -e 'io.write(package.searchpath("chai.core", package.cpath), " ", require"chai".version)' \
+    lua5.4 -e 'print(package.searchpath("chai.core", package.cpath), require("chai").version)' \
     2>&1)"
-  expect_eq "installed: lua5.4 require 'chai'" "$got" "$q/lib/lua/5.4/chai/core.so $core_version"
+  expect_eq "installed: lua5.4 require 'chai'" "$got" "$q/lib/lua/5.4/chai/core.so	$core_version"
 fi
 
 # ---- REPL through a pipe ----
