@@ -312,6 +312,23 @@ if wait_for "$tmp/int.out" go; then
 else
   fail "-e loop never started"
 fi
+# a long C loop (20 s unless interrupted): chai_interrupt() makes it return at once, and Lua raises
+# "interrupted" as the C function returns.
+"$chai" -e 'print("go") io.stdout:flush() require("chai.core").testing.spin_until_interrupted(20)' >"$tmp/int.out" 2>"$tmp/int.err" &
+pid=$!
+pids+=("$pid")
+if wait_for "$tmp/int.out" go; then
+  sleep 0.5
+  kill -INT "$pid"
+  t0=$(date +%s%N)
+  wait_exit "$pid"
+  elapsed_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+  expect_rc "Ctrl-C stops a C loop" 1
+  if [ "$elapsed_ms" -lt 3000 ]; then ok; else fail "the C loop took ${elapsed_ms} ms to stop"; fi
+  expect_has "C-loop Ctrl-C message" "$(cat "$tmp/int.err")" "interrupted"
+else
+  fail "C loop never started"
+fi
 # script: same, with a traceback naming the script.
 printf 'print("go")\nlocal n = 0\nwhile true do n = n + 1 end\n' >"$tmp/work/loop.lua"
 "$chai" script loop.lua >"$tmp/int.out" 2>"$tmp/int.err" &
