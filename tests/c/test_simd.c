@@ -79,6 +79,32 @@ static void test_softmax(chai_simd lvl) {
   }
 }
 
+/* Row reductions: max exactly (NaN skipped, -inf kept), Σexp and y += a·exp within float
+ * rounding of the per-term exp. */
+static void test_rowexp(chai_simd lvl) {
+  static float x[MAXN + 1], y1[MAXN + 1], y2[MAXN + 1];
+  for (int li = 0; li < NL; li++) {
+    size_t n = LENS[li];
+    tu_fill(x, n, -20, 5);
+    if (n > 1) x[n / 2] = -INFINITY;
+    if (n > 2) x[1] = NAN;
+    x[n] = 1000; /* beyond the end: must not be read into the max */
+    chai_simd_force(lvl);
+    float m1 = chai_max(x, n);
+    CHECK(m1 == chai_max_ref(x, n));
+    if (n > 2) x[1] = -1;
+    double s1 = chai_sumexp(x, m1, n), s2 = chai_sumexp_ref(x, m1, n);
+    CHECK(fabs(s1 - s2) <= 3e-7 * s2);
+    tu_fill(y1, n + 1, -1, 1);
+    memcpy(y2, y1, (n + 1) * 4);
+    chai_expaxpy(y1, 0.7f, x, m1, n);
+    chai_expaxpy_ref(y2, 0.7f, x, m1, n);
+    CHECK(chai_test_max_abs_diff_f(y1, y2, n + 1) <= 5e-7);
+    CHECK(y1[n] == y2[n]);
+  }
+  CHECK(chai_max(x, 0) == -INFINITY && chai_sumexp(x, 0, 0) == 0);
+}
+
 /* The vector exp against expf: relative error <= 3e-7 (about 2.5 ulp) across its range, exact
  * 1 at 0, 0 at -inf, inf at +inf and beyond 88.8, and tiny (< 1.2e-38) where expf is subnormal. */
 static void test_exp(chai_simd lvl) {
@@ -159,6 +185,7 @@ int main(void) {
     test_elementwise(lvl);
     test_layernorm(lvl);
     test_softmax(lvl);
+    test_rowexp(lvl);
     test_half(lvl);
     if (lvl != CHAI_SIMD_REF) test_exp(lvl);
   }

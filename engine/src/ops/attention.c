@@ -8,6 +8,7 @@
 #include <omp.h>
 #include <string.h>
 
+#include "chai/blas.h"
 #include "chai/memory.h"
 #include "chai/ops.h"
 #include "kernels/kernels.h"
@@ -54,50 +55,70 @@ static inline float dot(const float *x, const float *y, int n) {
   return s;
 }
 
-/* One query row of task (b, r): p (Tk) = softmax of r's masked scores. */
-static void score_row(float *p, const float *q, const float *k, const chai_attention_args *a, int b,
-                      int r, int i) {
-  const float *qi = q + ((size_t)b * a->Tq + i) * a->q_ts + (size_t)r * a->D;
-  const float *kb = k + (size_t)b * a->Tk * a->k_ts + (size_t)r * a->D;
-  const float *mask = a->key_mask ? a->key_mask + (size_t)b * a->Tk : NULL;
-  int lim = key_limit(a, i);
-  for (int j = 0; j < a->Tk; j++)
-    p[j] = j < lim && (!mask || mask[j] != 0.0f)
-               ? a->scale * dot(qi, kb + (size_t)j * a->k_ts, a->D)
-               : -INFINITY;
-  chai_softmax_row(p, p, a->Tk);
+/* Query rows per block: a block's scores (BQ, Tk) come from one GEMM and its outputs from one GEMM
+ * per head, which keeps the scratch small (BQ·Tk floats per thread) and, under the causal mask,
+ * skips all keys past the block's last visible one. */
+enum { BQ = 64 };
+
+/* Rows i0..i0+bq−1 of task (b, r): s (bq, Tk; row stride Tk) becomes the softmax of r's masked
+ * scores. Returns the number of keys any of these rows can see (the columns after it are 0). */
+static int score_block(float *s, const float *q, const float *k, const chai_attention_args *a,
+                       int b, int r, int i0, int bq) {
+  int Tk = a->Tk, hi = key_limit(a, i0 + bq - 1);
+  const float *qb = q + ((size_t)b * a->Tq + i0) * a->q_ts + (size_t)r * a->D;
+  const float *kb = k + (size_t)b * Tk * a->k_ts + (size_t)r * a->D;
+  const float *mask = a->key_mask ? a->key_mask + (size_t)b * Tk : NULL;
+  if (hi > 0)
+    chai_sgemm(false, true, bq, hi, a->D, a->scale, qb, a->q_ts, kb, a->k_ts, 0.0f, s, Tk);
+  for (int ii = 0; ii < bq; ii++) {
+    float *row = s + (size_t)ii * Tk;
+    int lim = key_limit(a, i0 + ii);
+    for (int j = lim; j < Tk; j++)
+      row[j] = -INFINITY;
+    if (mask)
+      for (int j = 0; j < lim; j++)
+        if (mask[j] == 0.0f) row[j] = -INFINITY;
+    chai_softmax_row(row, row, Tk);
+  }
+  return hi;
 }
 
 chai_status chai_attention_forward(float *out, float *probs, const float *q, const float *k,
                                    const float *v, const chai_attention_args *a) {
   chai_status st = check_args(a);
   if (st) return st;
-  int B = a->B, Tq = a->Tq, Tk = a->Tk, H = a->H, D = a->D;
+  if ((st = chai_blas_init())) return st;
+  int B = a->B, Tq = a->Tq, Tk = a->Tk, H = a->H, D = a->D, hd = H * D;
   int nthreads = omp_get_max_threads();
-  size_t scratch_bytes = (size_t)nthreads * (Tk > 0 ? Tk : 1) * sizeof(float);
-  float *scratch = chai_alloc(scratch_bytes, "attention scratch");
-  if (!scratch) return CHAI_ERR_NOMEM;
+  size_t per_thread = (size_t)BQ * (Tk > 0 ? Tk : 1);
+  size_t scratch_bytes = probs ? 0 : (size_t)nthreads * per_thread * sizeof(float);
+  float *scratch = NULL;
+  if (scratch_bytes && !(scratch = chai_alloc(scratch_bytes, "attention scores")))
+    return CHAI_ERR_NOMEM;
   long ntask = (long)B * H;
-#pragma omp parallel for schedule(dynamic, 1) if (ntask > 1 && (long)Tq * Tk * D > 4096)
+  /* A decode step of a small model is ~100 µs of work: below ~1M multiply-adds a thread team costs
+   * more than it saves (and much more on a loaded machine). */
+#pragma omp parallel for schedule(dynamic, 1) if (ntask > 1 && ntask * Tq * Tk * D >= (1L << 20))
   for (long t = 0; t < ntask; t++) {
     int b = (int)(t / H), r = (int)(t % H);
     if (rep_of(a, r) != r) continue;
-    float *row = scratch + (size_t)omp_get_thread_num() * (Tk > 0 ? Tk : 1);
-    for (int i = 0; i < Tq; i++) {
-      float *p = probs ? probs + (((size_t)b * H + r) * Tq + i) * Tk : row;
-      score_row(p, q, k, a, b, r, i);
+    for (int i0 = 0; i0 < Tq; i0 += BQ) {
+      int bq = Tq - i0 < BQ ? Tq - i0 : BQ;
+      float *s = probs ? probs + (((size_t)b * H + r) * Tq + i0) * Tk
+                       : scratch + (size_t)omp_get_thread_num() * per_thread;
+      int hi = score_block(s, q, k, a, b, r, i0, bq);
       for (int h = 0; h < H; h++) {
         if (rep_of(a, h) != r) continue;
-        if (probs && h != r) memcpy(probs + (((size_t)b * H + h) * Tq + i) * Tk, p, (size_t)Tk * 4);
-        float *o = out + (((size_t)b * Tq + i) * H + h) * D;
-        memset(o, 0, (size_t)D * sizeof(float));
-        const float *vb = v + (size_t)b * Tk * a->v_ts + (size_t)h * D;
-        for (int j = 0; j < Tk; j++)
-          if (p[j] != 0.0f) chai_axpy(o, p[j], vb + (size_t)j * a->v_ts, (size_t)D);
+        if (probs && h != r)
+          memcpy(probs + (((size_t)b * H + h) * Tq + i0) * Tk, s, (size_t)bq * Tk * sizeof(float));
+        /* out rows (bq, D) with row stride H·D = P (bq, hi) · V_h (hi, D); hi = 0 gives zeros */
+        chai_sgemm(false, false, bq, D, hi, 1.0f, s, Tk,
+                   v + (size_t)b * Tk * a->v_ts + (size_t)h * D, a->v_ts, 0.0f,
+                   out + ((size_t)b * Tq + i0) * hd + (size_t)h * D, hd);
       }
     }
   }
-  chai_free(scratch, scratch_bytes);
+  if (scratch) chai_free(scratch, scratch_bytes);
   return CHAI_OK;
 }
 
