@@ -110,6 +110,15 @@ static void run_case(const char *name, int B, int Tq, int Tk, int H, int D, bool
   tu_num_grad(g, c.qkv, nqkv, attention_loss, &c);
   snprintf(what, sizeof what, "%s: dq/dk/dv", name);
   tu_check_grad(what, d, d0, g, nqkv, 2e-5);
+  /* the row-by-row path, taken when the block scratch cannot be allocated, agrees too */
+  memcpy(d, d0, nqkv * sizeof(float));
+  chai_alloc_fail_after(1);
+  chai_attention_backward(d + qb, d + kb, d + vb, dout, probs, q, k, v, &a);
+  chai_alloc_fail_after(0);
+  snprintf(what, sizeof what, "%s: dq/dk/dv without scratch", name);
+  tu_check_grad(what, d, d0, g, nqkv, 2e-5);
+  memcpy(d, d0, nqkv * sizeof(float));
+  chai_attention_backward(d + qb, d + kb, d + vb, dout, probs, q, k, v, &a);
   /* dv alone (dq, dk NULL) gives the same dv and leaves the q/k parts untouched */
   float *dv_only = tu_falloc(nqkv);
   memcpy(dv_only, d0, nqkv * sizeof(float));
@@ -137,6 +146,13 @@ static void test_cases(void) {
   run_case("kv cache Tq<Tk", 2, 2, 5, 3, 4, true, mask5, clusters2);
   run_case("decode Tq=1", 2, 1, 5, 3, 4, true, mask5, clusters);
   run_case("non-causal Tq<Tk", 1, 3, 5, 2, 3, false, NULL, NULL);
+  /* more query rows than one 64-row block */
+  float mask80[80];
+  for (int j = 0; j < 80; j++)
+    mask80[j] = j % 7 != 3;
+  int two[2] = {0, 0};
+  run_case("blocks causal", 1, 70, 70, 2, 3, true, mask80, two);
+  run_case("blocks Tq<Tk", 1, 67, 80, 2, 3, true, mask80, NULL);
 }
 
 /* Properties the reference comparison does not single out. */
