@@ -90,7 +90,7 @@ chai_status chai_attention_forward(float *out, float *probs, const float *q, con
   if ((st = chai_blas_init())) return st;
   int B = a->B, Tq = a->Tq, Tk = a->Tk, H = a->H, D = a->D, hd = H * D;
   int nthreads = omp_get_max_threads();
-  size_t per_thread = (size_t)BQ * (Tk > 0 ? Tk : 1);
+  size_t rows = Tq < BQ ? (Tq > 0 ? Tq : 1) : BQ, per_thread = rows * (Tk > 0 ? Tk : 1);
   size_t scratch_bytes = probs ? 0 : (size_t)nthreads * per_thread * sizeof(float);
   float *scratch = NULL;
   if (scratch_bytes && !(scratch = chai_alloc(scratch_bytes, "attention scores")))
@@ -216,7 +216,7 @@ void chai_attention_backward(float *dq, float *dk, float *dv, const float *dout,
   if (check_args(a) != CHAI_OK || (!dq && !dk && !dv)) return;
   int B = a->B, Tq = a->Tq, Tk = a->Tk, H = a->H, D = a->D;
   int nthreads = omp_get_max_threads();
-  size_t per_thread = (size_t)2 * BQ * (Tk > 0 ? Tk : 1);
+  size_t rows = Tq < BQ ? (Tq > 0 ? Tq : 1) : BQ, per_thread = 2 * rows * (Tk > 0 ? Tk : 1);
   size_t scratch_bytes = (size_t)nthreads * per_thread * sizeof(float);
   float *scratch = NULL;
   if (chai_blas_init() == CHAI_OK)
