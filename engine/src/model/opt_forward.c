@@ -56,7 +56,10 @@ static chai_status lowp_scratch(chai_opt_model *m, size_t floats) {
 static void linear(chai_opt_model *m, float *out, const float *inp, const opt_param *w,
                    const opt_param *bias, int N, int C, int OC, bool accumulate, int act) {
   float beta = accumulate ? 1.0f : 0.0f;
-  if (w->t.dtype == CHAI_F32) {
+  if (N == 1) {
+    /* One token (decoding): a streaming matrix-vector product, any weight dtype. */
+    opt_gemv(out, chai_tensor_data(&w->t), w->t.dtype, inp, OC, C, accumulate);
+  } else if (w->t.dtype == CHAI_F32) {
     chai_sgemm(false, true, N, OC, C, 1.0f, inp, C, f32(w), C, beta, out, OC);
   } else {
     /* Whole rows of W, converted a block at a time into scratch that stays in cache; the
