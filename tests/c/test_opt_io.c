@@ -273,6 +273,40 @@ static void test_bad_checkpoints(void) {
   chai_opt_free(m);
 }
 
+/* Every chai allocation that can fail during load, forward, classify, generate: a clean
+ * CHAI_ERR_NOMEM, nothing half-built, nothing leaked (the sanitizer build checks the last). */
+static void test_alloc_failures(void) {
+  char dir[512];
+  opt_fixture_dir(dir, sizeof dir, "postln", "bin");
+  int32_t ids[6] = {2, 9, 14, 2, 30, 4};
+  int failures = 0;
+  for (long n = 1; n < 200; n++) {
+    chai_opt_model *m = NULL;
+    chai_alloc_fail_after(n);
+    chai_status st = chai_opt_load(&m, dir, NULL);
+    chai_tensor t = {0};
+    if (!st) st = chai_opt_forward(m, &t, ids, NULL, 2, 3, false);
+    chai_tensor_release(&t);
+    if (!st) st = chai_opt_classify(m, &t, ids, NULL, 2, 3);
+    chai_tensor_release(&t);
+    int32_t out[4];
+    int k;
+    chai_opt_generate_opts o;
+    chai_opt_generate_defaults(m, &o);
+    o.max_new_tokens = 4;
+    if (!st) st = chai_opt_generate(m, out, &k, ids, 3, &o);
+    chai_alloc_fail_after(0);
+    if (st) {
+      failures++;
+      CHECK(st == CHAI_ERR_NOMEM);
+      if (!m) CHECK(st == CHAI_ERR_NOMEM);
+    }
+    chai_opt_free(m);
+    if (!st) break; /* past the last allocation: everything succeeded */
+  }
+  CHECK(failures > 5);
+}
+
 int main(void) {
   snprintf(tmp_root, sizeof tmp_root, "/tmp/chai-test-opt-io-XXXXXX");
   if (!mkdtemp(tmp_root)) return 2;
@@ -283,6 +317,7 @@ int main(void) {
   test_round_trip("preln", "st", CHAI_BF16);
   test_create();
   test_bad_checkpoints();
+  test_alloc_failures();
   char cmd[128];
   snprintf(cmd, sizeof cmd, "rm -rf %s", tmp_root);
   if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp_root);
