@@ -10,5 +10,6 @@ int luaopen_chai_core(lua_State *L) {
   chai_bind_open_sys(L, t); /* also sets chai.version */
   chai_bind_open_bench(L, t);
   chai_bind_open_json(L, t);
+  chai_bind_open_heads(L, t);
   return 1;
 }

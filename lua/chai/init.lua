@@ -9,5 +9,6 @@ for name, value in pairs(core) do
 end
 
 require("chai.tensor").install(chai, core.tensor_methods)
+chai.heads = require "chai.heads"
 
 return chai
