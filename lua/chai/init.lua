@@ -11,4 +11,15 @@ end
 require("chai.tensor").install(chai, core.tensor_methods)
 chai.heads = require "chai.heads"
 
+-- Submodules load on first use (chai.data, chai.eval, ...), so `require "chai"` stays cheap.
+local submodules = {data = true, eval = true, opt = true, tokenizer = true, hub = true, heads = true,
+                    train = true, loss = true, quant = true, search = true, report = true}
+setmetatable(chai, {__index = function(t, name)
+  if submodules[name] then
+    local m = require("chai." .. name)
+    rawset(t, name, m)
+    return m
+  end
+end})
+
 return chai

@@ -7,6 +7,7 @@
 #include "chai/error.h"
 #include "chai/half.h"
 #include "chai/memory.h"
+#include "chai/npy.h"
 #include "chai/ops.h"
 #include "chai/rng.h"
 #include "chai/tensor.h"
