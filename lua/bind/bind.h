@@ -26,11 +26,8 @@ void chai_bind_open_npy(lua_State *L, int table);
 void chai_bind_open_sys(lua_State *L, int table);
 void chai_bind_open_bench(lua_State *L, int table);
 void chai_bind_open_json(lua_State *L, int table);
-<<<<<<< HEAD
-void chai_bind_open_heads(lua_State *L, int table);
-=======
 void chai_bind_open_testing(lua_State *L, int table);
->>>>>>> main
+void chai_bind_open_heads(lua_State *L, int table);
 
 /* ---- chai.Tensor userdata (tensor.c) --------------------------------------------------------- */
 
