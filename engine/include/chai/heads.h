@@ -101,6 +101,38 @@ chai_status chai_heads_ktq_rule(int *labels, int *k_out, const float *mean_atten
  * returns the number of clusters, or -1 when a label is negative. */
 int chai_labels_canonical(int *labels, int n);
 
+/* ---- clustered attention ----------------------------------------------------------------------
+ */
+
+/* Attention where each head scores with its cluster's representative, whose queries and keys are
+ * the only ones stored: q (B,Tq,K,D) and k (B,Tk,K,D) hold K representative slots per token (token
+ * strides q_ts, k_ts floats), v (B,Tk,H,D) every head (stride v_ts), out (B,Tq,H,D) packed.
+ * slot[h] in 0..K-1 is head h's cluster. Query i sits at key position Tk−Tq+i (causal: it sees
+ * keys 0..Tk−Tq+i); key_mask (B,Tk) 1 attend / 0 padding, or NULL. A slot's scores and softmax are
+ * computed once and applied to the V of each of its heads (the mask does not depend on the head,
+ * so members' probabilities are the representative's). Same blocking and BLAS calls as
+ * chai_attention_forward, so with K = H and slot[h] = h the results agree to rounding; results do
+ * not depend on the thread count. CHAI_ERR_ARG for bad sizes, strides, or a slot out of range or
+ * unused; CHAI_ERR_NOMEM. */
+typedef struct chai_heads_attention_args {
+  int B, Tq, Tk, H, K, D;
+  int q_ts, k_ts, v_ts;
+  float scale;
+  bool causal;
+  const float *key_mask;
+  const int *slot;
+} chai_heads_attention_args;
+chai_status chai_heads_attention_forward(float *out, const float *q, const float *k, const float *v,
+                                         const chai_heads_attention_args *a);
+
+/* CHAI's online membership for one layer and one prompt: from the first n tokens' queries q and
+ * keys k (n,H,D) (token strides q_ts, k_ts), each head's n×n softmax(q·kᵀ·scale) with NO causal
+ * mask (as the paper's code) flattened to n² features; cosine distance between heads;
+ * average-linkage agglomerative clustering into n_clusters; labels (H) numbered by lowest member,
+ * so each cluster's representative is its lowest-index head. CHAI_ERR_ARG for bad sizes. */
+chai_status chai_heads_online_labels(int *labels, const float *q, const float *k, int n, int H,
+                                     int D, int q_ts, int k_ts, float scale, int n_clusters);
+
 /* ---- plans ----------------------------------------------------------------------------------- */
 
 /* One clustered layer. Heads are grouped by cluster in `order`; cluster c is
