@@ -80,6 +80,13 @@ chai_status ckpt_sniff(const uint8_t *data, size_t size, const char *what, const
                       "newer PyTorch or convert it to safetensors",
                       what);
   } else {
+    size_t n = strlen(what);
+    if (n >= 4 && strcmp(what + n - 4, ".bin") == 0)
+      return chai_error(
+          CHAI_ERR_FORMAT,
+          "%s is not a torch.save zip archive (%zu bytes, starting %02x %02x %02x %02x)", what,
+          size, size > 0 ? data[0] : 0, size > 1 ? data[1] : 0, size > 2 ? data[2] : 0,
+          size > 3 ? data[3] : 0);
     *format = "safetensors";
   }
   return CHAI_OK;
