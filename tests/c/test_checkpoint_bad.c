@@ -249,6 +249,7 @@ static void test_torch(void) {
     const char *needle;
   } pickles[] = {
       {"list.bin", "\x80\x02].", 4, "holds a list, not a state dict"},
+      {"emptytuple.bin", "\x80\x02(t.", 5, "holds a tuple"}, /* found by fuzz_torchbin */
       {"nostop.bin", "\x80\x02}", 3, "ends without STOP"},
       {"inst.bin", "\x80\x02(i", 4, "unsupported pickle opcode"},
       {"proto.bin", "\x80\x09}.", 4, "unsupported pickle protocol 9"},
@@ -263,7 +264,7 @@ static void test_torch(void) {
        "aK\x01s.",
        13, "value 'a' is a int, not a tensor"},
       {"key.bin", "\x80\x02}K\x01K\x01s.", 9, "key 0 is a int, not a str"},
-      {"strlen.bin", "\x80\x02X\xff\xff\xff\x00a.", 10, "runs past the end of the pickle"},
+      {"strlen.bin", "\x80\x02X\xff\xff\xff\x00" "a.", 10, "runs past the end of the pickle"},
       {"long1.bin", "\x80\x02\x8a\x09", 4, "LONG1 of 9 bytes"},
       {"global.bin",
        "\x80\x02"

@@ -174,6 +174,7 @@ static chai_status top(unpickler *u, int32_t *id) {
 
 /* Appends ids to container `c` (a list, dict or the tuple being built). */
 static chai_status seq_add(unpickler *u, int32_t c, const int32_t *ids, size_t n) {
+  if (!n) return CHAI_OK;
   if (n > MAX_ITEMS - u->items) return perr(u, "more than %u container items", MAX_ITEMS);
   pv *o = &u->obj[c];
   size_t cap = o->seq.cap;
@@ -191,7 +192,7 @@ static chai_status make_tuple(unpickler *u, size_t base) {
   int32_t id;
   chai_status st = new_obj(u, PV_TUPLE, &id);
   if (st) return st;
-  if ((st = seq_add(u, id, u->stack + base, u->sp - base))) return st;
+  if (u->sp > base && (st = seq_add(u, id, u->stack + base, u->sp - base))) return st;
   u->sp = base;
   return push(u, id);
 }
