@@ -3,6 +3,7 @@
 #define CHAI_CHAI_H
 
 #include "chai/blas.h"
+#include "chai/checkpoint.h"
 #include "chai/cpu.h"
 #include "chai/error.h"
 #include "chai/half.h"
