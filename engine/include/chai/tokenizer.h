@@ -34,6 +34,8 @@ typedef struct chai_token_ids {
 } chai_token_ids;
 void chai_token_ids_clear(chai_token_ids *ids);
 void chai_token_ids_free(chai_token_ids *ids);
+/* Makes room for `extra` more ids beyond len (CHAI_ERR_NOMEM; the ids stay as they were). */
+chai_status chai_token_ids_reserve(chai_token_ids *ids, size_t extra);
 
 /* A growable byte string, always NUL-terminated after a successful append (data may hold NULs).
  * Start from {0}; chai_text_free releases it and zeroes the struct; safe on {0}. */

@@ -6,7 +6,7 @@
 
 /* ---- buffers ---------------------------------------------------------------------------------- */
 
-static chai_status ids_reserve(chai_token_ids *ids, size_t extra) {
+chai_status chai_token_ids_reserve(chai_token_ids *ids, size_t extra) {
   size_t need = ids->len + extra;
   if (need < ids->len) return chai_error(CHAI_ERR_NOMEM, "token id buffer overflow");
   if (need <= ids->cap) return CHAI_OK;
@@ -92,7 +92,7 @@ void chai_tokenizer_set_cache_capacity(chai_tokenizer *tok, size_t entries) {
 static chai_status encode_piece(chai_tokenizer *tok, const uint8_t *s, size_t n,
                                 chai_token_ids *out) {
   if (n == 1) {
-    chai_status st = ids_reserve(out, 1);
+    chai_status st = chai_token_ids_reserve(out, 1);
     if (st) return st;
     out->data[out->len++] = tok->byte_id[s[0]];
     return CHAI_OK;
@@ -103,7 +103,7 @@ static chai_status encode_piece(chai_tokenizer *tok, const uint8_t *s, size_t n,
   size_t nids;
   const int32_t *hit = chai_bpe_cache_get(&tok->cache, s, n, h, &nids);
   if (hit) {
-    chai_status st = ids_reserve(out, nids);
+    chai_status st = chai_token_ids_reserve(out, nids);
     if (st) return st;
     memcpy(out->data + out->len, hit, nids * sizeof *hit);
     out->len += nids;
@@ -115,7 +115,7 @@ static chai_status encode_piece(chai_tokenizer *tok, const uint8_t *s, size_t n,
   for (size_t i = 0; i < n; i++) sym[i] = tok->byte_id[s[i]];
   size_t m = n >= tok->heap_threshold ? chai_bpe_merge_heap(&tok->merges, &tok->work, sym, n)
                                       : chai_bpe_merge_ref(&tok->merges, sym, n);
-  st = ids_reserve(out, m);
+  st = chai_token_ids_reserve(out, m);
   if (st) return st;
   memcpy(out->data + out->len, sym, m * sizeof *sym);
   out->len += m;
@@ -134,7 +134,7 @@ chai_status chai_tokenizer_encode(chai_tokenizer *tok, const char *text, size_t 
   char *copy = NULL;
   size_t copy_bytes = 0;
   if (add_bos) {
-    if ((st = ids_reserve(out, 1))) return st;
+    if ((st = chai_token_ids_reserve(out, 1))) return st;
     out->data[out->len++] = tok->bos;
   }
   if (tok->add_prefix_space) {
