@@ -160,9 +160,8 @@ static int tok_id_to_token(lua_State *L) {
   tok_ud *u = check_tok(L, 1);
   lua_Integer id = luaL_checkinteger(L, 2);
   size_t len;
-  const char *s = id < INT32_MIN || id > INT32_MAX
-                      ? NULL
-                      : chai_tokenizer_token(u->tok, (int32_t)id, &len);
+  const char *s =
+      id < INT32_MIN || id > INT32_MAX ? NULL : chai_tokenizer_token(u->tok, (int32_t)id, &len);
   if (s)
     lua_pushlstring(L, s, len);
   else

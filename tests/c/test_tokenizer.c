@@ -1,6 +1,6 @@
-/* The byte-level BPE tokenizer against the GPT-2 reference (tests/fixtures/tokenizer_reference.json,
- * made by make_tokenizer_fixture.py from the same data files), round trips, invalid UTF-8, the
- * special tokens and every load/decode error path. */
+/* The byte-level BPE tokenizer against the GPT-2 reference
+ * (tests/fixtures/tokenizer_reference.json, made by make_tokenizer_fixture.py from the same data
+ * files), round trips, invalid UTF-8, the special tokens and every load/decode error path. */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <cjson/cJSON.h>
 #include <pcre2.h>
@@ -16,7 +16,8 @@
 
 static char data_dir[1024], tok_dir[1100];
 
-/* ---- small helpers ---------------------------------------------------------------------------- */
+/* ---- small helpers ----------------------------------------------------------------------------
+ */
 
 static int is_dir(const char *p) {
   struct stat sb;
@@ -58,13 +59,17 @@ static uint64_t splitmix(uint64_t *s) {
 typedef struct fnv {
   uint64_t h;
 } fnv;
-static void fnv_init(fnv *f) { f->h = 0xCBF29CE484222325ull; }
+static void fnv_init(fnv *f) {
+  f->h = 0xCBF29CE484222325ull;
+}
 static void fnv_i32(fnv *f, int32_t v) {
   uint32_t u = (uint32_t)v;
-  for (int k = 0; k < 4; k++) f->h = (f->h ^ ((u >> (8 * k)) & 0xFF)) * 0x100000001B3ull;
+  for (int k = 0; k < 4; k++)
+    f->h = (f->h ^ ((u >> (8 * k)) & 0xFF)) * 0x100000001B3ull;
 }
 static void fnv_text(fnv *f, const chai_token_ids *ids) {
-  for (size_t i = 0; i < ids->len; i++) fnv_i32(f, ids->data[i]);
+  for (size_t i = 0; i < ids->len; i++)
+    fnv_i32(f, ids->data[i]);
   fnv_i32(f, -1);
 }
 static int fnv_matches(const fnv *f, const cJSON *hex) {
@@ -104,7 +109,8 @@ static int round_trips(chai_tokenizer *tok, const char *s, size_t n, chai_token_
   return txt->len == n && memcmp(txt->data, s, n) == 0;
 }
 
-/* ---- the data files, read exactly as the generator reads them --------------------------------- */
+/* ---- the data files, read exactly as the generator reads them ---------------------------------
+ */
 
 typedef struct texts {
   char **s;
@@ -124,7 +130,8 @@ static void texts_add(texts *t, const char *s, size_t n) {
 }
 
 static void texts_free(texts *t) {
-  for (size_t i = 0; i < t->n; i++) free(t->s[i]);
+  for (size_t i = 0; i < t->n; i++)
+    free(t->s[i]);
   free(t->s);
   free(t->len);
   memset(t, 0, sizeof *t);
@@ -174,7 +181,8 @@ static int read_texts(const char *name, texts *out) {
   return read_tsv(path, 1, out);
 }
 
-/* ---- anchors ---------------------------------------------------------------------------------- */
+/* ---- anchors ----------------------------------------------------------------------------------
+ */
 
 static void test_anchors(chai_tokenizer *tok) {
   chai_token_ids ids = {0};
@@ -221,7 +229,8 @@ static void test_anchors(chai_tokenizer *tok) {
   chai_token_ids_free(&ids);
 }
 
-/* ---- the fixture ------------------------------------------------------------------------------ */
+/* ---- the fixture ------------------------------------------------------------------------------
+ */
 
 static void check_file(chai_tokenizer *tok, const cJSON *file, size_t block) {
   const char *name = cJSON_GetObjectItem(file, "name")->valuestring;
@@ -269,7 +278,9 @@ static void check_file(chai_tokenizer *tok, const cJSON *file, size_t block) {
   chai_token_ids_free(&ids);
 }
 
-static int hexval(char c) { return c <= '9' ? c - '0' : c - 'a' + 10; }
+static int hexval(char c) {
+  return c <= '9' ? c - '0' : c - 'a' + 10;
+}
 
 static void check_adversarial(chai_tokenizer *tok, const cJSON *cases) {
   chai_token_ids ids = {0};
@@ -280,7 +291,8 @@ static void check_adversarial(chai_tokenizer *tok, const cJSON *cases) {
     const char *hex = cJSON_GetObjectItem(c, "hex")->valuestring;
     size_t n = strlen(hex) / 2;
     char *s = malloc(n + 1);
-    for (size_t i = 0; i < n; i++) s[i] = (char)(hexval(hex[2 * i]) << 4 | hexval(hex[2 * i + 1]));
+    for (size_t i = 0; i < n; i++)
+      s[i] = (char)(hexval(hex[2 * i]) << 4 | hexval(hex[2 * i + 1]));
     s[n] = 0;
     encode_ok(tok, s, n, 0, &ids);
     if (!ids_equal_json(&ids, cJSON_GetObjectItem(c, "ids")) && bad++ < 5)
@@ -323,8 +335,8 @@ static size_t utf8_put(uint32_t cp, char *b) {
 static void check_codepoints(chai_tokenizer *tok, const cJSON *sweep) {
   int err;
   PCRE2_SIZE eo;
-  pcre2_code *cn = pcre2_compile((PCRE2_SPTR) "^\\p{Cn}$", PCRE2_ZERO_TERMINATED, PCRE2_UTF, &err,
-                                 &eo, NULL);
+  pcre2_code *cn =
+      pcre2_compile((PCRE2_SPTR) "^\\p{Cn}$", PCRE2_ZERO_TERMINATED, PCRE2_UTF, &err, &eo, NULL);
   pcre2_match_data *md = pcre2_match_data_create(2, NULL);
   const cJSON *blocks = cJSON_GetObjectItem(sweep, "blocks");
   chai_token_ids ids = {0};
@@ -380,10 +392,11 @@ static void test_fixture(chai_tokenizer *tok, int all_files) {
   cJSON_Delete(fx);
 }
 
-/* ---- round trips on generated text ------------------------------------------------------------ */
+/* ---- round trips on generated text ------------------------------------------------------------
+ */
 
-/* A random valid UTF-8 string: ASCII words and spaces, apostrophes, digits, and code points of every
- * length (2-, 3- and 4-byte, no surrogates). */
+/* A random valid UTF-8 string: ASCII words and spaces, apostrophes, digits, and code points of
+ * every length (2-, 3- and 4-byte, no surrogates). */
 static size_t random_utf8(uint64_t *seed, char *out, size_t max) {
   size_t n = 0;
   while (n + 4 <= max) {
@@ -428,8 +441,9 @@ static void test_round_trips(chai_tokenizer *tok) {
     for (size_t k = 0; k < n; k++) {
       uint64_t r = splitmix(&seed);
       /* mostly bytes that start or continue multi-byte sequences, to hit truncations */
-      buf[k] = (char)(r % 3 == 0 ? 0x80 + (r >> 8) % 0x80 : r % 3 == 1 ? (r >> 8) & 0xFF
-                                                                           : 'a' + (r >> 8) % 3);
+      buf[k] = (char)(r % 3 == 0   ? 0x80 + (r >> 8) % 0x80
+                      : r % 3 == 1 ? (r >> 8) & 0xFF
+                                   : 'a' + (r >> 8) % 3);
     }
     if (!round_trips(tok, buf, n, &ids, &txt)) bad_bytes++;
   }
@@ -437,11 +451,22 @@ static void test_round_trips(chai_tokenizer *tok) {
   CHECK(bad_algo == 0);
   CHECK(bad_bytes == 0);
   /* documented results for invalid input: the invalid run is its own piece */
-  encode_ok(tok, "ab\xff" "cd", 5, 0, &ids);
+  encode_ok(tok,
+            "ab\xff"
+            "cd",
+            5, 0, &ids);
   encode_ok(tok, "ab", 2, 0, &ids2);
   CHECK(ids.len >= 3 && ids.data[0] == ids2.data[0] && ids2.len == 1);
-  const char *cases[] = {"\xff", "\xc3", "\xe2\x82", "\xf0\x9f\x98", "\xed\xa0\x80", "\xc0\x80",
-                         "\xf4\x90\x80\x80", "a\xc3 b", " \x80\x80 ", "\xf8\x88\x80\x80\x80"};
+  const char *cases[] = {"\xff",
+                         "\xc3",
+                         "\xe2\x82",
+                         "\xf0\x9f\x98",
+                         "\xed\xa0\x80",
+                         "\xc0\x80",
+                         "\xf4\x90\x80\x80",
+                         "a\xc3 b",
+                         " \x80\x80 ",
+                         "\xf8\x88\x80\x80\x80"};
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
     CHECK(round_trips(tok, cases[i], strlen(cases[i]), &ids, &txt));
   /* NUL bytes are ordinary characters */
@@ -469,7 +494,8 @@ static void test_long_pieces(chai_tokenizer *tok) {
     CHECK(round_trips(tok, s, n, &a, &txt));
   }
   /* interrupt: a long text stops at the next check and leaves the output as it was */
-  for (size_t i = 0; i < n; i++) s[i] = i % 2 ? ' ' : 'a' + i % 26;
+  for (size_t i = 0; i < n; i++)
+    s[i] = i % 2 ? ' ' : 'a' + i % 26;
   chai_token_ids_clear(&a);
   chai_interrupt();
   CHECK_ERR(chai_tokenizer_encode(tok, s, n, 1, &a), CHAI_ERR_INTERRUPTED, "interrupted");
@@ -492,7 +518,8 @@ static void test_long_pieces(chai_tokenizer *tok) {
   chai_token_ids_free(&b);
 }
 
-/* ---- special tokens and the config files ------------------------------------------------------ */
+/* ---- special tokens and the config files ------------------------------------------------------
+ */
 
 static char tmp_root[] = "/tmp/chai_test_tokenizer_XXXXXX";
 
@@ -547,8 +574,9 @@ static void test_config(void) {
   }
   /* special_tokens_map.json fills roles the config leaves out; added tokens mark specials */
   CHECK_OK(chai_tokenizer_load(
-      &tok, make_dir("map", "{\"add_prefix_space\": true, \"added_tokens_decoder\": {\"50264\": "
-                            "{\"content\": \"<mask>\", \"special\": true}}}",
+      &tok, make_dir("map",
+                     "{\"add_prefix_space\": true, \"added_tokens_decoder\": {\"50264\": "
+                     "{\"content\": \"<mask>\", \"special\": true}}}",
                      "{\"pad_token\": \"<unk>\", \"bos_token\": \"<s>\", \"eos_token\": null, "
                      "\"additional_special_tokens\": [\"madeupword0000\"]}")));
   if (tok) {
@@ -564,7 +592,8 @@ static void test_config(void) {
   chai_token_ids_free(&ids);
 }
 
-/* ---- errors ----------------------------------------------------------------------------------- */
+/* ---- errors -----------------------------------------------------------------------------------
+ */
 
 /* A minimal byte-level vocabulary (the 256 byte symbols) + extra JSON entries, and merges. */
 static const char *write_tiny(const char *name, const char *extra_vocab, const char *merges) {
@@ -667,20 +696,22 @@ static void test_errors(chai_tokenizer *opt) {
             CHAI_ERR_FORMAT, "c1/tokenizer_config.json: add_bos_token must be true or false");
   CHECK_ERR(chai_tokenizer_load(&tok, make_dir("c2", "{\"bos_token\": \"<nope>\"}", NULL)),
             CHAI_ERR_UNSUPPORTED, "bos_token '<nope>' is not in vocab.json");
-  CHECK_ERR(chai_tokenizer_load(&tok, make_dir("c3", "{\"pad_token\": 7}", NULL)),
-            CHAI_ERR_FORMAT, "pad_token must be a string");
+  CHECK_ERR(chai_tokenizer_load(&tok, make_dir("c3", "{\"pad_token\": 7}", NULL)), CHAI_ERR_FORMAT,
+            "pad_token must be a string");
   CHECK_ERR(chai_tokenizer_load(&tok, make_dir("c4", "{oops", NULL)), CHAI_ERR_FORMAT,
             "c4/tokenizer_config.json: invalid JSON");
   CHECK_ERR(chai_tokenizer_load(&tok, make_dir("c5", NULL, "{\"unk_token\": [1]}")),
             CHAI_ERR_FORMAT, "special_tokens_map.json: unk_token must be");
-  CHECK_ERR(chai_tokenizer_load(&tok, make_dir("c6", "{\"added_tokens_decoder\": {\"50265\": "
-                                                     "{\"content\": \"<new>\"}}}",
+  CHECK_ERR(chai_tokenizer_load(&tok, make_dir("c6",
+                                               "{\"added_tokens_decoder\": {\"50265\": "
+                                               "{\"content\": \"<new>\"}}}",
                                                NULL)),
             CHAI_ERR_UNSUPPORTED, "added token '<new>' (id 50265)");
   CHECK_ERR(chai_tokenizer_load(&tok, make_dir("c7", "{\"additional_special_tokens\": 3}", NULL)),
             CHAI_ERR_FORMAT, "additional_special_tokens must be a list");
-  CHECK_ERR(chai_tokenizer_load(&tok, make_dir("c8", "{\"add_bos_token\": true, \"bos_token\": "
-                                                     "null}",
+  CHECK_ERR(chai_tokenizer_load(&tok, make_dir("c8",
+                                               "{\"add_bos_token\": true, \"bos_token\": "
+                                               "null}",
                                                NULL)),
             CHAI_ERR_FORMAT, "add_bos_token is true but there is no bos_token");
   /* decode: ids out of range name the id and its position */
@@ -707,8 +738,10 @@ static void test_nomem(void) {
       chai_token_ids ids = {0};
       st = chai_tokenizer_encode(tok, "abc abcab", 9, 0, &ids);
       chai_alloc_fail_after(0);
-      if (st == CHAI_OK) loaded = 1;
-      else CHECK(st == CHAI_ERR_NOMEM && ids.len == 0);
+      if (st == CHAI_OK)
+        loaded = 1;
+      else
+        CHECK(st == CHAI_ERR_NOMEM && ids.len == 0);
       chai_token_ids_free(&ids);
       chai_tokenizer_free(tok);
     } else {
@@ -728,9 +761,7 @@ static void rm_tree(const char *root) {
   if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", root);
 }
 
-int main(int argc, char **argv) {
-  /* `test_tokenizer quick` checks only the dev files of the fixture (for the sanitizer build) */
-  int all_files = !(argc > 1 && strcmp(argv[1], "quick") == 0);
+int main(void) {
   const char *env = getenv("CHAI_DATA_DIR");
   snprintf(data_dir, sizeof data_dir, "%s", is_dir(env) ? env : CHAI_SHARED_DATA);
   snprintf(tok_dir, sizeof tok_dir, "%s/opt-tokenizer", data_dir);
@@ -746,7 +777,7 @@ int main(int argc, char **argv) {
   CHECK_OK(chai_tokenizer_load(&tok, tok_dir));
   if (tok) {
     test_anchors(tok);
-    test_fixture(tok, all_files);
+    test_fixture(tok, 1);
     /* the whole fixture again with every piece through the heap merge and no cache */
     chai_tokenizer_set_heap_threshold(tok, 0);
     chai_tokenizer_set_cache_capacity(tok, 0);

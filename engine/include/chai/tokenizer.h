@@ -7,8 +7,8 @@
  * text "</s>" becomes ordinary BPE tokens, as in encoder.py.
  *
  * Bytes that are not valid UTF-8 never match the pattern; every maximal run of them becomes a piece
- * of its own and is encoded through the byte map like any other piece. So decode(encode(x)) == x for
- * every byte string x, valid UTF-8 or not (with add_prefix_space off and no BOS).
+ * of its own and is encoded through the byte map like any other piece. So decode(encode(x)) == x
+ * for every byte string x, valid UTF-8 or not (with add_prefix_space off and no BOS).
  *
  * A chai_tokenizer is not safe to use for encoding from several threads at once (encoding updates a
  * cache); decoding and the accessors only read. */

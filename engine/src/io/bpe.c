@@ -16,7 +16,8 @@ uint32_t chai_bpe_byte_to_cp(uint8_t b) {
   if (byte_is_printable(b)) return b;
   /* the n-th non-printable byte (in byte order) maps to 256 + n */
   unsigned n = 0;
-  for (unsigned c = 0; c < b; c++) n += !byte_is_printable(c);
+  for (unsigned c = 0; c < b; c++)
+    n += !byte_is_printable(c);
   return 256 + n;
 }
 
@@ -31,11 +32,13 @@ int chai_bpe_cp_to_byte(uint32_t cp) {
   return -1;
 }
 
-/* ---- merge ranks ------------------------------------------------------------------------------ */
+/* ---- merge ranks ------------------------------------------------------------------------------
+ */
 
 chai_status chai_merge_map_init(chai_merge_map *m, size_t expected) {
   size_t n = 1024;
-  while (n < expected * 2 + 2) n *= 2; /* load factor <= 1/2 */
+  while (n < expected * 2 + 2)
+    n *= 2; /* load factor <= 1/2 */
   memset(m, 0, sizeof *m);
   m->mask = n - 1;
   m->keys = chai_alloc(n * sizeof *m->keys, "tokenizer merge table");
@@ -60,14 +63,16 @@ void chai_merge_map_free(chai_merge_map *m) {
 void chai_merge_map_put(chai_merge_map *m, int32_t a, int32_t b, int32_t rank, int32_t merged) {
   uint64_t key = chai_merge_key(a, b);
   size_t i = chai_merge_slot(m, key);
-  while (m->keys[i] != UINT64_MAX && m->keys[i] != key) i = (i + 1) & m->mask;
+  while (m->keys[i] != UINT64_MAX && m->keys[i] != key)
+    i = (i + 1) & m->mask;
   if (m->keys[i] == UINT64_MAX) m->count++;
   m->keys[i] = key;
   m->rank[i] = rank;
   m->merged[i] = merged;
 }
 
-/* ---- merging ---------------------------------------------------------------------------------- */
+/* ---- merging ----------------------------------------------------------------------------------
+ */
 
 size_t chai_bpe_merge_ref(const chai_merge_map *m, int32_t *sym, size_t n) {
   while (n > 1) {
@@ -101,7 +106,8 @@ size_t chai_bpe_merge_ref(const chai_merge_map *m, int32_t *sym, size_t n) {
 chai_status chai_bpe_work_reserve(chai_bpe_work *w, size_t n) {
   if (n <= w->cap) return CHAI_OK;
   size_t cap = w->cap ? w->cap : 256;
-  while (cap < n) cap *= 2;
+  while (cap < n)
+    cap *= 2;
   chai_bpe_work nw = {0};
   nw.sym = chai_alloc(cap * sizeof(int32_t), "BPE scratch");
   nw.next = chai_alloc(cap * sizeof(int32_t), "BPE scratch");
@@ -163,13 +169,13 @@ static void push_pair(const chai_merge_map *m, chai_bpe_work *w, size_t *hn, int
 }
 
 /* Nodes are the initial positions; a merge keeps the left node and unlinks the right one, so node
- * order is text order. One "pass" of encoder.py (all occurrences of the lowest-rank pair) is the run
- * of heap entries with that rank: they are popped together before any pair that the pass creates
- * can compete, and applied left to right; entries that a merge made stale fail the rank check. A
- * pair created by a merge never has the rank being applied (it contains the merged symbol).
- * Sizes: a node's symbol only grows, so (rank, position) is pushed at most once; there are at most
- * n - 1 initial pairs and 2 pushes per merge, so the heap never holds 3n entries, and one pass has
- * at most n positions. */
+ * order is text order. One "pass" of encoder.py (all occurrences of the lowest-rank pair) is the
+ * run of heap entries with that rank: they are popped together before any pair that the pass
+ * creates can compete, and applied left to right; entries that a merge made stale fail the rank
+ * check. A pair created by a merge never has the rank being applied (it contains the merged
+ * symbol). Sizes: a node's symbol only grows, so (rank, position) is pushed at most once; there are
+ * at most n - 1 initial pairs and 2 pushes per merge, so the heap never holds 3n entries, and one
+ * pass has at most n positions. */
 size_t chai_bpe_merge_heap(const chai_merge_map *m, chai_bpe_work *w, int32_t *sym, size_t n) {
   if (n < 2) return n;
   int32_t *s = w->sym, *nx = w->next, *pv = w->prev, *todo = w->todo;
@@ -180,11 +186,13 @@ size_t chai_bpe_merge_heap(const chai_merge_map *m, chai_bpe_work *w, int32_t *s
     nx[i] = i + 1 < n ? (int32_t)(i + 1) : -1;
     pv[i] = (int32_t)i - 1;
   }
-  for (size_t i = 0; i + 1 < n; i++) push_pair(m, w, &hn, (int32_t)i);
+  for (size_t i = 0; i + 1 < n; i++)
+    push_pair(m, w, &hn, (int32_t)i);
   while (hn > 0) {
     uint32_t rank = (uint32_t)(h[0] >> 32);
     size_t ntodo = 0;
-    while (hn > 0 && (uint32_t)(h[0] >> 32) == rank) todo[ntodo++] = (int32_t)heap_pop(h, &hn);
+    while (hn > 0 && (uint32_t)(h[0] >> 32) == rank)
+      todo[ntodo++] = (int32_t)heap_pop(h, &hn);
     for (size_t k = 0; k < ntodo; k++) {
       int32_t i = todo[k];
       int32_t j = nx[i], merged;
@@ -200,11 +208,13 @@ size_t chai_bpe_merge_heap(const chai_merge_map *m, chai_bpe_work *w, int32_t *s
     }
   }
   size_t out = 0;
-  for (int32_t i = 0; i >= 0; i = nx[i]) sym[out++] = s[i];
+  for (int32_t i = 0; i >= 0; i = nx[i])
+    sym[out++] = s[i];
   return out;
 }
 
-/* ---- the piece cache -------------------------------------------------------------------------- */
+/* ---- the piece cache --------------------------------------------------------------------------
+ */
 
 struct chai_bpe_slot {
   uint64_t hash; /* 0 = empty */
@@ -215,7 +225,8 @@ enum { CACHE_MAX_PIECE = 128, CACHE_BYTES_PER_ENTRY = 64 };
 
 uint64_t chai_bpe_hash(const uint8_t *s, size_t n) {
   uint64_t h = 0xCBF29CE484222325ull;
-  for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 0x100000001B3ull;
+  for (size_t i = 0; i < n; i++)
+    h = (h ^ s[i]) * 0x100000001B3ull;
   return h | 1; /* never 0, the empty mark */
 }
 
@@ -223,7 +234,8 @@ chai_status chai_bpe_cache_init(chai_bpe_cache *c, size_t max_entries) {
   memset(c, 0, sizeof *c);
   if (max_entries == 0) return CHAI_OK;
   size_t nslots = 16;
-  while (nslots < max_entries * 2) nslots *= 2;
+  while (nslots < max_entries * 2)
+    nslots *= 2;
   size_t arena = max_entries * CACHE_BYTES_PER_ENTRY;
   if (arena < 4 * CACHE_MAX_PIECE * 5) arena = 4 * CACHE_MAX_PIECE * 5;
   c->slots = chai_alloc(nslots * sizeof *c->slots, "tokenizer cache");
@@ -278,7 +290,8 @@ void chai_bpe_cache_put(chai_bpe_cache *c, const uint8_t *s, size_t n, uint64_t 
     need = ids_off + nids * sizeof(int32_t);
   }
   size_t mask = c->nslots - 1, i = (size_t)(h >> 7) & mask;
-  while (c->slots[i].hash != 0) i = (i + 1) & mask;
+  while (c->slots[i].hash != 0)
+    i = (i + 1) & mask;
   memcpy(c->arena + c->arena_len, s, n);
   memcpy(c->arena + ids_off, ids, nids * sizeof(int32_t));
   c->slots[i] = (struct chai_bpe_slot){h, (uint32_t)c->arena_len, (uint32_t)n, (uint32_t)ids_off,

@@ -4,14 +4,16 @@
 #include "chai/memory.h"
 #include "tokenizer_internal.h"
 
-/* ---- buffers ---------------------------------------------------------------------------------- */
+/* ---- buffers ----------------------------------------------------------------------------------
+ */
 
 chai_status chai_token_ids_reserve(chai_token_ids *ids, size_t extra) {
   size_t need = ids->len + extra;
   if (need < ids->len) return chai_error(CHAI_ERR_NOMEM, "token id buffer overflow");
   if (need <= ids->cap) return CHAI_OK;
   size_t cap = ids->cap ? ids->cap : 64;
-  while (cap < need) cap *= 2;
+  while (cap < need)
+    cap *= 2;
   int32_t *data = chai_alloc(cap * sizeof *data, "token ids");
   if (!data) return CHAI_ERR_NOMEM;
   if (ids->len) memcpy(data, ids->data, ids->len * sizeof *data);
@@ -21,7 +23,9 @@ chai_status chai_token_ids_reserve(chai_token_ids *ids, size_t extra) {
   return CHAI_OK;
 }
 
-void chai_token_ids_clear(chai_token_ids *ids) { ids->len = 0; }
+void chai_token_ids_clear(chai_token_ids *ids) {
+  ids->len = 0;
+}
 
 void chai_token_ids_free(chai_token_ids *ids) {
   chai_free(ids->data, ids->cap * sizeof *ids->data);
@@ -33,7 +37,8 @@ static chai_status text_reserve(chai_text *t, size_t extra) {
   if (need <= t->len) return chai_error(CHAI_ERR_NOMEM, "text buffer overflow");
   if (need <= t->cap) return CHAI_OK;
   size_t cap = t->cap ? t->cap : 64;
-  while (cap < need) cap *= 2;
+  while (cap < need)
+    cap *= 2;
   char *data = chai_alloc(cap, "decoded text");
   if (!data) return CHAI_ERR_NOMEM;
   if (t->len) memcpy(data, t->data, t->len);
@@ -49,14 +54,27 @@ void chai_text_free(chai_text *text) {
   memset(text, 0, sizeof *text);
 }
 
-/* ---- accessors -------------------------------------------------------------------------------- */
+/* ---- accessors --------------------------------------------------------------------------------
+ */
 
-int32_t chai_tokenizer_vocab_size(const chai_tokenizer *tok) { return tok->vocab_size; }
-int32_t chai_tokenizer_bos_id(const chai_tokenizer *tok) { return tok->bos; }
-int32_t chai_tokenizer_eos_id(const chai_tokenizer *tok) { return tok->eos; }
-int32_t chai_tokenizer_pad_id(const chai_tokenizer *tok) { return tok->pad; }
-int32_t chai_tokenizer_unk_id(const chai_tokenizer *tok) { return tok->unk; }
-int chai_tokenizer_add_bos(const chai_tokenizer *tok) { return tok->add_bos; }
+int32_t chai_tokenizer_vocab_size(const chai_tokenizer *tok) {
+  return tok->vocab_size;
+}
+int32_t chai_tokenizer_bos_id(const chai_tokenizer *tok) {
+  return tok->bos;
+}
+int32_t chai_tokenizer_eos_id(const chai_tokenizer *tok) {
+  return tok->eos;
+}
+int32_t chai_tokenizer_pad_id(const chai_tokenizer *tok) {
+  return tok->pad;
+}
+int32_t chai_tokenizer_unk_id(const chai_tokenizer *tok) {
+  return tok->unk;
+}
+int chai_tokenizer_add_bos(const chai_tokenizer *tok) {
+  return tok->add_bos;
+}
 
 chai_status chai_tokenizer_set_add_bos(chai_tokenizer *tok, int add_bos) {
   if (add_bos && tok->bos < 0)
@@ -86,7 +104,8 @@ void chai_tokenizer_set_cache_capacity(chai_tokenizer *tok, size_t entries) {
   (void)chai_bpe_cache_init(&tok->cache, entries);
 }
 
-/* ---- encode ----------------------------------------------------------------------------------- */
+/* ---- encode -----------------------------------------------------------------------------------
+ */
 
 /* Appends the ids of one piece (its bytes s[0..n)). */
 static chai_status encode_piece(chai_tokenizer *tok, const uint8_t *s, size_t n,
@@ -112,7 +131,8 @@ static chai_status encode_piece(chai_tokenizer *tok, const uint8_t *s, size_t n,
   chai_status st = chai_bpe_work_reserve(&tok->work, n);
   if (st) return st;
   int32_t *sym = tok->work.sym;
-  for (size_t i = 0; i < n; i++) sym[i] = tok->byte_id[s[i]];
+  for (size_t i = 0; i < n; i++)
+    sym[i] = tok->byte_id[s[i]];
   size_t m = n >= tok->heap_threshold ? chai_bpe_merge_heap(&tok->merges, &tok->work, sym, n)
                                       : chai_bpe_merge_ref(&tok->merges, sym, n);
   st = chai_token_ids_reserve(out, m);
@@ -168,7 +188,8 @@ chai_status chai_tokenizer_encode(chai_tokenizer *tok, const char *text, size_t 
   return st;
 }
 
-/* ---- decode ----------------------------------------------------------------------------------- */
+/* ---- decode -----------------------------------------------------------------------------------
+ */
 
 chai_status chai_tokenizer_decode(const chai_tokenizer *tok, const int32_t *ids, size_t n,
                                   int skip_special, chai_text *out) {

@@ -12,7 +12,8 @@
 
 enum { MAX_VOCAB_ID = (1 << 24) - 1, DEFAULT_CACHE_ENTRIES = 1 << 15, DEFAULT_HEAP_THRESHOLD = 64 };
 
-/* ---- files ------------------------------------------------------------------------------------ */
+/* ---- files ------------------------------------------------------------------------------------
+ */
 
 typedef struct file_buf {
   char *data; /* NUL-terminated */
@@ -66,14 +67,18 @@ static chai_status parse_json(const char *path, const file_buf *f, cJSON **out) 
   const char *at = end && end >= f->data && end <= f->data + f->len ? end : cJSON_GetErrorPtr();
   if (!at || at < f->data || at > f->data + f->len) at = f->data;
   size_t line = 1;
-  for (const char *p = f->data; p < at; p++) line += *p == '\n';
+  for (const char *p = f->data; p < at; p++)
+    line += *p == '\n';
   return chai_error(CHAI_ERR_FORMAT, "%s: invalid JSON at byte %zu (line %zu)", path,
                     (size_t)(at - f->data), line);
 }
 
-/* ---- the vocabulary --------------------------------------------------------------------------- */
+/* ---- the vocabulary ---------------------------------------------------------------------------
+ */
 
-static uint64_t str_hash(const char *s, size_t n) { return chai_bpe_hash((const uint8_t *)s, n); }
+static uint64_t str_hash(const char *s, size_t n) {
+  return chai_bpe_hash((const uint8_t *)s, n);
+}
 
 int32_t chai_tokenizer_token_id(const chai_tokenizer *tok, const char *s, size_t len) {
   uint64_t h = str_hash(s, len);
@@ -164,7 +169,8 @@ static chai_status load_vocab(chai_tokenizer *tok, const char *path) {
   tok->strings_bytes = bytes + 1;
   tok->decoded_bytes = bytes + 1;
   size_t nslots = 16;
-  while (nslots < count * 2) nslots *= 2;
+  while (nslots < count * 2)
+    nslots *= 2;
   tok->lookup_mask = nslots - 1;
   tok->strings = chai_alloc(tok->strings_bytes, "tokenizer vocabulary");
   tok->decoded = chai_alloc(tok->decoded_bytes, "tokenizer vocabulary");
@@ -205,7 +211,8 @@ static chai_status load_vocab(chai_tokenizer *tok, const char *path) {
     so += n;
     uint64_t h = str_hash(it->string, n);
     size_t i = (size_t)(h >> 7) & tok->lookup_mask;
-    while (tok->lookup[i].hash) i = (i + 1) & tok->lookup_mask;
+    while (tok->lookup[i].hash)
+      i = (i + 1) & tok->lookup_mask;
     tok->lookup[i] = (chai_vocab_slot){h, id};
     /* a character of the byte map stands for its byte; any other is kept as UTF-8 */
     tok->dec_off[id] = (int64_t)dof;
@@ -238,14 +245,16 @@ static chai_status load_vocab(chai_tokenizer *tok, const char *path) {
   return CHAI_OK;
 }
 
-/* ---- merges ----------------------------------------------------------------------------------- */
+/* ---- merges -----------------------------------------------------------------------------------
+ */
 
 static chai_status load_merges(chai_tokenizer *tok, const char *path) {
   file_buf f;
   chai_status st = read_file(path, &f);
   if (st) return st;
   size_t lines = 1;
-  for (size_t i = 0; i < f.len; i++) lines += f.data[i] == '\n';
+  for (size_t i = 0; i < f.len; i++)
+    lines += f.data[i] == '\n';
   if ((st = chai_merge_map_init(&tok->merges, lines))) {
     file_buf_free(&f);
     return st;
@@ -271,8 +280,10 @@ static chai_status load_merges(chai_tokenizer *tok, const char *path) {
     }
     char *sp = memchr(p, ' ', n);
     if (!sp || sp == p || sp + 1 == le || memchr(sp + 1, ' ', (size_t)(le - sp - 1))) {
-      st = chai_error(CHAI_ERR_FORMAT, "%s line %zu: expected two tokens separated by one space, "
-                      "got '%.*s'", path, line_no, (int)(n > 200 ? 200 : n), p);
+      st = chai_error(CHAI_ERR_FORMAT,
+                      "%s line %zu: expected two tokens separated by one space, "
+                      "got '%.*s'",
+                      path, line_no, (int)(n > 200 ? 200 : n), p);
       break;
     }
     size_t na = (size_t)(sp - p), nb = (size_t)(le - sp - 1);
@@ -295,8 +306,10 @@ static chai_status load_merges(chai_tokenizer *tok, const char *path) {
     memcpy(cat + na, sp + 1, nb);
     int32_t m = chai_tokenizer_token_id(tok, cat, na + nb);
     if (m < 0) {
-      st = chai_error(CHAI_ERR_FORMAT, "%s line %zu: the merge result '%.*s' is not in the "
-                      "vocabulary", path, line_no, (int)(na + nb), cat);
+      st = chai_error(CHAI_ERR_FORMAT,
+                      "%s line %zu: the merge result '%.*s' is not in the "
+                      "vocabulary",
+                      path, line_no, (int)(na + nb), cat);
       break;
     }
     chai_merge_map_put(&tok->merges, a, b, rank++, m);
@@ -307,7 +320,8 @@ static chai_status load_merges(chai_tokenizer *tok, const char *path) {
   return st;
 }
 
-/* ---- tokenizer_config.json / special_tokens_map.json ------------------------------------------ */
+/* ---- tokenizer_config.json / special_tokens_map.json ------------------------------------------
+ */
 
 enum { ROLE_BOS, ROLE_EOS, ROLE_PAD, ROLE_UNK, ROLE_COUNT };
 static const char *const role_key[ROLE_COUNT] = {"bos_token", "eos_token", "pad_token",
@@ -375,8 +389,8 @@ static chai_status load_special(chai_tokenizer *tok, const char *path, int is_co
       }
     }
   }
-  const cJSON *added = is_config ? cJSON_GetObjectItemCaseSensitive(root, "added_tokens_decoder")
-                                 : NULL;
+  const cJSON *added =
+      is_config ? cJSON_GetObjectItemCaseSensitive(root, "added_tokens_decoder") : NULL;
   if (!st && added) {
     const cJSON *e;
     cJSON_ArrayForEach(e, added) {
@@ -384,15 +398,18 @@ static chai_status load_special(chai_tokenizer *tok, const char *path, int is_co
       long id = strtol(e->string ? e->string : "", &endp, 10);
       const cJSON *content = cJSON_GetObjectItemCaseSensitive(e, "content");
       if (!e->string || *endp || !cJSON_IsString(content)) {
-        st = chai_error(CHAI_ERR_FORMAT, "%s: added_tokens_decoder entry '%s' needs an integer key "
-                        "and a string \"content\"", path, e->string ? e->string : "?");
+        st = chai_error(CHAI_ERR_FORMAT,
+                        "%s: added_tokens_decoder entry '%s' needs an integer key "
+                        "and a string \"content\"",
+                        path, e->string ? e->string : "?");
         break;
       }
       size_t n;
       const char *have_str = chai_tokenizer_token(tok, (int32_t)(id > INT32_MAX ? -1 : id), &n);
       if (!have_str || n != strlen(content->valuestring) ||
           memcmp(have_str, content->valuestring, n) != 0) {
-        st = chai_error(CHAI_ERR_UNSUPPORTED, "%s: added token '%s' (id %ld) is not that entry of "
+        st = chai_error(CHAI_ERR_UNSUPPORTED,
+                        "%s: added token '%s' (id %ld) is not that entry of "
                         "vocab.json; tokens added outside vocab.json are not supported",
                         path, content->valuestring, id);
         break;
@@ -408,7 +425,8 @@ static int32_t find_str(const chai_tokenizer *tok, const char *s) {
   return chai_tokenizer_token_id(tok, s, strlen(s));
 }
 
-/* ---- load / free ------------------------------------------------------------------------------ */
+/* ---- load / free ------------------------------------------------------------------------------
+ */
 
 void chai_tokenizer_free(chai_tokenizer *tok) {
   if (!tok) return;
