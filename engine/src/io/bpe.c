@@ -165,7 +165,9 @@ static void push_pair(const chai_merge_map *m, chai_bpe_work *w, size_t *hn, int
   int32_t j = w->next[i], merged;
   if (j < 0) return;
   int32_t r = chai_merge_find(m, w->sym[i], w->sym[j], &merged);
-  if (r >= 0) heap_push(w->heap, hn, (uint64_t)(uint32_t)r << 32 | (uint32_t)i);
+  if (r < 0) return;
+  CHAI_ASSERT(*hn < 3 * w->cap);
+  heap_push(w->heap, hn, (uint64_t)(uint32_t)r << 32 | (uint32_t)i);
 }
 
 /* Nodes are the initial positions; a merge keeps the left node and unlinks the right one, so node
@@ -191,8 +193,10 @@ size_t chai_bpe_merge_heap(const chai_merge_map *m, chai_bpe_work *w, int32_t *s
   while (hn > 0) {
     uint32_t rank = (uint32_t)(h[0] >> 32);
     size_t ntodo = 0;
-    while (hn > 0 && (uint32_t)(h[0] >> 32) == rank)
+    while (hn > 0 && (uint32_t)(h[0] >> 32) == rank) {
+      CHAI_ASSERT(ntodo < n);
       todo[ntodo++] = (int32_t)heap_pop(h, &hn);
+    }
     for (size_t k = 0; k < ntodo; k++) {
       int32_t i = todo[k];
       int32_t j = nx[i], merged;
