@@ -34,35 +34,31 @@ local function looks_like_hub_id(s)
     and not s:find("..", 1, true)
 end
 
--- Fetches the tokenizer files of a Hub repo into the cache; returns the snapshot folder.
-local function hub_folder(id, revision)
+-- Options handed to chai.hub for a repo id (see docs/hub.md).
+local hub_options = {"revision", "cache_dir", "endpoint", "token", "offline", "quiet"}
+
+-- Fetches the tokenizer files of a Hub repo into the cache (one commit); returns the snapshot
+-- folder.
+local function hub_folder(id, opts)
   local ok, hub = pcall(require, "chai.hub")
-  if not ok or type(hub) ~= "table" or type(hub.download) ~= "function" then
-    error(("chai.tokenizer.load: '%s' is not a folder, and the Hub client (chai.hub.download) "
-      .. "is not available to fetch it"):format(id), 3)
+  if not ok or type(hub) ~= "table" or type(hub.snapshot) ~= "function" then
+    error(("chai.tokenizer.load: '%s' is not a folder, and the Hub client (chai.hub) is not "
+      .. "available to fetch it"):format(id), 3)
   end
-  local hopts = {revision = revision}
-  local vocab = hub.download(id, "vocab.json", hopts)
-  hub.download(id, "merges.txt", hopts)
-  -- optional files: absent from the repo is fine, any other failure is not
-  for _, name in ipairs {"tokenizer_config.json", "special_tokens_map.json"} do
-    local got, err = pcall(hub.download, id, name, hopts)
-    if not got then
-      local msg = tostring(err)
-      if not (msg:find("404", 1, true) or msg:find("not found", 1, true)
-          or msg:find("does not exist", 1, true)) then
-        error(msg, 0)
-      end
-    end
-  end
-  return (vocab:match("^(.*)/[^/]+$"))
+  local sopts = {files = {"vocab.json", "merges.txt"},
+                 optional = {"tokenizer_config.json", "special_tokens_map.json"}}
+  for _, k in ipairs(hub_options) do sopts[k] = opts[k] end
+  return (hub.snapshot(id, sopts))
 end
 
-local load_known = {add_bos = true, revision = true}
+local load_known = {add_bos = true}
+for _, k in ipairs(hub_options) do load_known[k] = true end
 
--- chai.tokenizer.load(dir_or_id [, {add_bos=, revision=}]) -> chai.Tokenizer.
+-- chai.tokenizer.load(dir_or_id [, opts]) -> chai.Tokenizer.
 -- A folder holds vocab.json and merges.txt, and optionally tokenizer_config.json and
 -- special_tokens_map.json; anything else that looks like "org/name" is fetched from the Hub.
+-- opts: add_bos (overrides tokenizer_config.json), and for Hub ids chai.hub's revision,
+-- cache_dir, endpoint, token, offline, quiet.
 function M.load(dir_or_id, opts)
   if type(dir_or_id) ~= "string" then
     error(("chai.tokenizer.load: expected a folder or a Hub repo id, got %s"):format(
@@ -73,19 +69,19 @@ function M.load(dir_or_id, opts)
     error(("chai.tokenizer.load: option add_bos must be a boolean, got %s"):format(
       type(opts.add_bos)), 2)
   end
-  if opts.revision ~= nil and type(opts.revision) ~= "string" then
-    error(("chai.tokenizer.load: option revision must be a string, got %s"):format(
-      type(opts.revision)), 2)
-  end
   local dir = dir_or_id
   if not C.is_dir(dir_or_id) then
     if not looks_like_hub_id(dir_or_id) then
       error(("chai.tokenizer.load: no such folder '%s'"):format(dir_or_id), 2)
     end
-    dir = hub_folder(dir_or_id, opts.revision)
-  elseif opts.revision ~= nil then
-    error(("chai.tokenizer.load: option revision applies to Hub ids, and '%s' is a folder"):format(
-      dir_or_id), 2)
+    dir = hub_folder(dir_or_id, opts)
+  else
+    for _, k in ipairs(hub_options) do
+      if opts[k] ~= nil then
+        error(("chai.tokenizer.load: option %s applies to Hub ids, and '%s' is a folder"):format(
+          k, dir_or_id), 2)
+      end
+    end
   end
   return C.load(dir, {add_bos = opts.add_bos})
 end

@@ -147,7 +147,32 @@ T.write_bytes(empty .. "/merges.txt", "")
 T.raises(function() chai.tokenizer.load(empty) end, {empty .. "/vocab.json", "invalid JSON"})
 T.write_bytes(tmp .. "/tokenizer_config.json", '{"add_bos_token": 1}')
 T.raises(function() chai.tokenizer.load(tmp) end, "add_bos_token must be true or false")
-if not pcall(require, "chai.hub") then
+T.raises(function() chai.tokenizer.load(tokdir, {cache_dir = "/x"}) end,
+  "option cache_dir applies to Hub ids")
+local has_hub, hub = pcall(require, "chai.hub")
+if has_hub and type(hub) == "table" and hub.snapshot then
+  -- a Hub id, answered offline from a cache laid out by hand as huggingface_hub does:
+  -- refs/main -> commit, snapshots/<commit>/<files>, .no_exist/<commit>/<file known to be absent>
+  local cache = T.tmpdir()
+  local commit = string.rep("ab", 20)
+  local repo = cache .. "/models--facebook--opt-test"
+  assert(os.execute(("mkdir -p '%s/refs' '%s/snapshots/%s' '%s/.no_exist/%s'"):format(
+    repo, repo, commit, repo, commit)))
+  T.write_bytes(repo .. "/refs/main", commit)
+  local snap = repo .. "/snapshots/" .. commit
+  assert(os.execute(("ln -s '%s/vocab.json' '%s/vocab.json' && ln -s '%s/merges.txt' '%s/merges.txt'")
+    :format(tokdir, snap, tokdir, snap)))
+  T.write_bytes(snap .. "/tokenizer_config.json", '{"add_bos_token": true}')
+  T.write_bytes(repo .. "/.no_exist/" .. commit .. "/special_tokens_map.json", "")
+  local hopts = {offline = true, cache_dir = cache, quiet = true}
+  local htok = chai.tokenizer.load("facebook/opt-test", hopts)
+  T.eq(htok:encode("Hello world"), {2, 31414, 232}, "a Hub id: files and tokenizer_config.json")
+  T.eq(htok.pad_id, 1, "Hub id pad")
+  hopts.add_bos = false
+  T.eq(chai.tokenizer.load("facebook/opt-test", hopts):encode("Hello"), {31414}, "Hub id add_bos")
+  T.raises(function() chai.tokenizer.load("facebook/opt-none", {offline = true, cache_dir = cache}) end,
+    "facebook/opt-none")
+else
   T.raises(function() chai.tokenizer.load("facebook/opt-125m") end,
     {"'facebook/opt-125m' is not a folder", "chai.hub"})
 end
