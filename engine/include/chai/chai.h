@@ -12,6 +12,7 @@
 #include "chai/ops.h"
 #include "chai/rng.h"
 #include "chai/tensor.h"
+#include "chai/tokenizer.h"
 
 /* "0.1.0" */
 const char *chai_version(void);
