@@ -3,6 +3,7 @@
 #define CHAI_CHAI_H
 
 #include "chai/blas.h"
+#include "chai/checkpoint.h"
 #include "chai/cpu.h"
 #include "chai/error.h"
 #include "chai/half.h"
@@ -11,6 +12,7 @@
 #include "chai/ops.h"
 #include "chai/rng.h"
 #include "chai/tensor.h"
+#include "chai/tokenizer.h"
 
 /* "0.1.0" */
 const char *chai_version(void);
