@@ -179,23 +179,15 @@ static void swap(float **a, float **b) {
   *b = t;
 }
 
-/* x (N,C) → x after layer l, N = B·T. Without a cache the keys and values are the layer's own
- * (B,T,C) in the arena; with one they are appended at position `past` of each row's cache. */
-static chai_status layer_forward(chai_opt_model *m, int l, int B, int T, bool use_cache,
-                                 const float *keymask) {
+/* The layer's Q, K, V projections and attention over all heads; att (B·T,C) receives the output. */
+static chai_status dense_attention(chai_opt_model *m, int l, int B, int T, bool use_cache,
+                                   const float *in, const float *keymask) {
   const chai_opt_config *c = &m->cfg;
   const opt_layer *ly = &m->layers[l];
   opt_acts *A = &m->acts;
   opt_kv *kv = &m->kv;
-  int C = c->hidden_size, F = c->ffn_dim, H = c->num_attention_heads, D = C / H, N = B * T;
-  bool pre = c->do_layer_norm_before;
+  int C = c->hidden_size, H = c->num_attention_heads, D = C / H, N = B * T;
   int past = use_cache ? kv->len : 0;
-
-  const float *in = A->x;
-  if (pre) {
-    layernorm(A->h, A->x, ly->ln1_w, ly->ln1_b, N, C);
-    in = A->h;
-  }
   float *kd = A->k, *vd = A->v;
   if (use_cache && B == 1) { /* straight into the cache */
     kd = kv->k[l] + (size_t)past * C;
@@ -235,6 +227,28 @@ static chai_status layer_forward(chai_opt_model *m, int l, int B, int T, bool us
                                   vc, &a);
     }
   }
+  return st;
+}
+
+/* x (N,C) → x after layer l, N = B·T. Without a cache the keys and values are the layer's own
+ * (B,T,C) in the arena; with one they are appended at position `past` of each row's cache. */
+static chai_status layer_forward(chai_opt_model *m, int l, int B, int T, bool use_cache,
+                                 const float *keymask) {
+  const chai_opt_config *c = &m->cfg;
+  const opt_layer *ly = &m->layers[l];
+  opt_acts *A = &m->acts;
+  int C = c->hidden_size, F = c->ffn_dim, N = B * T;
+  bool pre = c->do_layer_norm_before;
+
+  const float *in = A->x;
+  if (pre) {
+    layernorm(A->h, A->x, ly->ln1_w, ly->ln1_b, N, C);
+    in = A->h;
+  }
+  bool done = false;
+  chai_status st = CHAI_OK;
+  if (m->heads && (st = opt_heads_attention(m, l, B, T, use_cache, in, keymask, &done))) return st;
+  if (!done) st = dense_attention(m, l, B, T, use_cache, in, keymask);
   if (st) return st;
   /* x += out_proj(att); post-LN normalises the sum. */
   linear(m, A->x, A->att, ly->o_w, ly->o_b, N, C, C, true, ACT_NONE);

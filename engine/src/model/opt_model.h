@@ -79,6 +79,8 @@ struct chai_opt_model {
   /* Per-layer head-cluster maps for attention (chai_attention_args.score_head), NULL = every head
    * scores for itself. Set by head clustering (issue 6); owned by whoever sets them. */
   const int **score_head;
+  /* CHAI head clustering and attention capture (engine/src/heads/opt_heads.c); NULL = dense. */
+  struct opt_heads *heads;
   chai_opt_warnings warnings;
   opt_acts acts;
   opt_kv kv;
@@ -110,5 +112,16 @@ chai_status opt_acts_reserve_run(chai_opt_model *m, int B, int T, const int32_t 
 chai_status opt_decoder_run(chai_opt_model *m, const int32_t *ids, const int32_t *mask, int B,
                             int T, bool use_cache, const int *rows, int n_rows,
                             const float **feats);
+
+/* ---- CHAI hooks (engine/src/heads/opt_heads.c) ------------------------------------------------ */
+
+/* Layer l's attention when head clustering or capture is on: from the attention input `in`
+ * (B·T,C) it writes the heads' outputs (B·T,C) into m->acts.att (and the layer's K and V into the
+ * cache when use_cache) and sets *done; *done false means "run the dense path". */
+chai_status opt_heads_attention(chai_opt_model *m, int l, int B, int T, bool use_cache,
+                                const float *in, const float *keymask, bool *done);
+/* Floats per token of layer l's K cache: C when dense, representatives·D when clustered. */
+int opt_heads_k_width(const chai_opt_model *m, int l);
+void opt_heads_free(chai_opt_model *m);
 
 #endif
