@@ -32,7 +32,8 @@ typedef enum chai_heads_mode {
  * because membership is unknown when the cache is allocated.
  * The plan is validated against the model (CHAI_ERR_ARG with the reason); the KV cache is dropped
  * (call chai_opt_cache_begin again). */
-chai_status chai_opt_set_heads(chai_opt_model *m, const chai_heads_plan *plan, chai_heads_mode mode);
+chai_status chai_opt_set_heads(chai_opt_model *m, const chai_heads_plan *plan,
+                               chai_heads_mode mode);
 /* The plan in force (borrowed; NULL when dense) and its mode (may be NULL). */
 const chai_heads_plan *chai_opt_get_heads(const chai_opt_model *m, chai_heads_mode *mode);
 /* Online mode: 1 when the last request fell back to dense (prompt shorter than 6 real tokens). */

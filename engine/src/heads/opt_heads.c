@@ -11,9 +11,9 @@
 #include "model/opt_model.h"
 
 typedef struct opt_heads_layer {
-  int K;     /* clusters; 0 = dense layer */
-  int *slot; /* (H) head → slot */
-  int *rep;  /* (K) slot → representative head */
+  int K;      /* clusters; 0 = dense layer */
+  int *slot;  /* (H) head → slot */
+  int *rep;   /* (K) slot → representative head */
   bool ready; /* online: membership set for the current request */
   float *w;   /* packed f32: wq (K·D,C), wk (K·D,C), bq (K·D), bk (K·D) */
   size_t w_floats;
@@ -42,7 +42,8 @@ static void layer_clear(opt_heads_layer *hl, int H) {
 }
 
 static void clear_plan(struct opt_heads *h) {
-  for (int l = 0; h->layers && l < h->L; l++) layer_clear(&h->layers[l], h->H);
+  for (int l = 0; h->layers && l < h->L; l++)
+    layer_clear(&h->layers[l], h->H);
   if (h->has_plan) chai_heads_plan_free(&h->plan);
   h->has_plan = false;
   h->mode = CHAI_HEADS_DENSE;
@@ -185,7 +186,8 @@ chai_status chai_opt_set_heads(chai_opt_model *m, const chai_heads_plan *plan,
     if (mode == CHAI_HEADS_ONLINE) continue; /* membership comes with each request */
     for (int s = 0; s < pl->k; s++) {
       hl->rep[s] = pl->order[pl->start[s]];
-      for (int p = pl->start[s]; p < pl->start[s + 1]; p++) hl->slot[pl->order[p]] = s;
+      for (int p = pl->start[s]; p < pl->start[s + 1]; p++)
+        hl->slot[pl->order[p]] = s;
     }
     hl->ready = true;
     st = pack_layer(m, h, pl->layer);
@@ -203,7 +205,9 @@ const chai_heads_plan *chai_opt_get_heads(const chai_opt_model *m, chai_heads_mo
   return on ? &m->heads->plan : NULL;
 }
 
-int chai_opt_heads_fallback(const chai_opt_model *m) { return m->heads && m->heads->fallback; }
+int chai_opt_heads_fallback(const chai_opt_model *m) {
+  return m->heads && m->heads->fallback;
+}
 
 chai_status chai_opt_heads_membership(const chai_opt_model *m, int layer, int *K, int *slot) {
   if (layer < 0 || layer >= m->cfg.num_hidden_layers)
@@ -213,7 +217,8 @@ chai_status chai_opt_heads_membership(const chai_opt_model *m, int layer, int *K
   bool active = hl && hl->K > 0 && hl->ready && !(h->mode == CHAI_HEADS_ONLINE && h->fallback);
   *K = active ? hl->K : 0;
   if (slot)
-    for (int i = 0; i < m->cfg.num_attention_heads; i++) slot[i] = active ? hl->slot[i] : i;
+    for (int i = 0; i < m->cfg.num_attention_heads; i++)
+      slot[i] = active ? hl->slot[i] : i;
   return CHAI_OK;
 }
 
@@ -231,7 +236,8 @@ size_t chai_opt_kv_bytes_per_token(const chai_opt_model *m) {
   return floats * sizeof(float);
 }
 
-/* ---- capture ---------------------------------------------------------------------------------- */
+/* ---- capture ----------------------------------------------------------------------------------
+ */
 
 chai_status chai_opt_capture_begin(chai_opt_model *m, int T_max) {
   if (T_max < 1 || T_max > m->cfg.max_position_embeddings)
@@ -275,9 +281,10 @@ void chai_opt_capture_end(chai_opt_model *m) {
 static chai_status capture_attention(chai_opt_model *m, struct opt_heads *h, int l, int B, int T,
                                      bool use_cache, const float *in, const float *keymask) {
   if (B != 1 || use_cache || T > h->capture_T)
-    return chai_error(CHAI_ERR_ARG,
-                      "capture: needs one row of at most %d tokens without a KV cache (got %d x %d)",
-                      h->capture_T, B, T);
+    return chai_error(
+        CHAI_ERR_ARG,
+        "capture: needs one row of at most %d tokens without a KV cache (got %d x %d)",
+        h->capture_T, B, T);
   if (h->has_plan)
     return chai_error(CHAI_ERR_STATE, "capture: the model is clustered; call set_heads(nil) first");
   const opt_layer *ly = &m->layers[l];
@@ -288,8 +295,16 @@ static chai_status capture_attention(chai_opt_model *m, struct opt_heads *h, int
   opt_linear(m, A->q, in, ly->q_w, ly->q_b, T, C, C);
   opt_linear(m, A->k, in, ly->k_w, ly->k_b, T, C, C);
   opt_linear(m, A->v, in, ly->v_w, ly->v_b, T, C, C);
-  chai_attention_args a = {.B = 1, .Tq = T, .Tk = T, .H = H, .D = D, .q_ts = C, .k_ts = C,
-                           .v_ts = C, .scale = 1.0f / sqrtf((float)D), .causal = true,
+  chai_attention_args a = {.B = 1,
+                           .Tq = T,
+                           .Tk = T,
+                           .H = H,
+                           .D = D,
+                           .q_ts = C,
+                           .k_ts = C,
+                           .v_ts = C,
+                           .scale = 1.0f / sqrtf((float)D),
+                           .causal = true,
                            .key_mask = keymask};
   if ((st = chai_attention_forward(A->att, h->probs, A->q, A->k, A->v, &a))) return st;
   for (int hh = 0; hh < H; hh++) {
@@ -301,18 +316,20 @@ static chai_status capture_attention(chai_opt_model *m, struct opt_heads *h, int
   return CHAI_OK;
 }
 
-/* ---- the clustered layer ---------------------------------------------------------------------- */
+/* ---- the clustered layer ----------------------------------------------------------------------
+ */
 
 /* Online membership of layer l for a new one-row request from its first 5 real tokens. */
-static chai_status online_membership(chai_opt_model *m, struct opt_heads *h, int l,
-                                     const float *in, const int *real_pos) {
+static chai_status online_membership(chai_opt_model *m, struct opt_heads *h, int l, const float *in,
+                                     const int *real_pos) {
   opt_heads_layer *hl = &h->layers[l];
   const opt_layer *ly = &m->layers[l];
   int C = h->C, n = 5;
   chai_status st = ensure(&h->scratch, &h->scratch_floats, 3 * (size_t)n * C, "online membership");
   if (st) return st;
   float *x5 = h->scratch, *q5 = x5 + (size_t)n * C, *k5 = q5 + (size_t)n * C;
-  for (int i = 0; i < n; i++) memcpy(x5 + (size_t)i * C, in + (size_t)real_pos[i] * C, C * sizeof(float));
+  for (int i = 0; i < n; i++)
+    memcpy(x5 + (size_t)i * C, in + (size_t)real_pos[i] * C, C * sizeof(float));
   opt_linear(m, q5, x5, ly->q_w, ly->q_b, n, C, C);
   opt_linear(m, k5, x5, ly->k_w, ly->k_b, n, C, C);
   if ((st = chai_heads_online_labels(hl->slot, q5, k5, n, h->H, h->D, C, C,
@@ -329,11 +346,12 @@ static chai_status online_membership(chai_opt_model *m, struct opt_heads *h, int
 }
 
 /* out (N,KD) = in (N,C) · W (KD,C)ᵀ + b */
-static void packed_linear(float *out, const float *in, const float *w, const float *b, int N,
-                          int C, int KD) {
+static void packed_linear(float *out, const float *in, const float *w, const float *b, int N, int C,
+                          int KD) {
   chai_sgemm(false, true, N, KD, C, 1.0f, in, C, w, C, 0.0f, out, KD);
   for (int n = 0; n < N; n++)
-    for (int j = 0; j < KD; j++) out[(size_t)n * KD + j] += b[j];
+    for (int j = 0; j < KD; j++)
+      out[(size_t)n * KD + j] += b[j];
 }
 
 chai_status opt_heads_attention(chai_opt_model *m, int l, int B, int T, bool use_cache,
@@ -385,9 +403,19 @@ chai_status opt_heads_attention(chai_opt_model *m, int l, int B, int T, bool use
   const opt_layer *ly = &m->layers[l];
   float *vd = use_cache && B == 1 ? kv->v[l] + (size_t)past * C : A->v;
   opt_linear(m, vd, in, ly->v_w, ly->v_b, N, C, C);
-  chai_heads_attention_args a = {.B = B, .Tq = T, .Tk = T, .H = H, .K = K, .D = D, .q_ts = KD,
-                                 .k_ts = KD, .v_ts = C, .scale = 1.0f / sqrtf((float)D),
-                                 .causal = true, .key_mask = keymask, .slot = hl->slot};
+  chai_heads_attention_args a = {.B = B,
+                                 .Tq = T,
+                                 .Tk = T,
+                                 .H = H,
+                                 .K = K,
+                                 .D = D,
+                                 .q_ts = KD,
+                                 .k_ts = KD,
+                                 .v_ts = C,
+                                 .scale = 1.0f / sqrtf((float)D),
+                                 .causal = true,
+                                 .key_mask = keymask,
+                                 .slot = hl->slot};
   if (!use_cache) {
     st = chai_heads_attention_forward(A->att, qs, ks, A->v, &a);
   } else {
@@ -398,7 +426,8 @@ chai_status opt_heads_attention(chai_opt_model *m, int l, int B, int T, bool use
       float *kc = kv->k[l] + (size_t)b * kv->capacity * kw;
       float *vc = kv->v[l] + (size_t)b * kv->capacity * C;
       for (int t = 0; t < T; t++)
-        memcpy(kc + (size_t)(past + t) * kw, ks + ((size_t)b * T + t) * KD, (size_t)KD * sizeof(float));
+        memcpy(kc + (size_t)(past + t) * kw, ks + ((size_t)b * T + t) * KD,
+               (size_t)KD * sizeof(float));
       if (B > 1)
         memcpy(vc + (size_t)past * C, A->v + (size_t)b * T * C, (size_t)T * C * sizeof(float));
       a.key_mask = kv->mask + (size_t)b * kv->capacity;
