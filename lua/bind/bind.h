@@ -31,6 +31,9 @@ void chai_bind_open_model(lua_State *L, int table);
 void chai_bind_open_tokenizer(lua_State *L, int table);
 void chai_bind_open_heads(lua_State *L, int table);
 
+/* The live OPT model of the chai.Model userdata at idx (model.c); raises for anything else. */
+struct chai_opt_model *chai_bind_check_model(lua_State *L, int idx);
+
 /* ---- chai.Tensor userdata (tensor.c) --------------------------------------------------------- */
 
 #define CHAI_TENSOR_MT "chai.Tensor"

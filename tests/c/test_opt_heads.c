@@ -236,7 +236,7 @@ static void capture(void) {
   chai_tensor out = {0}, dense = {0};
   CHECK_OK(chai_opt_forward(m, &out, ids, NULL, 1, 6, false));
   int T = 0;
-  const float *rows = chai_opt_capture_rows(m, &T);
+  const float *rows = chai_opt_capture_rows(m, &T, NULL);
   CHECK(T == 6 && rows);
   for (int lh = 0; lh < 2 * 4; lh++) {
     double s = 0;

@@ -47,10 +47,11 @@ size_t chai_opt_kv_bytes_per_token(const chai_opt_model *m);
 /* Attention capture for calibration: after chai_opt_capture_begin(m, T_max), each forward with one
  * row of T <= T_max tokens (dense attention, no KV cache) records, per layer and head, the
  * attention probabilities of the last query over keys 0..T−1: rows (L,H,T_max), zero-padded, read
- * with chai_opt_capture_rows (borrowed; *T = the T of the last forward, 0 before any). end frees.
+ * with chai_opt_capture_rows (borrowed; *T = the T of the last forward, 0 before any; *T_max as
+ * begun, may be NULL). end frees.
  * CHAI_ERR_ARG when a captured forward has B != 1 or T > T_max, or the model is clustered. */
 chai_status chai_opt_capture_begin(chai_opt_model *m, int T_max);
-const float *chai_opt_capture_rows(const chai_opt_model *m, int *T);
+const float *chai_opt_capture_rows(const chai_opt_model *m, int *T, int *T_max);
 void chai_opt_capture_end(chai_opt_model *m);
 
 #ifdef __cplusplus

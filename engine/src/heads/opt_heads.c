@@ -260,9 +260,10 @@ chai_status chai_opt_capture_begin(chai_opt_model *m, int T_max) {
   return CHAI_OK;
 }
 
-const float *chai_opt_capture_rows(const chai_opt_model *m, int *T) {
+const float *chai_opt_capture_rows(const chai_opt_model *m, int *T, int *T_max) {
   const struct opt_heads *h = m->heads;
   if (T) *T = h && h->capture ? h->captured_T : 0;
+  if (T_max) *T_max = h && h->capture ? h->capture_T : 0;
   return h ? h->capture : NULL;
 }
 
