@@ -6,9 +6,11 @@
 #include "chai/cpu.h"
 #include "chai/error.h"
 #include "chai/half.h"
+#include "chai/hub.h"
 #include "chai/memory.h"
 #include "chai/ops.h"
 #include "chai/rng.h"
+#include "chai/sha256.h"
 #include "chai/tensor.h"
 
 /* "0.1.0" */
