@@ -372,6 +372,11 @@ typedef struct dl {
   int progress, drawn;
   const char *label;
   double t0, last_draw;
+  /* stall detection: libcurl's low-speed check averages over seconds, so after a burst it takes
+   * far longer than the timeout to notice silence; we time the gap since the last byte instead */
+  double last_data;
+  long stall_ms;
+  int stalled;
 } dl;
 
 static void draw(dl *d, int finished) {
@@ -430,22 +435,22 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *ud) {
     off += (size_t)w;
   }
   if (d->hashing) chai_sha256_update(&d->sha, ptr, n);
+  d->last_data = now_seconds();
   d->have += (long long)n;
   d->got += (long long)n;
   return n;
 }
 
-static int on_progress_interrupt_only(void *ud, curl_off_t dltotal, curl_off_t dlnow,
-                                      curl_off_t ultotal, curl_off_t ulnow) {
-  (void)ud, (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
-  return chai_interrupted();
-}
 
 static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
                        curl_off_t ulnow) {
   (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
   dl *d = ud;
   if (chai_interrupted()) return 1;
+  if ((now_seconds() - d->last_data) * 1000 > d->stall_ms) {
+    d->stalled = 1;
+    return 1;
+  }
   if (d->progress && d->started && (d->code == 200 || d->code == 206)) draw(d, 0);
   return 0;
 }
@@ -478,8 +483,6 @@ static CURLcode transfer(const hub_env *e, const char *url, dl *d, char *errbuf)
    * goes to another host or port (CURLOPT_UNRESTRICTED_AUTH stays off) */
   curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
   curl_easy_setopt(c, CURLOPT_MAXREDIRS, 10L);
-  curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
-  curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, (e->download_timeout_ms + 999) / 1000);
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_write);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, d);
   curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
@@ -495,6 +498,9 @@ static CURLcode transfer(const hub_env *e, const char *url, dl *d, char *errbuf)
   d->r = &r;
   d->started = 0;
   d->code = 0;
+  d->stalled = 0;
+  d->stall_ms = e->download_timeout_ms;
+  d->last_data = now_seconds();
   d->body_len = 0;
   d->body[0] = 0;
   errbuf[0] = 0;
@@ -546,7 +552,11 @@ chai_status hub_http_download(const hub_env *e, const char *url, const char *par
       st = d.failed;
       goto done;
     }
-    if (res == CURLE_ABORTED_BY_CALLBACK && chai_interrupted()) {
+    if (res == CURLE_ABORTED_BY_CALLBACK && d.stalled) {
+      res = CURLE_OPERATION_TIMEDOUT;
+      snprintf(errbuf, sizeof errbuf, "no data for %.1f s (HF_HUB_DOWNLOAD_TIMEOUT)",
+               e->download_timeout_ms / 1000.0);
+    } else if (res == CURLE_ABORTED_BY_CALLBACK && chai_interrupted()) {
       st = chai_error(CHAI_ERR_INTERRUPTED,
                       "download of %s interrupted after %lld bytes; '%s' is kept and the next "
                       "download resumes from it", label, d.have, part);
@@ -559,7 +569,7 @@ chai_status hub_http_download(const hub_env *e, const char *url, const char *par
     if (res != CURLE_OK) {
       /* a cut or stalled transfer: resume at once while it keeps making progress */
       if (d.got > before && attempt < 4) {
-        struct timespec ts = {0, 100000000L * (attempt + 1)};
+        struct timespec ts = {0, 20000000L << attempt};
         nanosleep(&ts, NULL);
         continue;
       }
@@ -610,6 +620,9 @@ typedef struct buf {
   char *p;
   size_t n, cap;
   int too_big;
+  double last_data;
+  long stall_ms;
+  int stalled;
 } buf;
 
 #define HTTP_BODY_MAX ((size_t)1 << 30)
@@ -617,6 +630,7 @@ typedef struct buf {
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud) {
   buf *b = ud;
   size_t n = size * nmemb;
+  b->last_data = now_seconds();
   if (b->n + n + 1 > b->cap) {
     size_t cap = b->cap ? b->cap : 4096;
     while (cap < b->n + n + 1) cap *= 2;
@@ -674,6 +688,14 @@ static int token_allowed(const hub_env *e, const char *url) {
   return *a && (strcmp(a, b) == 0 || host_is_hf(a));
 }
 
+static int on_body_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                            curl_off_t ulnow) {
+  (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+  buf *b = ud;
+  if ((now_seconds() - b->last_data) * 1000 > b->stall_ms) b->stalled = 1;
+  return chai_interrupted() || b->stalled;
+}
+
 static chai_status http_fetch(const char *url, const char *const *headers, char **body,
                               size_t *len, long *status, int *sent_token) {
   if (body) *body = NULL;
@@ -708,17 +730,18 @@ static chai_status http_fetch(const char *url, const char *const *headers, char 
     hdrs = curl_slist_append(hdrs, *h);
   }
   buf b = {0};
+  b.last_data = now_seconds();
+  b.stall_ms = e.download_timeout_ms;
   char errbuf[CURL_ERROR_SIZE] = "";
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
   curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
   curl_easy_setopt(c, CURLOPT_MAXREDIRS, 10L);
-  curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
-  curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, (e.download_timeout_ms + 999) / 1000);
   curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, ""); /* JSON compresses well: take gzip */
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
   curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-  curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress_interrupt_only);
+  curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_body_progress);
+  curl_easy_setopt(c, CURLOPT_XFERINFODATA, &b);
   curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
   CURLcode res = curl_easy_perform(c);
   long code = 0;
@@ -727,6 +750,9 @@ static chai_status http_fetch(const char *url, const char *const *headers, char 
   curl_slist_free_all(hdrs);
   if (res != CURLE_OK) {
     free(b.p);
+    if (res == CURLE_ABORTED_BY_CALLBACK && b.stalled)
+      return chai_error(CHAI_ERR_NETWORK, "GET %s failed: no data for %.1f s "
+                        "(HF_HUB_DOWNLOAD_TIMEOUT)", url, e.download_timeout_ms / 1000.0);
     if (res == CURLE_ABORTED_BY_CALLBACK && chai_interrupted())
       return chai_error(CHAI_ERR_INTERRUPTED, "GET %s interrupted", url);
     if (b.too_big)
