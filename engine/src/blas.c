@@ -45,8 +45,12 @@ const char *chai_blas_core_for_cpu(void) {
 
 static void load(void) {
   const char *user_core = getenv("OPENBLAS_CORETYPE");
+  /* CHAI_BLAS_CORE=openblas leaves the choice to OpenBLAS (benchmarks compare against it). */
+  const char *policy = getenv("CHAI_BLAS_CORE");
   if (user_core && *user_core) {
     blas.info.chosen_by = "user (OPENBLAS_CORETYPE)";
+  } else if (policy && strcmp(policy, "openblas") == 0) {
+    blas.info.chosen_by = "openblas";
   } else {
     const char *core = chai_blas_core_for_cpu();
     if (core) {

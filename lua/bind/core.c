@@ -1,10 +1,15 @@
+/* luaopen_chai_core: the C module "chai.core". Each area registers itself here; lua/chai/init.lua
+ * builds the user-facing `chai` table on top. */
 #include "bind.h"
-
-#include "chai/chai.h"
 
 int luaopen_chai_core(lua_State *L) {
   lua_newtable(L);
-  lua_pushstring(L, chai_version());
-  lua_setfield(L, -2, "version");
+  int t = lua_gettop(L);
+  chai_bind_open_tensor(L, t); /* first: creates the chai.Tensor metatable */
+  chai_bind_open_npy(L, t);
+  chai_bind_open_sys(L, t); /* also sets chai.version */
+  chai_bind_open_bench(L, t);
+  chai_bind_open_json(L, t);
+  chai_bind_open_testing(L, t);
   return 1;
 }

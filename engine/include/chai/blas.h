@@ -1,6 +1,7 @@
 /* chai — the BLAS we call. OpenBLAS is loaded at run time (dlopen), after chai has chosen the right
  * OpenBLAS core for this CPU: OpenBLAS picks its kernel when it is loaded and OpenBLAS 0.3.21 falls
- * back to a slow generic kernel on CPUs it does not know. A user's own OPENBLAS_CORETYPE wins. */
+ * back to a slow generic kernel on CPUs it does not know. A user's own OPENBLAS_CORETYPE wins;
+ * CHAI_BLAS_CORE=openblas leaves the choice to OpenBLAS. */
 #ifndef CHAI_BLAS_H
 #define CHAI_BLAS_H
 

@@ -1,2 +1,0 @@
-# Empty compiler generated dependencies file for chai_lua_module.
-# This may be replaced when dependencies are built.

@@ -1,8 +1,0 @@
-# CMake generated Testfile for 
-# Source directory: /work/main/tests
-# Build directory: /work/main/build/tests
-# 
-# This file includes the relevant testing commands required for 
-# testing this directory and lists subdirectories to be tested as well.
-add_test(c/test_tensor "/work/main/build/tests/test_tensor")
-set_tests_properties(c/test_tensor PROPERTIES  LABELS "fast" TIMEOUT "300" _BACKTRACE_TRIPLES "/work/main/tests/CMakeLists.txt;15;add_test;/work/main/tests/CMakeLists.txt;0;")

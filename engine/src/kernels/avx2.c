@@ -1,0 +1,190 @@
+/* AVX2+FMA twins of the scalar kernels (see kernels.h). Tails go through masked loads/stores so a
+ * row of any length is handled in one pass without reading past its end. */
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+
+#include "kernels/kernels.h"
+
+#define AVX2 __attribute__((target("avx2,fma")))
+
+/* A lane mask with the first r (0..8) lanes set. */
+AVX2 static inline __m256i tail_mask(size_t r) {
+  static const int32_t m[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+  return _mm256_loadu_si256((const __m256i *)(m + 8 - r));
+}
+
+AVX2 void chai_add_forward_avx2(float *out, const float *a, const float *b, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(out + i, _mm256_add_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
+  if (i < n) {
+    __m256i m = tail_mask(n - i);
+    _mm256_maskstore_ps(out + i, m,
+                        _mm256_add_ps(_mm256_maskload_ps(a + i, m), _mm256_maskload_ps(b + i, m)));
+  }
+}
+
+AVX2 void chai_mul_forward_avx2(float *out, const float *a, const float *b, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
+  if (i < n) {
+    __m256i m = tail_mask(n - i);
+    _mm256_maskstore_ps(out + i, m,
+                        _mm256_mul_ps(_mm256_maskload_ps(a + i, m), _mm256_maskload_ps(b + i, m)));
+  }
+}
+
+AVX2 void chai_scale_forward_avx2(float *out, const float *a, float s, size_t n) {
+  __m256 vs = _mm256_set1_ps(s);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_loadu_ps(a + i), vs));
+  if (i < n) {
+    __m256i m = tail_mask(n - i);
+    _mm256_maskstore_ps(out + i, m, _mm256_mul_ps(_mm256_maskload_ps(a + i, m), vs));
+  }
+}
+
+AVX2 void chai_axpy_avx2(float *y, float a, const float *x, size_t n) {
+  __m256 va = _mm256_set1_ps(a);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  if (i < n) {
+    __m256i m = tail_mask(n - i);
+    _mm256_maskstore_ps(
+        y + i, m, _mm256_fmadd_ps(va, _mm256_maskload_ps(x + i, m), _mm256_maskload_ps(y + i, m)));
+  }
+}
+
+/* max(x, 0) with x as the second operand of maxps would return x for NaN; the ref returns 0 for
+ * NaN (x > 0 is false), so 0 goes second: maxps returns the second operand when either is NaN. */
+AVX2 void chai_relu_forward_avx2(float *out, const float *inp, size_t n) {
+  __m256 z = _mm256_setzero_ps();
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(out + i, _mm256_max_ps(_mm256_loadu_ps(inp + i), z));
+  if (i < n) {
+    __m256i m = tail_mask(n - i);
+    _mm256_maskstore_ps(out + i, m, _mm256_max_ps(_mm256_maskload_ps(inp + i, m), z));
+  }
+}
+
+AVX2 static inline float hsum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+/* Masked tail lanes load as 0 and are excluded from the variance by the same mask. */
+AVX2 void chai_layernorm_row_avx2(float *out, float *mean, float *rstd, const float *x,
+                                  const float *w, const float *b, int C, float eps) {
+  size_t n = (size_t)C, i;
+  __m256 acc = _mm256_setzero_ps();
+  for (i = 0; i + 8 <= n; i += 8)
+    acc = _mm256_add_ps(acc, _mm256_loadu_ps(x + i));
+  if (i < n) acc = _mm256_add_ps(acc, _mm256_maskload_ps(x + i, tail_mask(n - i)));
+  float m = hsum8(acc) / (float)C;
+  __m256 vm = _mm256_set1_ps(m), vv = _mm256_setzero_ps();
+  for (i = 0; i + 8 <= n; i += 8) {
+    __m256 d = _mm256_sub_ps(_mm256_loadu_ps(x + i), vm);
+    vv = _mm256_fmadd_ps(d, d, vv);
+  }
+  if (i < n) {
+    __m256i mk = tail_mask(n - i);
+    __m256 d =
+        _mm256_and_ps(_mm256_sub_ps(_mm256_maskload_ps(x + i, mk), vm), _mm256_castsi256_ps(mk));
+    vv = _mm256_fmadd_ps(d, d, vv);
+  }
+  float r = 1.0f / sqrtf(hsum8(vv) / (float)C + eps);
+  __m256 vr = _mm256_set1_ps(r), one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+  for (i = 0; i < n; i += 8) {
+    size_t left = n - i;
+    __m256i mk = tail_mask(left < 8 ? left : 8);
+    __m256 nrm = _mm256_mul_ps(_mm256_sub_ps(_mm256_maskload_ps(x + i, mk), vm), vr);
+    __m256 vw = w ? _mm256_maskload_ps(w + i, mk) : one;
+    __m256 vb = b ? _mm256_maskload_ps(b + i, mk) : zero;
+    _mm256_maskstore_ps(out + i, mk, _mm256_fmadd_ps(nrm, vw, vb));
+  }
+  *mean = m;
+  *rstd = r;
+}
+
+/* Cephes expf: x = n·ln2 + r with |r| <= ln2/2, e^r by a degree-6 polynomial, 2^n by building
+ * two exponent fields (n split in halves so n = 128 and n = -126 both stay representable). NaN
+ * passes through min/max because it is their second operand. */
+AVX2 static inline __m256 exp8(__m256 x) {
+  __m256 under = _mm256_cmp_ps(x, _mm256_set1_ps(-87.3365447504f), _CMP_LT_OQ);
+  x = _mm256_min_ps(_mm256_set1_ps(100.0f), x);
+  x = _mm256_max_ps(_mm256_set1_ps(-87.3365447504f), x);
+  __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  __m256 y = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  __m256i n = _mm256_cvtps_epi32(fx), n1 = _mm256_srai_epi32(n, 1);
+  __m256i n2 = _mm256_sub_epi32(n, n1), bias = _mm256_set1_epi32(127);
+  __m256 p1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
+  __m256 p2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
+  y = _mm256_mul_ps(_mm256_mul_ps(y, p1), p2);
+  return _mm256_andnot_ps(under, y);
+}
+
+AVX2 void chai_exp_avx2(float *out, const float *in, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(out + i, exp8(_mm256_loadu_ps(in + i)));
+  if (i < n) {
+    __m256i m = tail_mask(n - i);
+    _mm256_maskstore_ps(out + i, m, exp8(_mm256_maskload_ps(in + i, m)));
+  }
+}
+
+AVX2 static inline float hmax8(__m256 v) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+AVX2 void chai_softmax_row_avx2(float *out, const float *x, int cols) {
+  size_t n = cols > 0 ? (size_t)cols : 0, i;
+  __m256 ninf = _mm256_set1_ps(-INFINITY), vm = ninf;
+  for (i = 0; i + 8 <= n; i += 8)
+    vm = _mm256_max_ps(_mm256_loadu_ps(x + i), vm);
+  if (i < n) {
+    __m256i mk = tail_mask(n - i);
+    vm = _mm256_max_ps(
+        _mm256_blendv_ps(ninf, _mm256_maskload_ps(x + i, mk), _mm256_castsi256_ps(mk)), vm);
+  }
+  float m = hmax8(vm);
+  if (m == -INFINITY) {
+    for (i = 0; i < n; i++)
+      out[i] = 0.0f;
+    return;
+  }
+  vm = _mm256_set1_ps(m);
+  __m256 acc = _mm256_setzero_ps();
+  for (i = 0; i + 8 <= n; i += 8) {
+    __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
+    _mm256_storeu_ps(out + i, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  if (i < n) {
+    __m256i mk = tail_mask(n - i);
+    __m256 e = _mm256_and_ps(exp8(_mm256_sub_ps(_mm256_maskload_ps(x + i, mk), vm)),
+                             _mm256_castsi256_ps(mk));
+    _mm256_maskstore_ps(out + i, mk, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  chai_scale_forward_avx2(out, out, 1.0f / hsum8(acc), n);
+}
