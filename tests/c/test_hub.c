@@ -286,11 +286,11 @@ static void test_revisions_and_404(void) {
   free(ref);
   CHECK_ERR(fetch("org/tiny", "model.safetensors", "main", &F), CHAI_ERR_NETWORK,
             "file 'model.safetensors' not found in model repo 'org/tiny' at revision 'main'");
-  CHECK(F.missing == 1);
+  CHECK(F.missing == CHAI_HUB_MISSING_FILE);
   repo_path(p, sizeof p, "models--org--tiny", ".no_exist/" FX_C_MAIN "/model.safetensors");
   CHECK(exists(p) && file_size(p) == 0);
   CHECK_ERR(fetch("org/tiny", "special_tokens_map.json", NULL, &F), CHAI_ERR_NETWORK, "404");
-  CHECK(F.missing == 1);
+  CHECK(F.missing == CHAI_HUB_MISSING_FILE);
   /* a tag, and a commit used directly (no ref written for it) */
   CHECK_OK(fetch("org/tiny", "config.json", "v1.0", &F));
   CHECK(strcmp(F.commit, FX_C_MAIN) == 0);
@@ -302,10 +302,10 @@ static void test_revisions_and_404(void) {
   CHECK(!exists(p));
   CHECK_ERR(fetch("org/tiny", "config.json", "nope", &F), CHAI_ERR_NETWORK,
             "revision 'nope' not found in model repo 'org/tiny'");
-  CHECK(F.missing == 1);
+  CHECK(F.missing == CHAI_HUB_MISSING_REVISION);
   CHECK_ERR(fetch("org/nope", "config.json", NULL, &F), CHAI_ERR_NETWORK,
             "model repo 'org/nope' not found");
-  CHECK(F.missing == 1);
+  CHECK(F.missing == CHAI_HUB_MISSING_REPO);
 }
 
 static void test_dataset_and_renamed_repo(void) {
@@ -338,7 +338,7 @@ static void test_dataset_and_renamed_repo(void) {
 static void test_tokens(void) {
   base_env();
   CHECK_ERR(fetch("org/private", "config.json", NULL, &F), CHAI_ERR_NETWORK, "HF_TOKEN");
-  CHECK(strstr(chai_last_error(), "401") != NULL);
+  CHECK(strstr(chai_last_error(), "401") != NULL && F.missing == CHAI_HUB_FOUND);
   setenv("HF_TOKEN", "hf_wrong", 1);
   CHECK_ERR(fetch("org/private", "config.json", NULL, &F), CHAI_ERR_NETWORK, "not accepted");
   setenv("HF_TOKEN", FX_TOKEN, 1);
@@ -499,7 +499,7 @@ static void test_offline(void) {
   CHECK(F.etag[0] != 0 && F.size == fx_size(fx_find("org/tiny", "config.json")));
   CHECK_OK(fetch("org/tiny", "tokenizer_config.json", FX_C_MAIN, &F));
   CHECK_ERR(fetch("org/tiny", "model.safetensors", NULL, &F), CHAI_ERR_IO, "does not exist");
-  CHECK(F.missing == 1);
+  CHECK(F.missing == CHAI_HUB_MISSING_FILE);
   CHECK_ERR(fetch("org/tiny", "merges.txt", NULL, &F), CHAI_ERR_IO,
             "'merges.txt' of model repo 'org/tiny' at revision 'main'");
   CHECK(strstr(chai_last_error(), "HF_HUB_OFFLINE") && F.missing == 0);

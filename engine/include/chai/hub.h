@@ -51,9 +51,17 @@ typedef struct chai_hub_file {
   char etag[129];               /* the blob id; "" when answered offline from the snapshot */
   long long size;               /* bytes of the file */
   int cached;                   /* 1: nothing was downloaded */
-  int missing; /* after a failure: 1 when the repo, revision or file does not exist (HTTP 404, or a
-                  cached .no_exist marker when offline); lets callers skip optional files */
+  int missing; /* after a failure, what the Hub said does not exist (chai_hub_missing); lets
+                  callers skip optional files (CHAI_HUB_MISSING_FILE) */
 } chai_hub_file;
+
+/* chai_hub_file.missing */
+enum chai_hub_missing {
+  CHAI_HUB_FOUND = 0,            /* no such answer (success, or another failure) */
+  CHAI_HUB_MISSING_FILE = 1,     /* 404 for the file at an existing commit, or a .no_exist marker */
+  CHAI_HUB_MISSING_REVISION = 2, /* the branch, tag or commit does not exist */
+  CHAI_HUB_MISSING_REPO = 3,     /* the repo does not exist (or is private and no token was sent) */
+};
 
 /* Makes `filename` of `repo` ("org/name", or a legacy "name") at opts->revision available in the
  * cache and fills `out`. Online: a HEAD on {endpoint}/[datasets/|spaces/]{repo}/resolve/{rev}/{file}
@@ -67,7 +75,7 @@ typedef struct chai_hub_file {
  * Fails with CHAI_ERR_ARG (a bad repo id, filename, repo_type or revision, naming it),
  * CHAI_ERR_NETWORK (no connection: curl's message; HTTP 401/403: mentions HF_TOKEN; 404: names the
  * repo, revision and file, and sets out->missing), CHAI_ERR_IO (offline and not cached: names what
- * is missing; or a cache write failed), CHAI_ERR_FORMAT (checksum or size mismatch: names both
+ * is missing, out->missing set when a .no_exist marker says so; or a cache write failed), CHAI_ERR_FORMAT (checksum or size mismatch: names both
  * values, the bad bytes are deleted; or a reply without Hub headers), CHAI_ERR_INTERRUPTED
  * (chai_interrupt() during a transfer). A cut or interrupted transfer leaves blobs/{etag}.incomplete
  * for the next call to resume. */

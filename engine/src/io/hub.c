@@ -73,7 +73,7 @@ static chai_status offline_fetch(const hub_repo *r, const char *filename, chai_h
   from_cache(r, filename, out, &found);
   if (found) return CHAI_OK;
   if (hub_is_marked_missing(r, commit, filename)) {
-    out->missing = 1;
+    out->missing = CHAI_HUB_MISSING_FILE;
     return chai_error(CHAI_ERR_IO,
                       "offline mode (HF_HUB_OFFLINE): '%s' does not exist in %s repo '%s' at "
                       "revision '%s' (commit %s; the Hub answered 404 earlier)",
@@ -108,26 +108,31 @@ static chai_status http_failure(const hub_env *e, const hub_repo *r, const char 
   snprintf(what, sizeof what, "'%s' of %s repo '%s' at revision '%s'", filename, r->type, r->id,
            r->revision);
   const char *code = h->error_code;
-  if (h->status == 404 || strcmp(code, "RepoNotFound") == 0 ||
-      strcmp(code, "RepositoryNotFound") == 0) {
-    out->missing = 1;
-    if (strcmp(code, "RepoNotFound") == 0 || strcmp(code, "RepositoryNotFound") == 0) {
-      if (h->status == 401)
-        return hub_http_status_error(401, url, what, *e->token != 0, "repository not found");
-      return chai_error(CHAI_ERR_NETWORK,
-                        "%s repo '%s' not found at %s (HTTP %ld, %s)%s", r->type, r->id,
-                        e->endpoint, h->status, url,
-                        *e->token ? "" : "; if it is private, set HF_TOKEN");
-    }
-    if (strcmp(code, "RevisionNotFound") == 0)
-      return chai_error(CHAI_ERR_NETWORK, "revision '%s' not found in %s repo '%s' (HTTP 404, %s)",
-                        r->revision, r->type, r->id, url);
+  int repo_missing = strcmp(code, "RepoNotFound") == 0 || strcmp(code, "RepositoryNotFound") == 0;
+  if (repo_missing && h->status == 401) {
+    /* the Hub answers 401 both for a private repo without a valid token and for no repo at all
+     * (to anonymous callers), so this says nothing certain about existence */
+    return hub_http_status_error(401, url, what, *e->token != 0, "repository not found");
+  }
+  if (h->status == 404 && repo_missing) {
+    out->missing = CHAI_HUB_MISSING_REPO;
+    return chai_error(CHAI_ERR_NETWORK, "%s repo '%s' not found at %s (HTTP 404, %s)%s", r->type,
+                      r->id, e->endpoint, url, *e->token ? "" : "; if it is private, set HF_TOKEN");
+  }
+  if (h->status == 404 && strcmp(code, "RevisionNotFound") == 0) {
+    out->missing = CHAI_HUB_MISSING_REVISION;
+    return chai_error(CHAI_ERR_NETWORK, "revision '%s' not found in %s repo '%s' (HTTP 404, %s)",
+                      r->revision, r->type, r->id, url);
+  }
+  if (h->status == 404) {
     if (hub_is_commit(h->commit)) {
       /* the file is missing from an existing commit: remember it, as huggingface_hub does */
       chai_status st = hub_mark_missing(r, h->commit, filename);
       if (!st) st = hub_ref_write(r, h->commit);
       if (st) return st;
     }
+    /* EntryNotFound, or a plain 404 from a server that sends no error code */
+    out->missing = CHAI_HUB_MISSING_FILE;
     return chai_error(CHAI_ERR_NETWORK,
                       "file '%s' not found in %s repo '%s' at revision '%s' (HTTP 404, %s)",
                       filename, r->type, r->id, r->revision, url);
