@@ -14,8 +14,9 @@
  * What it serves is in hub_fixture.h: Hub resolve URLs with X-Repo-Commit / ETag (weak, quoted) /
  * X-Linked-Etag / X-Linked-Size, 302 to the CDN for LFS files, 404 with X-Error-Code
  * (RepoNotFound, RevisionNotFound, EntryNotFound + X-Repo-Commit), 401 for org/private without
- * "Bearer FX_TOKEN", 403 for org/gated, a 307 relative redirect for the renamed org/old-name, and
- * a few JSON endpoints for chai_http_get (/api/echo, /api/error, /api/redirect-*; /echo on the CDN).
+ * "Bearer FX_TOKEN", 403 for org/gated, a 307 relative redirect for the renamed org/old-name,
+ * facebook/opt-125m as an alias of org/tiny (for the examples in docs/hub.md), and a few JSON
+ * endpoints for chai_http_get (/api/echo, /api/error, /api/redirect-*; /echo on the CDN).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -233,7 +234,8 @@ static const char *commit_of(const char *repo, const char *rev, int *pr1) {
   *pr1 = 0;
   if (strcmp(repo, "org/tiny") == 0) {
     if (!strcmp(rev, "main") || !strcmp(rev, "v1.0") || !strcmp(rev, FX_C_MAIN)) return FX_C_MAIN;
-    if (!strcmp(rev, "refs/pr/1") || !strcmp(rev, FX_C_PR1)) return *pr1 = 1, FX_C_PR1;
+    if (!strcmp(rev, "refs/pr/1") || !strcmp(rev, "refs/pr/35") || !strcmp(rev, FX_C_PR1))
+      return *pr1 = 1, FX_C_PR1;
     return NULL;
   }
   const char *c = !strcmp(repo, "datasets/org/data") ? FX_C_DATA : FX_C_PRIV;
@@ -243,6 +245,9 @@ static const char *commit_of(const char *repo, const char *rev, int *pr1) {
 static void serve_resolve(int fd, const req *r, const char *repo, const char *rest) {
   /* rest = "<rev>/<path>" still encoded */
   char rev[512], path[4096], h[2048];
+  /* the docs' examples name the real repo: serve it as org/tiny (main has the .bin, the PR ref
+   * refs/pr/35 adds model.safetensors, as on the real Hub) */
+  if (!strcmp(repo, "facebook/opt-125m")) repo = "org/tiny";
   const char *slash = strchr(rest, '/');
   if (!slash || (size_t)(slash - rest) >= sizeof rev) {
     reply(fd, r, 400, "Bad Request", NULL, "bad resolve URL");

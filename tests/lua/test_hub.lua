@@ -145,8 +145,8 @@ T.eq(type(hub.cache_dir()), "string", "cache_dir default")
 local cli = require "chai.cli"
 T.check(cli.commands.download ~= nil, "chai.cli has the download command")
 local chai_bin = (os.getenv("CHAI_BUILD_DIR") or "build") .. "/chai"
-local env = string.format("HF_ENDPOINT=%s HF_HUB_CACHE='%s/cache3' HF_TOKEN= HF_HUB_OFFLINE= ",
-                          endpoint, tmp)
+local env = string.format("HF_ENDPOINT=%s HF_HUB_CACHE='%s/cache3' HF_HOME='%s/home' HF_TOKEN= " ..
+                          "HF_TOKEN_PATH= HF_HUB_OFFLINE= ", endpoint, tmp, tmp)
 local function run(args)
   local p = io.popen(env .. "'" .. chai_bin .. "' download " .. args .. " 2>&1")
   local out = p:read("a")
@@ -175,6 +175,23 @@ T.eq(code, 2, "an unknown option is bad usage")
 T.check(out:find("--bogus", 1, true) ~= nil, "and names it")
 out, code = run("org/data --repo-type dataset")
 T.eq(code, 2, "a dataset needs FILEs")
+
+-- the Lua examples of docs/hub.md run against this server (they name facebook/opt-125m, which it
+-- serves as org/tiny) and assert their own claims
+local source = os.getenv("CHAI_SOURCE_DIR") or (dir .. "../..")
+local doc = T.read_bytes(source .. "/docs/hub.md")
+local nblocks = 0
+for block in doc:gmatch("\n```lua\n(.-)\n```") do
+  nblocks = nblocks + 1
+  local file = string.format("%s/doc_block_%d.lua", tmp, nblocks)
+  T.write_bytes(file, block)
+  local p = io.popen(string.format("HF_ENDPOINT=%s HF_HUB_CACHE='%s/cache-docs' HF_HOME='%s/home' " ..
+                                   "HF_TOKEN= HF_TOKEN_PATH= HF_HUB_OFFLINE= '%s' script '%s' 2>&1",
+                                   endpoint, tmp, tmp, chai_bin, file))
+  local text = p:read("a")
+  T.check(p:close(), "docs/hub.md lua block " .. nblocks .. " runs: " .. text)
+end
+T.check(nblocks >= 2, "docs/hub.md has lua blocks")
 
 -- stop the server (it would stop by itself after 60 s)
 hub.http_fetch(endpoint .. "/__quit")
