@@ -25,18 +25,25 @@ static void check_hub_opts(lua_State *L, int idx, const char *fname, chai_hub_op
   memset(o, 0, sizeof *o);
   for (int i = 0; known[i]; i++) {
     const char *k = known[i];
-    if (!strcmp(k, "revision")) o->revision = opt_string(L, idx, k, fname);
-    else if (!strcmp(k, "repo_type")) o->repo_type = opt_string(L, idx, k, fname);
-    else if (!strcmp(k, "cache_dir")) o->cache_dir = opt_string(L, idx, k, fname);
-    else if (!strcmp(k, "endpoint")) o->endpoint = opt_string(L, idx, k, fname);
-    else if (!strcmp(k, "token")) o->token = opt_string(L, idx, k, fname);
-    else if (!strcmp(k, "offline")) o->offline = chai_bind_opt_boolean(L, idx, k, false, fname);
-    else if (!strcmp(k, "quiet")) o->quiet = chai_bind_opt_boolean(L, idx, k, false, fname);
+    if (!strcmp(k, "revision"))
+      o->revision = opt_string(L, idx, k, fname);
+    else if (!strcmp(k, "repo_type"))
+      o->repo_type = opt_string(L, idx, k, fname);
+    else if (!strcmp(k, "cache_dir"))
+      o->cache_dir = opt_string(L, idx, k, fname);
+    else if (!strcmp(k, "endpoint"))
+      o->endpoint = opt_string(L, idx, k, fname);
+    else if (!strcmp(k, "token"))
+      o->token = opt_string(L, idx, k, fname);
+    else if (!strcmp(k, "offline"))
+      o->offline = chai_bind_opt_boolean(L, idx, k, false, fname);
+    else if (!strcmp(k, "quiet"))
+      o->quiet = chai_bind_opt_boolean(L, idx, k, false, fname);
   }
 }
 
 static const char *const fetch_keys[] = {"revision", "repo_type", "cache_dir", "endpoint", "token",
-                                         "offline", "quiet", "optional", NULL};
+                                         "offline",  "quiet",     "optional",  NULL};
 
 /* fetch(repo, filename [, opts]) → path, {commit=, etag=, size=, cached=}. With opts.optional, a
  * file that does not exist (404, or a cached .no_exist when offline) gives nil, message instead
@@ -120,7 +127,8 @@ static const char *const *check_headers(lua_State *L, int idx, const char *fname
                (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER)) {
       lua_pushfstring(L, "%s: %s", lua_tostring(L, -2), lua_tostring(L, -1));
     } else {
-      luaL_error(L, "%s: headers must be \"Name: value\" strings or Name = value pairs, got %s = %s",
+      luaL_error(L,
+                 "%s: headers must be \"Name: value\" strings or Name = value pairs, got %s = %s",
                  fname, luaL_typename(L, -2), luaL_typename(L, -1));
     }
     lua_rawseti(L, anchor, ++n);

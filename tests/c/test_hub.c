@@ -8,9 +8,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
-#include <stdarg.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -40,7 +40,9 @@ static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ft
   return remove(p);
 }
 
-static void rm_rf(const char *p) { nftw(p, rm_one, 16, FTW_DEPTH | FTW_PHYS); }
+static void rm_rf(const char *p) {
+  nftw(p, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
 
 static long file_size(const char *p) {
   struct stat sb;
@@ -99,7 +101,9 @@ static int same_as_fixture(const char *path, const fx_file *fx) {
   return ok;
 }
 
-static long log_mark(void) { return file_size(log_path) < 0 ? 0 : file_size(log_path); }
+static long log_mark(void) {
+  return file_size(log_path) < 0 ? 0 : file_size(log_path);
+}
 
 /* Lines of the server log after `mark` that contain every one of the (NULL-ended) needles. */
 static int log_count(long mark, ...) {
@@ -113,7 +117,8 @@ static int log_count(long mark, ...) {
     va_list ap;
     va_start(ap, mark);
     int hit = 1;
-    for (const char *s; (s = va_arg(ap, const char *));) hit &= strstr(line, s) != NULL;
+    for (const char *s; (s = va_arg(ap, const char *));)
+      hit &= strstr(line, s) != NULL;
     va_end(ap);
     count += hit;
     if (!end) break;
@@ -131,8 +136,8 @@ static void start_server(void) {
   if (server_pid == 0) {
     dup2(fds[1], STDOUT_FILENO);
     close(fds[0]), close(fds[1]);
-    execl(CHAI_HUB_SERVER, CHAI_HUB_SERVER, "--log", log_path, "--lifetime", "120", "--idle",
-          "60", (char *)NULL);
+    execl(CHAI_HUB_SERVER, CHAI_HUB_SERVER, "--log", log_path, "--lifetime", "120", "--idle", "60",
+          (char *)NULL);
     _exit(127);
   }
   close(fds[1]);
@@ -420,7 +425,8 @@ static void test_cut_and_resume(void) {
   CHECK(log_count(mark, "cdn GET", "norange.bin", "range=bytes=23-", NULL) == 1);
 
   /* a partial file longer than the blob is dropped */
-  snprintf(part, sizeof part, "%s/%s.incomplete", dir, fx_find("org/tiny", "model.safetensors")->sha256);
+  snprintf(part, sizeof part, "%s/%s.incomplete", dir,
+           fx_find("org/tiny", "model.safetensors")->sha256);
   rm_rf(cache_dir);
   CHECK_OK(hub_mkdirs(dir));
   unsigned char *big = calloc(1, 250000);
@@ -536,8 +542,7 @@ static void test_unreachable_falls_back_to_cache(void) {
   setenv("HF_ENDPOINT", "http://127.0.0.1:1", 1); /* nothing listens on port 1 */
   CHECK_OK(fetch("org/tiny", "config.json", NULL, &F));
   CHECK(F.cached == 1 && same_as_fixture(F.path, fx_find("org/tiny", "config.json")));
-  CHECK_ERR(fetch("org/tiny", "never-fetched.txt", NULL, &F), CHAI_ERR_NETWORK,
-            "not in the cache");
+  CHECK_ERR(fetch("org/tiny", "never-fetched.txt", NULL, &F), CHAI_ERR_NETWORK, "not in the cache");
   CHECK(strstr(chai_last_error(), "127.0.0.1") && strstr(chai_last_error(), "never-fetched.txt"));
   CHECK(F.missing == 0);
   setenv("HF_ENDPOINT", "ftp://example", 1);
@@ -716,8 +721,10 @@ static void test_cache_dir_env(void) {
   setenv("HF_HUB_CACHE", "~/hfc", 1);
   CHECK_OK(chai_hub_cache_dir(NULL, out, sizeof out));
   CHECK(strcmp(out, "/home/u/hfc") == 0);
-  if (home) setenv("HOME", home, 1), free(home);
-  else unsetenv("HOME");
+  if (home)
+    setenv("HOME", home, 1), free(home);
+  else
+    unsetenv("HOME");
   CHECK_ERR(chai_hub_cache_dir(NULL, out, 4), CHAI_ERR_ARG, "too long");
   base_env();
 }
@@ -772,13 +779,19 @@ static void test_http_get(void) {
 }
 
 int main(void) {
-  snprintf(root, sizeof root, "%s/chai_test_hub_XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+  snprintf(root, sizeof root, "%s/chai_test_hub_XXXXXX",
+           getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
   if (!mkdtemp(root)) return perror("mkdtemp"), 1;
   snprintf(cache_dir, sizeof cache_dir, "%s/cache", root);
   snprintf(log_path, sizeof log_path, "%s/server.log", root);
   start_server();
   double t0 = now();
-#define RUN(t) do { double t1_ = now(); t(); if (getenv("CHAI_TEST_TIMES")) fprintf(stderr, "%-40s %.2f s\n", #t, now() - t1_); } while (0)
+#define RUN(t)                                                                                     \
+  do {                                                                                             \
+    double t1_ = now();                                                                            \
+    t();                                                                                           \
+    if (getenv("CHAI_TEST_TIMES")) fprintf(stderr, "%-40s %.2f s\n", #t, now() - t1_);             \
+  } while (0)
   RUN(test_bad_arguments);
   RUN(test_cache_dir_env);
   RUN(test_text_file_layout);
@@ -799,7 +812,9 @@ int main(void) {
   RUN(test_http_get);
   stop_server();
   fprintf(stderr, "test_hub: %.1f s\n", now() - t0);
-  if (chai_test_failed) fprintf(stderr, "keeping %s for inspection\n", root);
-  else rm_rf(root);
+  if (chai_test_failed)
+    fprintf(stderr, "keeping %s for inspection\n", root);
+  else
+    rm_rf(root);
   return chai_test_finish();
 }

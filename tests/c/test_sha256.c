@@ -10,7 +10,8 @@
 static void check_hex(const void *data, size_t n, const char *want) {
   char hex[65];
   chai_sha256_hex(data, n, hex);
-  if (strcmp(hex, want) != 0) fprintf(stderr, "sha256 of %zu bytes: got %s want %s\n", n, hex, want);
+  if (strcmp(hex, want) != 0)
+    fprintf(stderr, "sha256 of %zu bytes: got %s want %s\n", n, hex, want);
   CHECK(strcmp(hex, want) == 0);
 }
 
@@ -19,8 +20,9 @@ static void test_fips_vectors(void) {
   check_hex("abc", 3, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   const char *m448 = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
   check_hex(m448, strlen(m448), "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
-  const char *m896 = "abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnopjklmnopqklm"
-                     "nopqrlmnopqrsmnopqrstnopqrstu";
+  const char *m896 =
+      "abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnopjklmnopqklm"
+      "nopqrlmnopqrsmnopqrstnopqrstu";
   check_hex(m896, strlen(m896), "cf5b16a778af8380036ce59e7b0492370b249b11e8f07a51afac45037afee9d1");
   char *million = malloc(1000000);
   memset(million, 'a', 1000000);
@@ -46,14 +48,17 @@ static void test_padding_edges(void) {
       {129, "5b55715b51c54661ed0cbd75ba5b00cf1ffee3b7c113a636eca613d9425116a6"},
   };
   unsigned char buf[129];
-  for (int i = 0; i < 129; i++) buf[i] = (unsigned char)(i * 7);
-  for (size_t k = 0; k < sizeof v / sizeof v[0]; k++) check_hex(buf, v[k].n, v[k].hex);
+  for (int i = 0; i < 129; i++)
+    buf[i] = (unsigned char)(i * 7);
+  for (size_t k = 0; k < sizeof v / sizeof v[0]; k++)
+    check_hex(buf, v[k].n, v[k].hex);
 }
 
 /* Streaming: every two-way split and a byte-at-a-time feed give the one-shot digest. */
 static void test_streaming(void) {
   unsigned char buf[200];
-  for (int i = 0; i < 200; i++) buf[i] = (unsigned char)(i * 31 + 5);
+  for (int i = 0; i < 200; i++)
+    buf[i] = (unsigned char)(i * 31 + 5);
   char want[65], got[65];
   chai_sha256_hex(buf, sizeof buf, want);
   int bad = 0;
@@ -68,7 +73,8 @@ static void test_streaming(void) {
   CHECK(bad == 0);
   chai_sha256 s;
   chai_sha256_init(&s);
-  for (size_t i = 0; i < sizeof buf; i++) chai_sha256_update(&s, buf + i, 1);
+  for (size_t i = 0; i < sizeof buf; i++)
+    chai_sha256_update(&s, buf + i, 1);
   chai_sha256_final_hex(&s, got);
   CHECK(strcmp(got, want) == 0);
 }

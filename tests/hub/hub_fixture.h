@@ -13,7 +13,7 @@
 #define FX_C_PR1 "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678"  /* org/tiny refs/pr/1 */
 #define FX_C_DATA "d0d0d0d0e1e1e1e1f2f2f2f2a3a3a3a3b4b4b4b4" /* datasets org/data main */
 #define FX_C_PRIV "5e5e5e5e6f6f6f6f707070708181818192929292" /* org/private main */
-#define FX_TOKEN "hf_chai_test_token_0123456789"              /* org/private wants it */
+#define FX_TOKEN "hf_chai_test_token_0123456789"             /* org/private wants it */
 
 /* How the CDN serves an LFS file. */
 enum fx_mode {
@@ -27,8 +27,8 @@ enum fx_mode {
 };
 
 typedef struct fx_file {
-  const char *repo;   /* "org/tiny", "datasets/org/data", ... (URL form) */
-  const char *name;   /* path in the repo */
+  const char *repo; /* "org/tiny", "datasets/org/data", ... (URL form) */
+  const char *name; /* path in the repo */
   int in_main, in_pr1;
   const char *text;   /* content of a git (non-LFS) file; NULL for LFS */
   long size;          /* LFS size */
@@ -79,13 +79,16 @@ static inline const fx_file *fx_find(const char *repo, const char *name) {
   return NULL;
 }
 
-static inline long fx_size(const fx_file *f) { return f->text ? (long)strlen(f->text) : f->size; }
+static inline long fx_size(const fx_file *f) {
+  return f->text ? (long)strlen(f->text) : f->size;
+}
 
 /* Bytes [off, off+n) of an LFS file: xorshift64* seeded by FNV-1a of its name, one byte per step
  * (so any range can be produced without the rest). */
 static inline uint64_t fx_seed(const char *name) {
   uint64_t h = 1469598103934665603ull;
-  for (const char *p = name; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+  for (const char *p = name; *p; p++)
+    h = (h ^ (unsigned char)*p) * 1099511628211ull;
   return h | 1;
 }
 
@@ -108,7 +111,8 @@ static inline void fx_git_etag(const fx_file *f, char out[41]) {
   uint64_t c = a * 31 + b;
   static const char hex[] = "0123456789abcdef";
   uint64_t w[3] = {a, b, c};
-  for (int i = 0; i < 40; i++) out[i] = hex[(w[i / 16] >> (4 * (i % 16))) & 15];
+  for (int i = 0; i < 40; i++)
+    out[i] = hex[(w[i / 16] >> (4 * (i % 16))) & 15];
   out[40] = 0;
 }
 

@@ -108,7 +108,8 @@ static int read_request(int fd, req *r) {
       size_t nl = strlen(want[i].name);
       if (strncasecmp(l, want[i].name, nl) == 0) {
         const char *v = l + nl;
-        while (*v == ' ') v++;
+        while (*v == ' ')
+          v++;
         size_t vn = (size_t)(end - v) < want[i].cap - 1 ? (size_t)(end - v) : want[i].cap - 1;
         memcpy(want[i].dst, v, vn);
         want[i].dst[vn] = 0;
@@ -143,8 +144,8 @@ static void url_decode(char *s) {
 static void reply(int fd, const req *r, int code, const char *status, const char *headers,
                   const char *body) {
   size_t n = body ? strlen(body) : 0;
-  sendf(fd, "HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Length: %zu\r\n%s\r\n", code, status,
-        n, headers ? headers : "");
+  sendf(fd, "HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Length: %zu\r\n%s\r\n", code, status, n,
+        headers ? headers : "");
   if (body && strcmp(r->method, "HEAD") != 0) send_all(fd, body, n);
 }
 
@@ -158,8 +159,7 @@ static void serve_cdn(int fd, const req *r) {
     return;
   }
   int idx = -1;
-  if (sscanf(r->path, "/cdn/%d/", &idx) != 1 || idx < 0 || idx >= FX_NFILES ||
-      fx_files[idx].text) {
+  if (sscanf(r->path, "/cdn/%d/", &idx) != 1 || idx < 0 || idx >= FX_NFILES || fx_files[idx].text) {
     reply(fd, r, 404, "Not Found", NULL, "no such blob");
     return;
   }
@@ -201,12 +201,8 @@ static void serve_cdn(int fd, const req *r) {
   if (strcmp(r->method, "HEAD") != 0) {
     const unsigned char *p = bytes + start;
     switch (f->mode) {
-    case FX_CUT:
-      send_all(fd, p, (size_t)(ranged ? len : len / 2));
-      break;
-    case FX_FLAKY:
-      send_all(fd, p, (size_t)(len / 4 > 0 ? len / 4 : 1));
-      break;
+    case FX_CUT: send_all(fd, p, (size_t)(ranged ? len : len / 2)); break;
+    case FX_FLAKY: send_all(fd, p, (size_t)(len / 4 > 0 ? len / 4 : 1)); break;
     case FX_STALL:
       if (ranged) {
         send_all(fd, p, (size_t)len);
@@ -221,8 +217,7 @@ static void serve_cdn(int fd, const req *r) {
         sleep_ms(10);
       }
       break;
-    default:
-      send_all(fd, p, (size_t)len);
+    default: send_all(fd, p, (size_t)len);
     }
   }
   free(bytes);
@@ -434,8 +429,10 @@ int main(int argc, char **argv) {
     struct pollfd pf[2] = {{hub, POLLIN, 0}, {cdn, POLLIN, 0}};
     int k = poll(pf, 2, 100);
     for (int i = 0; i < nkids;) /* reap */
-      if (waitpid(kids[i], NULL, WNOHANG) == kids[i]) kids[i] = kids[--nkids];
-      else i++;
+      if (waitpid(kids[i], NULL, WNOHANG) == kids[i])
+        kids[i] = kids[--nkids];
+      else
+        i++;
     if (k <= 0) continue;
     for (int w = 0; w < 2; w++) {
       if (!(pf[w].revents & POLLIN)) continue;
@@ -450,8 +447,10 @@ int main(int argc, char **argv) {
         req r;
         if (read_request(c, &r) == 0) {
           log_request(w == 0 ? "hub" : "cdn", &r);
-          if (w == 0) serve_hub(c, &r);
-          else serve_cdn(c, &r);
+          if (w == 0)
+            serve_hub(c, &r);
+          else
+            serve_cdn(c, &r);
         }
         shutdown(c, SHUT_WR);
         close(c);
@@ -461,7 +460,9 @@ int main(int argc, char **argv) {
       close(c);
     }
   }
-  for (int i = 0; i < nkids; i++) kill(kids[i], SIGKILL);
-  for (int i = 0; i < nkids; i++) waitpid(kids[i], NULL, 0);
+  for (int i = 0; i < nkids; i++)
+    kill(kids[i], SIGKILL);
+  for (int i = 0; i < nkids; i++)
+    waitpid(kids[i], NULL, 0);
   return 0;
 }

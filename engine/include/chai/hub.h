@@ -64,21 +64,21 @@ enum chai_hub_missing {
 };
 
 /* Makes `filename` of `repo` ("org/name", or a legacy "name") at opts->revision available in the
- * cache and fills `out`. Online: a HEAD on {endpoint}/[datasets/|spaces/]{repo}/resolve/{rev}/{file}
- * (redirects not followed; X-Repo-Commit, X-Linked-Etag|ETag, X-Linked-Size|Content-Length), then
- * unless the blob is cached a GET that follows redirects (the token is not sent to another host),
- * written to blobs/{etag}.incomplete, resumed with a Range request when that file exists, checked
- * against the etag when the etag is a sha256 (LFS), renamed into place under the blob's lock; then
- * refs/{rev} and the relative snapshot symlink. If the Hub cannot be reached at all, a snapshot
- * already in the cache for that revision is used. Offline: resolves the revision from refs/ (or
- * uses a 40-hex commit) and returns the snapshot entry.
- * Fails with CHAI_ERR_ARG (a bad repo id, filename, repo_type or revision, naming it),
- * CHAI_ERR_NETWORK (no connection: curl's message; HTTP 401/403: mentions HF_TOKEN; 404: names the
- * repo, revision and file, and sets out->missing), CHAI_ERR_IO (offline and not cached: names what
- * is missing, out->missing set when a .no_exist marker says so; or a cache write failed), CHAI_ERR_FORMAT (checksum or size mismatch: names both
- * values, the bad bytes are deleted; or a reply without Hub headers), CHAI_ERR_INTERRUPTED
- * (chai_interrupt() during a transfer). A cut or interrupted transfer leaves blobs/{etag}.incomplete
- * for the next call to resume. */
+ * cache and fills `out`. Online: a HEAD on
+ * {endpoint}/[datasets/|spaces/]{repo}/resolve/{rev}/{file} (redirects not followed; X-Repo-Commit,
+ * X-Linked-Etag|ETag, X-Linked-Size|Content-Length), then unless the blob is cached a GET that
+ * follows redirects (the token is not sent to another host), written to blobs/{etag}.incomplete,
+ * resumed with a Range request when that file exists, checked against the etag when the etag is a
+ * sha256 (LFS), renamed into place under the blob's lock; then refs/{rev} and the relative snapshot
+ * symlink. If the Hub cannot be reached at all, a snapshot already in the cache for that revision
+ * is used. Offline: resolves the revision from refs/ (or uses a 40-hex commit) and returns the
+ * snapshot entry. Fails with CHAI_ERR_ARG (a bad repo id, filename, repo_type or revision, naming
+ * it), CHAI_ERR_NETWORK (no connection: curl's message; HTTP 401/403: mentions HF_TOKEN; 404: names
+ * the repo, revision and file, and sets out->missing), CHAI_ERR_IO (offline and not cached: names
+ * what is missing, out->missing set when a .no_exist marker says so; or a cache write failed),
+ * CHAI_ERR_FORMAT (checksum or size mismatch: names both values, the bad bytes are deleted; or a
+ * reply without Hub headers), CHAI_ERR_INTERRUPTED (chai_interrupt() during a transfer). A cut or
+ * interrupted transfer leaves blobs/{etag}.incomplete for the next call to resume. */
 chai_status chai_hub_fetch(const char *repo, const char *filename, const chai_hub_opts *opts,
                            chai_hub_file *out);
 

@@ -14,9 +14,9 @@ extern "C" {
 /* Streaming state: init, update any number of times with any lengths, final once. */
 typedef struct chai_sha256 {
   uint32_t h[8];
-  uint64_t bytes;     /* total message length so far */
-  uint8_t block[64];  /* pending partial block */
-  size_t fill;        /* bytes pending in block */
+  uint64_t bytes;    /* total message length so far */
+  uint8_t block[64]; /* pending partial block */
+  size_t fill;       /* bytes pending in block */
 } chai_sha256;
 
 void chai_sha256_init(chai_sha256 *s);

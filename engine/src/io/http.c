@@ -20,7 +20,9 @@
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static CURLcode curl_init_result;
 
-static void curl_init_once(void) { curl_init_result = curl_global_init(CURL_GLOBAL_DEFAULT); }
+static void curl_init_once(void) {
+  curl_init_result = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
 
 static chai_status curl_ready(void) {
   pthread_once(&curl_once, curl_init_once);
@@ -84,8 +86,10 @@ chai_status chai_hub_cache_dir(const chai_hub_opts *opts, char *out, size_t cap)
 
 static void trim(char *s) {
   size_t n = strlen(s), a = 0;
-  while (n > 0 && isspace((unsigned char)s[n - 1])) s[--n] = 0;
-  while (s[a] && isspace((unsigned char)s[a])) a++;
+  while (n > 0 && isspace((unsigned char)s[n - 1]))
+    s[--n] = 0;
+  while (s[a] && isspace((unsigned char)s[a]))
+    a++;
   memmove(s, s + a, n - a + 1);
 }
 
@@ -142,14 +146,16 @@ static long env_ms(const char *name, long dflt) {
 
 chai_status hub_env_load(hub_env *e, const chai_hub_opts *opts) {
   memset(e, 0, sizeof *e);
-  const char *ep = opts && opts->endpoint && *opts->endpoint ? opts->endpoint : getenv("HF_ENDPOINT");
+  const char *ep =
+      opts && opts->endpoint && *opts->endpoint ? opts->endpoint : getenv("HF_ENDPOINT");
   if (!ep || !*ep) ep = "https://huggingface.co";
   if (strncmp(ep, "http://", 7) != 0 && strncmp(ep, "https://", 8) != 0)
     return chai_error(CHAI_ERR_ARG, "Hub endpoint '%s' is not an http:// or https:// URL", ep);
   chai_status st = hub_path(e->endpoint, sizeof e->endpoint, "%s", ep);
   if (st) return st;
   size_t n = strlen(e->endpoint);
-  while (n > 8 && e->endpoint[n - 1] == '/') e->endpoint[--n] = 0;
+  while (n > 8 && e->endpoint[n - 1] == '/')
+    e->endpoint[--n] = 0;
   if (opts && opts->token) {
     char tmp[sizeof e->token];
     st = hub_path(tmp, sizeof tmp, "%s", opts->token);
@@ -197,17 +203,26 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *ud) {
   if (!colon) return len;
   size_t name_len = (size_t)(colon - buf);
   const char *v = colon + 1, *end = buf + len;
-  while (v < end && (*v == ' ' || *v == '\t')) v++;
-  while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ')) end--;
+  while (v < end && (*v == ' ' || *v == '\t'))
+    v++;
+  while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
+    end--;
   size_t vn = (size_t)(end - v);
 #define IS(name) (name_len == sizeof(name) - 1 && strncasecmp(buf, name, name_len) == 0)
-  if (IS("X-Repo-Commit")) copy_value(r->commit, sizeof r->commit, v, vn);
-  else if (IS("X-Linked-Etag")) copy_value(r->xetag, sizeof r->xetag, v, vn);
-  else if (IS("ETag")) copy_value(r->etag, sizeof r->etag, v, vn);
-  else if (IS("Location")) copy_value(r->location, sizeof r->location, v, vn);
-  else if (IS("X-Error-Code")) copy_value(r->error_code, sizeof r->error_code, v, vn);
-  else if (IS("X-Error-Message")) copy_value(r->error_message, sizeof r->error_message, v, vn);
-  else if (IS("Content-Range")) copy_value(r->range, sizeof r->range, v, vn);
+  if (IS("X-Repo-Commit"))
+    copy_value(r->commit, sizeof r->commit, v, vn);
+  else if (IS("X-Linked-Etag"))
+    copy_value(r->xetag, sizeof r->xetag, v, vn);
+  else if (IS("ETag"))
+    copy_value(r->etag, sizeof r->etag, v, vn);
+  else if (IS("Location"))
+    copy_value(r->location, sizeof r->location, v, vn);
+  else if (IS("X-Error-Code"))
+    copy_value(r->error_code, sizeof r->error_code, v, vn);
+  else if (IS("X-Error-Message"))
+    copy_value(r->error_message, sizeof r->error_message, v, vn);
+  else if (IS("Content-Range"))
+    copy_value(r->range, sizeof r->range, v, vn);
   else if (IS("X-Linked-Size") || IS("Content-Length")) {
     char num[32];
     copy_value(num, sizeof num, v, vn);
@@ -256,15 +271,15 @@ chai_status hub_http_status_error(long status, const char *url, const char *what
   const char *sep = detail && *detail ? ": " : "";
   if (!detail) detail = "";
   if (status == 401)
-    return chai_error(CHAI_ERR_NETWORK,
-                      "HTTP 401 Unauthorized for %s (%s)%s%s. %s", what, url, sep, detail,
+    return chai_error(CHAI_ERR_NETWORK, "HTTP 401 Unauthorized for %s (%s)%s%s. %s", what, url, sep,
+                      detail,
                       had_token ? "The token was not accepted, or it has no access to this repo "
                                   "(check HF_TOKEN or $HF_HOME/token)"
                                 : "The repo may be private or gated, or not exist; set HF_TOKEN "
                                   "to an access token (or write it to $HF_HOME/token)");
   if (status == 403)
-    return chai_error(CHAI_ERR_NETWORK,
-                      "HTTP 403 Forbidden for %s (%s)%s%s. %s", what, url, sep, detail,
+    return chai_error(CHAI_ERR_NETWORK, "HTTP 403 Forbidden for %s (%s)%s%s. %s", what, url, sep,
+                      detail,
                       had_token ? "The token in HF_TOKEN has no access (for a gated repo, accept "
                                   "its terms on the Hub first)"
                                 : "Access needs a token: set HF_TOKEN (gated repos also need "
@@ -272,8 +287,9 @@ chai_status hub_http_status_error(long status, const char *url, const char *what
   if (status == 404)
     return chai_error(CHAI_ERR_NETWORK, "HTTP 404 Not Found: %s (%s)%s%s", what, url, sep, detail);
   if (status == 429)
-    return chai_error(CHAI_ERR_NETWORK, "HTTP 429 Too Many Requests for %s (%s)%s%s; wait and retry",
-                      what, url, sep, detail);
+    return chai_error(CHAI_ERR_NETWORK,
+                      "HTTP 429 Too Many Requests for %s (%s)%s%s; wait and retry", what, url, sep,
+                      detail);
   return chai_error(CHAI_ERR_NETWORK, "HTTP %ld for %s (%s)%s%s", status, what, url, sep, detail);
 }
 
@@ -318,15 +334,20 @@ chai_status hub_http_head(const hub_env *e, const char *url, hub_head *h) {
 static void human(char *out, size_t cap, double b) {
   static const char *unit[] = {"B", "kB", "MB", "GB", "TB"};
   int u = 0;
-  while (b >= 1000 && u < 4) b /= 1000, u++;
-  if (u == 0) snprintf(out, cap, "%.0f %s", b, unit[u]);
-  else snprintf(out, cap, "%.1f %s", b, unit[u]);
+  while (b >= 1000 && u < 4)
+    b /= 1000, u++;
+  if (u == 0)
+    snprintf(out, cap, "%.0f %s", b, unit[u]);
+  else
+    snprintf(out, cap, "%.1f %s", b, unit[u]);
 }
 
 static void clock_text(char *out, size_t cap, double s) {
   long t = (long)(s + 0.5);
-  if (t >= 3600) snprintf(out, cap, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
-  else snprintf(out, cap, "%ld:%02ld", t / 60, t % 60);
+  if (t >= 3600)
+    snprintf(out, cap, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+  else
+    snprintf(out, cap, "%ld:%02ld", t / 60, t % 60);
 }
 
 void hub_progress_format(char *buf, size_t cap, const char *label, long long done, long long total,
@@ -339,12 +360,14 @@ void hub_progress_format(char *buf, size_t cap, const char *label, long long don
   if (total > 0) {
     human(t, sizeof t, (double)total);
     double pct = 100.0 * (double)done / (double)total;
-    if (finished) snprintf(eta, sizeof eta, "done");
+    if (finished)
+      snprintf(eta, sizeof eta, "done");
     else if (rate > 0) {
       char c[24];
       clock_text(c, sizeof c, (double)(total - done) / rate);
       snprintf(eta, sizeof eta, "ETA %s", c);
-    } else snprintf(eta, sizeof eta, "ETA --:--");
+    } else
+      snprintf(eta, sizeof eta, "ETA --:--");
     snprintf(buf, cap, "%-24.24s %3.0f%% %9s / %-9s %9s/s  %s", base, pct > 100 ? 100 : pct, d, t,
              r, eta);
   } else {
@@ -364,10 +387,10 @@ typedef struct dl {
   resp *r;
   int started;
   long code;
-  chai_status failed;    /* our callback aborted the transfer with this status; message set */
-  char body[1024];       /* the start of an error reply */
+  chai_status failed; /* our callback aborted the transfer with this status; message set */
+  char body[1024];    /* the start of an error reply */
   size_t body_len;
-  long long got;         /* bytes received in this call, over all attempts */
+  long long got; /* bytes received in this call, over all attempts */
   /* progress */
   int progress, drawn;
   const char *label;
@@ -441,7 +464,6 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *ud) {
   return n;
 }
 
-
 static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
                        curl_off_t ulnow) {
   (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
@@ -463,8 +485,9 @@ static chai_status hash_prefix(dl *d) {
     size_t want = d->have - off < (long long)sizeof buf ? (size_t)(d->have - off) : sizeof buf;
     ssize_t n = pread(d->fd, buf, want, off);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return chai_error(CHAI_ERR_IO, "cannot read the partial download: %s",
-                                  n < 0 ? strerror(errno) : "short file");
+    if (n <= 0)
+      return chai_error(CHAI_ERR_IO, "cannot read the partial download: %s",
+                        n < 0 ? strerror(errno) : "short file");
     chai_sha256_update(&d->sha, buf, (size_t)n);
     off += n;
   }
@@ -513,9 +536,8 @@ static CURLcode transfer(const hub_env *e, const char *url, dl *d, char *errbuf)
   return res;
 }
 
-chai_status hub_http_download(const hub_env *e, const char *url, const char *part,
-                              long long expect, const char *label, char *sha_hex,
-                              long long *bytes) {
+chai_status hub_http_download(const hub_env *e, const char *url, const char *part, long long expect,
+                              const char *label, char *sha_hex, long long *bytes) {
   chai_status st = curl_ready();
   if (st) return st;
   dl d;
@@ -559,7 +581,8 @@ chai_status hub_http_download(const hub_env *e, const char *url, const char *par
     } else if (res == CURLE_ABORTED_BY_CALLBACK && chai_interrupted()) {
       st = chai_error(CHAI_ERR_INTERRUPTED,
                       "download of %s interrupted after %lld bytes; '%s' is kept and the next "
-                      "download resumes from it", label, d.have, part);
+                      "download resumes from it",
+                      label, d.have, part);
       goto done;
     }
     if (res == CURLE_OUT_OF_MEMORY) {
@@ -599,7 +622,8 @@ chai_status hub_http_download(const hub_env *e, const char *url, const char *par
     unlink(part);
     st = chai_error(CHAI_ERR_FORMAT,
                     "size mismatch for %s: the Hub announced %lld bytes, the download has %lld; "
-                    "the download was deleted", label, expect, d.have);
+                    "the download was deleted",
+                    label, expect, d.have);
     goto done;
   }
   if (d.progress) draw(&d, 1);
@@ -633,7 +657,8 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud) {
   b->last_data = now_seconds();
   if (b->n + n + 1 > b->cap) {
     size_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->n + n + 1) cap *= 2;
+    while (cap < b->n + n + 1)
+      cap *= 2;
     if (cap > HTTP_BODY_MAX) {
       b->too_big = 1;
       return 0;
@@ -666,7 +691,8 @@ static void url_origin(const char *url, char *out, size_t cap) {
   } else {
     snprintf(out, cap, "%.*s", (int)(q - url), url);
   }
-  for (char *c = out; *c; c++) *c = (char)tolower((unsigned char)*c);
+  for (char *c = out; *c; c++)
+    *c = (char)tolower((unsigned char)*c);
 }
 
 static int host_is_hf(const char *origin) {
@@ -696,8 +722,8 @@ static int on_body_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl
   return chai_interrupted() || b->stalled;
 }
 
-static chai_status http_fetch(const char *url, const char *const *headers, char **body,
-                              size_t *len, long *status, int *sent_token) {
+static chai_status http_fetch(const char *url, const char *const *headers, char **body, size_t *len,
+                              long *status, int *sent_token) {
   if (body) *body = NULL;
   if (len) *len = 0;
   if (status) *status = 0;
@@ -751,8 +777,10 @@ static chai_status http_fetch(const char *url, const char *const *headers, char 
   if (res != CURLE_OK) {
     free(b.p);
     if (res == CURLE_ABORTED_BY_CALLBACK && b.stalled)
-      return chai_error(CHAI_ERR_NETWORK, "GET %s failed: no data for %.1f s "
-                        "(HF_HUB_DOWNLOAD_TIMEOUT)", url, e.download_timeout_ms / 1000.0);
+      return chai_error(CHAI_ERR_NETWORK,
+                        "GET %s failed: no data for %.1f s "
+                        "(HF_HUB_DOWNLOAD_TIMEOUT)",
+                        url, e.download_timeout_ms / 1000.0);
     if (res == CURLE_ABORTED_BY_CALLBACK && chai_interrupted())
       return chai_error(CHAI_ERR_INTERRUPTED, "GET %s interrupted", url);
     if (b.too_big)
@@ -785,7 +813,8 @@ static void error_detail(const char *body, char *out, size_t cap) {
   const char *p = strstr(body, "\"error\"");
   if (p && (p = strchr(p + 7, ':')) && (p = strchr(p, '"'))) {
     const char *q = ++p;
-    while (*q && *q != '"') q += (*q == '\\' && q[1]) ? 2 : 1;
+    while (*q && *q != '"')
+      q += (*q == '\\' && q[1]) ? 2 : 1;
     snprintf(out, cap, "%.*s", (int)(q - p > 200 ? 200 : q - p), p);
     return;
   }

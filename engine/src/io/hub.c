@@ -160,7 +160,8 @@ static chai_status fetch_blob(const hub_env *e, const hub_repo *r, const char *u
   *cached = 0;
   /* an LFS etag is the sha256 of the bytes: check it (git blob ids are sha1 of a header + bytes) */
   int lfs = strlen(h->etag) == 64;
-  for (int i = 0; lfs && i < 64; i++) lfs = strchr("0123456789abcdefABCDEF", h->etag[i]) != NULL;
+  for (int i = 0; lfs && i < 64; i++)
+    lfs = strchr("0123456789abcdefABCDEF", h->etag[i]) != NULL;
   char sha[65], label[1200];
   snprintf(label, sizeof label, "%s/%s", r->id, filename);
   long long bytes = 0;
@@ -197,8 +198,10 @@ chai_status chai_hub_fetch(const char *repo, const char *filename, const chai_hu
     /* the Hub is unreachable or failing: a cached copy of this revision will do */
     int found;
     char why[1100];
-    if (st) snprintf(why, sizeof why, "%.1000s", chai_last_error());
-    else snprintf(why, sizeof why, "HTTP %ld from %.1000s", h.status, url);
+    if (st)
+      snprintf(why, sizeof why, "%.1000s", chai_last_error());
+    else
+      snprintf(why, sizeof why, "HTTP %ld from %.1000s", h.status, url);
     from_cache(&r, filename, out, &found);
     if (found) return CHAI_OK;
     return chai_error(CHAI_ERR_NETWORK,

@@ -22,8 +22,8 @@ chai_status hub_path(char *out, size_t cap, const char *fmt, ...) {
   int n = vsnprintf(out, cap, fmt, ap);
   va_end(ap);
   if (n < 0 || (size_t)n >= cap)
-    return chai_error(CHAI_ERR_ARG, "path too long (%d bytes, at most %zu): '%.80s...'", n,
-                      cap - 1, out);
+    return chai_error(CHAI_ERR_ARG, "path too long (%d bytes, at most %zu): '%.80s...'", n, cap - 1,
+                      out);
   return CHAI_OK;
 }
 
@@ -122,8 +122,7 @@ static chai_status check_rel_path(const char *what, const char *s, size_t max) {
       return chai_error(CHAI_ERR_ARG, "%s '%s' has an empty, '.' or '..' component", what, s);
     p += k;
     if (*p == '/') p++;
-    if (*p == 0 && p[-1] == '/')
-      return chai_error(CHAI_ERR_ARG, "%s '%s' ends with '/'", what, s);
+    if (*p == 0 && p[-1] == '/') return chai_error(CHAI_ERR_ARG, "%s '%s' ends with '/'", what, s);
   }
   return CHAI_OK;
 }
@@ -133,9 +132,12 @@ chai_status hub_check_filename(const char *filename) {
 }
 
 static chai_status repo_kind(const char *type, const char **folder, const char **url) {
-  if (!type || !*type || strcmp(type, "model") == 0) *folder = "models", *url = "";
-  else if (strcmp(type, "dataset") == 0) *folder = "datasets", *url = "datasets/";
-  else if (strcmp(type, "space") == 0) *folder = "spaces", *url = "spaces/";
+  if (!type || !*type || strcmp(type, "model") == 0)
+    *folder = "models", *url = "";
+  else if (strcmp(type, "dataset") == 0)
+    *folder = "datasets", *url = "datasets/";
+  else if (strcmp(type, "space") == 0)
+    *folder = "spaces", *url = "spaces/";
   else
     return chai_error(CHAI_ERR_ARG, "repo_type '%s' is not \"model\", \"dataset\" or \"space\"",
                       type);
@@ -234,9 +236,11 @@ chai_status hub_snapshot_link(const hub_repo *r, const char *commit, const char 
   /* from snapshots/<commit>/<a/b/file> back up to the repo folder: 2 levels + one per '/' */
   size_t n = 0;
   int ups = 2;
-  for (const char *p = filename; *p; p++) ups += *p == '/';
+  for (const char *p = filename; *p; p++)
+    ups += *p == '/';
   for (int i = 0; i < ups; i++) {
-    if (n + 3 >= sizeof target) return chai_error(CHAI_ERR_ARG, "filename '%s' is too deep", filename);
+    if (n + 3 >= sizeof target)
+      return chai_error(CHAI_ERR_ARG, "filename '%s' is too deep", filename);
     memcpy(target + n, "../", 3);
     n += 3;
   }

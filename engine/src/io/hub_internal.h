@@ -12,11 +12,11 @@
 
 /* ---- settings from opts + environment (http.c) ---- */
 typedef struct hub_env {
-  char endpoint[1024];   /* no trailing '/' */
-  char token[1024];      /* "" when none */
-  int offline;           /* cache only */
-  int progress;          /* draw a progress bar (stderr is a terminal, not disabled) */
-  long etag_timeout_ms;  /* the whole metadata request */
+  char endpoint[1024];      /* no trailing '/' */
+  char token[1024];         /* "" when none */
+  int offline;              /* cache only */
+  int progress;             /* draw a progress bar (stderr is a terminal, not disabled) */
+  long etag_timeout_ms;     /* the whole metadata request */
   long download_timeout_ms; /* connect, and the longest stall mid-transfer */
 } hub_env;
 
@@ -26,10 +26,10 @@ int hub_env_true(const char *name);
 
 /* ---- a repo inside the cache (hub_cache.c) ---- */
 typedef struct hub_repo {
-  char id[256];            /* org/name */
-  const char *type;        /* "model" | "dataset" | "space" */
-  const char *url_prefix;  /* "" | "datasets/" | "spaces/" */
-  char revision[256];      /* as given; "main" by default */
+  char id[256];                   /* org/name */
+  const char *type;               /* "model" | "dataset" | "space" */
+  const char *url_prefix;         /* "" | "datasets/" | "spaces/" */
+  char revision[256];             /* as given; "main" by default */
   char cache[CHAI_HUB_PATH_MAX];  /* the cache root */
   char folder_name[300];          /* models--org--name */
   char folder[CHAI_HUB_PATH_MAX]; /* cache/folder_name */
@@ -41,7 +41,8 @@ int hub_is_commit(const char *s);
 /* etag: one path component of [0-9A-Za-z._-], not "." or ".." */
 int hub_is_safe_etag(const char *s);
 /* snprintf that fails with CHAI_ERR_ARG instead of truncating */
-chai_status hub_path(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+chai_status hub_path(char *out, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 chai_status hub_mkdirs(const char *dir);
 /* The commit of `revision`: itself if 40 hex, else refs/<revision>. CHAI_ERR_IO when unknown. */
 chai_status hub_ref_resolve(const hub_repo *r, char commit[41]);
@@ -63,10 +64,10 @@ void hub_unlock(int fd);
 typedef struct hub_head {
   long status;
   char commit[64];
-  char etag[160];       /* X-Linked-Etag, else ETag; W/ and quotes stripped */
-  long long size;       /* X-Linked-Size, else Content-Length; -1 unknown */
+  char etag[160]; /* X-Linked-Etag, else ETag; W/ and quotes stripped */
+  long long size; /* X-Linked-Size, else Content-Length; -1 unknown */
   char location[HUB_URL_MAX];
-  char error_code[64];  /* X-Error-Code */
+  char error_code[64]; /* X-Error-Code */
   char error_message[256];
 } hub_head;
 
@@ -78,9 +79,8 @@ chai_status hub_http_head(const hub_env *e, const char *url, hub_head *h);
  * that made progress. When `sha_hex` is non-NULL it receives the sha256 of the whole file.
  * `expect` is the size announced by the metadata (-1 unknown); a finished file of another size is
  * CHAI_ERR_FORMAT and is deleted. On transport failure or interrupt `part` stays for a resume. */
-chai_status hub_http_download(const hub_env *e, const char *url, const char *part,
-                              long long expect, const char *label, char *sha_hex,
-                              long long *bytes);
+chai_status hub_http_download(const hub_env *e, const char *url, const char *part, long long expect,
+                              const char *label, char *sha_hex, long long *bytes);
 
 /* "401 Unauthorized"-style message for an HTTP failure; `what` names the request's object. */
 chai_status hub_http_status_error(long status, const char *url, const char *what, int had_token,

@@ -1,5 +1,5 @@
-/* SHA-256 after FIPS 180-4 §6.2, scalar and portable: hashing runs at a few hundred MB/s, well above
- * what a download delivers, so no SIMD path is worth its test burden. */
+/* SHA-256 after FIPS 180-4 §6.2, scalar and portable: hashing runs at a few hundred MB/s, well
+ * above what a download delivers, so no SIMD path is worth its test burden. */
 #include "chai/sha256.h"
 
 #include <errno.h>
@@ -16,7 +16,9 @@ static const uint32_t K[64] = {
     0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
     0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
 
-static inline uint32_t rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
+static inline uint32_t rotr(uint32_t x, int n) {
+  return (x >> n) | (x << (32 - n));
+}
 
 static void compress(uint32_t h[8], const uint8_t *p) {
   uint32_t w[64];
@@ -56,7 +58,8 @@ void chai_sha256_update(chai_sha256 *s, const void *data, size_t n) {
     compress(s->h, s->block);
     s->fill = 0;
   }
-  for (; n >= 64; p += 64, n -= 64) compress(s->h, p);
+  for (; n >= 64; p += 64, n -= 64)
+    compress(s->h, p);
   memcpy(s->block, p, n);
   s->fill = n;
 }
@@ -70,10 +73,12 @@ void chai_sha256_final(chai_sha256 *s, uint8_t digest[32]) {
     s->fill = 0;
   }
   memset(s->block + s->fill, 0, 56 - s->fill);
-  for (int i = 0; i < 8; i++) s->block[56 + i] = (uint8_t)(bits >> (56 - 8 * i));
+  for (int i = 0; i < 8; i++)
+    s->block[56 + i] = (uint8_t)(bits >> (56 - 8 * i));
   compress(s->h, s->block);
   for (int i = 0; i < 8; i++)
-    for (int j = 0; j < 4; j++) digest[4 * i + j] = (uint8_t)(s->h[i] >> (24 - 8 * j));
+    for (int j = 0; j < 4; j++)
+      digest[4 * i + j] = (uint8_t)(s->h[i] >> (24 - 8 * j));
 }
 
 void chai_sha256_final_hex(chai_sha256 *s, char hex[65]) {
@@ -101,7 +106,8 @@ chai_status chai_sha256_file(const char *path, char hex[65]) {
   chai_sha256_init(&s);
   unsigned char buf[1 << 16];
   size_t n;
-  while ((n = fread(buf, 1, sizeof buf, f)) > 0) chai_sha256_update(&s, buf, n);
+  while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+    chai_sha256_update(&s, buf, n);
   int bad = ferror(f);
   fclose(f);
   if (bad) return chai_error(CHAI_ERR_IO, "cannot read '%s'", path);
