@@ -424,6 +424,19 @@ static void test_cut_and_resume(void) {
   CHECK(same_as_fixture(F.path, nx));
   CHECK(log_count(mark, "cdn GET", "norange.bin", "range=bytes=23-", NULL) == 1);
 
+  /* a server that answers a Range request from byte 0 (wrong Content-Range): start over */
+  const fx_file *bx = fx_find("org/tiny", "badrange.bin");
+  snprintf(part, sizeof part, "%s/%s.incomplete", dir, bx->sha256);
+  unsigned char *bhead = malloc(1000);
+  fx_fill(bx, 0, 1000, bhead);
+  write_file(part, bhead, 1000);
+  free(bhead);
+  mark = log_mark();
+  CHECK_OK(fetch("org/tiny", "badrange.bin", NULL, &F));
+  CHECK(same_as_fixture(F.path, bx));
+  CHECK(log_count(mark, "cdn GET", "badrange.bin", "range=bytes=1000-", NULL) == 1);
+  CHECK(log_count(mark, "cdn GET", "badrange.bin", "range=-", NULL) == 1);
+
   /* a partial file longer than the blob is dropped */
   snprintf(part, sizeof part, "%s/%s.incomplete", dir,
            fx_find("org/tiny", "model.safetensors")->sha256);

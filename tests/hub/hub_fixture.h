@@ -17,13 +17,14 @@
 
 /* How the CDN serves an LFS file. */
 enum fx_mode {
-  FX_NORMAL,  /* honours Range */
-  FX_CUT,     /* a request without Range gets half the bytes, then the connection closes */
-  FX_FLAKY,   /* every request gets a quarter of what it asked for, then the connection closes */
-  FX_NORANGE, /* ignores Range: always 200 with every byte */
-  FX_SLOW,    /* 16 KiB every 10 ms */
-  FX_STALL,   /* a request without Range gets half the bytes, then 3 s of silence */
-  FX_BADSUM,  /* X-Linked-Etag announces a sha256 that the bytes do not have */
+  FX_NORMAL,   /* honours Range */
+  FX_CUT,      /* a request without Range gets half the bytes, then the connection closes */
+  FX_FLAKY,    /* every request gets a quarter of what it asked for, then the connection closes */
+  FX_NORANGE,  /* ignores Range: always 200 with every byte */
+  FX_SLOW,     /* 16 KiB every 10 ms */
+  FX_STALL,    /* a request without Range gets half the bytes, then 3 s of silence */
+  FX_BADSUM,   /* X-Linked-Etag announces a sha256 that the bytes do not have */
+  FX_BADRANGE, /* a Range request gets a 206 that starts at byte 0 whatever was asked */
 };
 
 typedef struct fx_file {
@@ -64,6 +65,8 @@ static const fx_file fx_files[] = {
      "9605e06d9bfb440a43e771f02085f2e69030e9b525116f48d2ae442b5eb2197a", FX_STALL},
     {"org/tiny", "badsum.bin", 1, 1, NULL, 50000,
      "dde32f033fd2a00370baa1b8c64b187a0e65c2b419dc7c8856240536c6d81649", FX_BADSUM},
+    {"org/tiny", "badrange.bin", 1, 1, NULL, 60000,
+     "c696e247b9a77217159b979ee17dcd12610ff799152dcbf27128d659eb2accc0", FX_BADRANGE},
     {"org/private", "config.json", 1, 0, "{\"private\": true}\n", 0, 0, 0},
     {"org/gated", "config.json", 1, 0, "{\"gated\": true}\n", 0, 0, 0},
     {"datasets/org/data", "train.jsonl", 1, 0, "{\"sentence\": \"a\", \"label\": 1}\n", 0, 0, 0},

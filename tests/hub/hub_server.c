@@ -179,7 +179,7 @@ static void serve_cdn(int fd, const req *r) {
       reply(fd, r, 416, "Range Not Satisfiable", h, "");
       return;
     }
-    start = a;
+    start = f->mode == FX_BADRANGE ? 0 : a;
     if (k == 2 && b < end) end = b;
     ranged = 1;
   }

@@ -400,6 +400,7 @@ typedef struct dl {
   double last_data;
   long stall_ms;
   int stalled;
+  int bad_range; /* a 206 that does not start where the file ends */
 } dl;
 
 static void draw(dl *d, int finished) {
@@ -432,8 +433,8 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *ud) {
     if (d->code == 206) {
       long long a = -1;
       if (sscanf(d->r->range, "bytes %lld-", &a) != 1 || a != d->have) {
-        d->failed = chai_error(CHAI_ERR_NETWORK, "the server resumed at '%s', asked for byte %lld",
-                               d->r->range, d->have);
+        d->bad_range = 1; /* not the continuation we asked for: the caller starts over */
+        snprintf(d->body, sizeof d->body, "%.200s", d->r->range);
         return 0;
       }
     } else if (d->code == 200 && d->have > 0) {
@@ -522,6 +523,7 @@ static CURLcode transfer(const hub_env *e, const char *url, dl *d, char *errbuf)
   d->started = 0;
   d->code = 0;
   d->stalled = 0;
+  d->bad_range = 0;
   d->stall_ms = e->download_timeout_ms;
   d->last_data = now_seconds();
   d->body_len = 0;
@@ -572,6 +574,17 @@ chai_status hub_http_download(const hub_env *e, const char *url, const char *par
     CURLcode res = transfer(e, url, &d, errbuf);
     if (d.failed) {
       st = d.failed;
+      goto done;
+    }
+    if (d.bad_range && !restarted) {
+      restarted = 1;
+      if ((st = restart(&d))) goto done;
+      continue;
+    }
+    if (d.bad_range) {
+      st = chai_error(CHAI_ERR_NETWORK,
+                      "%s: the server does not resume where asked (Content-Range '%s' for byte "
+                      "%lld)", url, d.body, d.have);
       goto done;
     }
     if (res == CURLE_ABORTED_BY_CALLBACK && d.stalled) {
