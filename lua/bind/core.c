@@ -6,6 +6,7 @@ int luaopen_chai_core(lua_State *L) {
   lua_newtable(L);
   int t = lua_gettop(L);
   chai_bind_open_tensor(L, t); /* first: creates the chai.Tensor metatable */
+  chai_bind_open_ops(L, t);
   chai_bind_open_npy(L, t);
   chai_bind_open_sys(L, t); /* also sets chai.version */
   chai_bind_open_bench(L, t);

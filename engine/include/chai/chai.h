@@ -8,6 +8,7 @@
 #include "chai/half.h"
 #include "chai/hub.h"
 #include "chai/memory.h"
+#include "chai/npy.h"
 #include "chai/ops.h"
 #include "chai/rng.h"
 #include "chai/sha256.h"
