@@ -584,7 +584,8 @@ chai_status hub_http_download(const hub_env *e, const char *url, const char *par
     if (d.bad_range) {
       st = chai_error(CHAI_ERR_NETWORK,
                       "%s: the server does not resume where asked (Content-Range '%s' for byte "
-                      "%lld)", url, d.body, d.have);
+                      "%lld)",
+                      url, d.body, d.have);
       goto done;
     }
     if (res == CURLE_ABORTED_BY_CALLBACK && d.stalled) {
