@@ -1,5 +1,6 @@
-/* SHA-256 after FIPS 180-4 §6.2, scalar and portable: hashing runs at a few hundred MB/s, well
- * above what a download delivers, so no SIMD path is worth its test burden. */
+/* SHA-256 after FIPS 180-4 §6.2, scalar and portable: about 200 MB/s of CPU time here (as fast as
+ * coreutils' sha256sum on this machine), above what a download delivers, and it runs on the bytes
+ * as they arrive; so no SHA-NI path is worth its test burden. */
 #include "chai/sha256.h"
 
 #include <errno.h>
