@@ -30,6 +30,7 @@ void chai_bind_open_testing(lua_State *L, int table);
 void chai_bind_open_model(lua_State *L, int table);
 void chai_bind_open_tokenizer(lua_State *L, int table);
 void chai_bind_open_hub(lua_State *L, int table);
+void chai_bind_open_heads(lua_State *L, int table);
 
 /* ---- chai.Tensor userdata (tensor.c) --------------------------------------------------------- */
 
