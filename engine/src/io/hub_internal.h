@@ -1,8 +1,10 @@
-/* Shared between the Hub client's files: hub.c (the download procedure), hub_cache.c (the cache
- * layout on disk) and http.c (libcurl, token, environment, progress bar). Not a public API. */
+/* Shared between the Hub client's files: hub.c (the fetch procedure), hub_cache.c (the cache layout
+ * on disk), hub_env.c (environment and token), http.c (libcurl handles, headers, HEAD, errors),
+ * hub_download.c (the resumable blob GET and progress bar) and http_get.c. Not a public API. */
 #ifndef CHAI_HUB_INTERNAL_H
 #define CHAI_HUB_INTERNAL_H
 
+#include <curl/curl.h>
 #include <stdio.h>
 
 #include "chai/hub.h"
@@ -10,7 +12,7 @@
 
 #define HUB_URL_MAX 8192
 
-/* ---- settings from opts + environment (http.c) ---- */
+/* ---- settings from opts + environment (hub_env.c) ---- */
 typedef struct hub_env {
   char endpoint[1024];      /* no trailing '/' */
   char token[1024];         /* "" when none */
@@ -61,6 +63,26 @@ chai_status hub_lock(const hub_repo *r, const char *etag, int quiet, int *fd);
 void hub_unlock(int fd);
 
 /* ---- HTTP (http.c) ---- */
+/* curl_global_init once per process; CHAI_ERR_NETWORK if it failed. */
+chai_status hub_curl_ready(void);
+/* monotonic seconds */
+double hub_now(void);
+
+/* The headers of the latest response (a followed redirect starts a new set). */
+typedef struct hub_resp {
+  char commit[64], xetag[160], etag[160], error_code[64], error_message[256], range[128];
+  char location[HUB_URL_MAX];
+  long long xsize, clen; /* -1 when absent */
+} hub_resp;
+void hub_resp_reset(hub_resp *r);
+size_t hub_on_header(char *buf, size_t size, size_t nitems, void *ud);
+
+/* A handle for `url` with chai's user agent, http(s) only, the connect timeout, headers collected
+ * into *r and, when token is non-empty, "Authorization: Bearer" appended to *hdrs (which the caller
+ * sets as CURLOPT_HTTPHEADER and frees). NULL when curl cannot allocate. */
+CURL *hub_curl_new(const hub_env *e, const char *url, struct curl_slist **hdrs, const char *token,
+                   hub_resp *r);
+
 typedef struct hub_head {
   long status;
   char commit[64];
@@ -74,6 +96,11 @@ typedef struct hub_head {
 /* HEAD without following redirects. CHAI_ERR_NETWORK with curl's message when no reply came. */
 chai_status hub_http_head(const hub_env *e, const char *url, hub_head *h);
 
+/* "401 Unauthorized"-style message for an HTTP failure; `what` names the request's object. */
+chai_status hub_http_status_error(long status, const char *url, const char *what, int had_token,
+                                  const char *detail);
+
+/* ---- the blob download (hub_download.c) ---- */
 /* GET `url` (following redirects) into the file `part`, resuming from its current length with a
  * Range request, restarting from 0 when the server ignores the range. Retries transport failures
  * that made progress. When `sha_hex` is non-NULL it receives the sha256 of the whole file.
@@ -81,10 +108,6 @@ chai_status hub_http_head(const hub_env *e, const char *url, hub_head *h);
  * CHAI_ERR_FORMAT and is deleted. On transport failure or interrupt `part` stays for a resume. */
 chai_status hub_http_download(const hub_env *e, const char *url, const char *part, long long expect,
                               const char *label, char *sha_hex, long long *bytes);
-
-/* "401 Unauthorized"-style message for an HTTP failure; `what` names the request's object. */
-chai_status hub_http_status_error(long status, const char *url, const char *what, int had_token,
-                                  const char *detail);
 
 /* The progress line (no "\r"), e.g. "model.bin  42% 105.4 MB / 251.0 MB  12.3 MB/s  ETA 0:12". */
 void hub_progress_format(char *buf, size_t cap, const char *label, long long done, long long total,
