@@ -27,7 +27,10 @@ void chai_bind_open_sys(lua_State *L, int table);
 void chai_bind_open_bench(lua_State *L, int table);
 void chai_bind_open_json(lua_State *L, int table);
 void chai_bind_open_testing(lua_State *L, int table);
+void chai_bind_open_model(lua_State *L, int table);
 void chai_bind_open_tokenizer(lua_State *L, int table);
+void chai_bind_open_hub(lua_State *L, int table);
+void chai_bind_open_heads(lua_State *L, int table);
 
 /* ---- chai.Tensor userdata (tensor.c) --------------------------------------------------------- */
 
@@ -44,6 +47,8 @@ chai_tensor *chai_bind_test_tensor(lua_State *L, int idx);
 /* Like chai_bind_check_tensor, but a nested Lua table or a number there is first converted to a
  * new tensor of dtype `dt` (as chai.tensor does) that replaces it on the stack, so Lua owns it. */
 chai_tensor *chai_bind_check_tensor_like(lua_State *L, int idx, chai_dtype dt);
+/* The same, with errors naming `what` (e.g. "attention: mask") instead of the argument number. */
+chai_tensor *chai_bind_check_tensor_named(lua_State *L, int idx, chai_dtype dt, const char *what);
 /* Adds functions to the chai.Tensor method table (what t:name(...) finds). */
 void chai_bind_add_methods(lua_State *L, const luaL_Reg *methods);
 

@@ -11,7 +11,9 @@
 #define JSON_ARRAY_MT "chai.json.array"
 #define JSON_MAX_DEPTH 200
 
-static void push_null(lua_State *L) { lua_getfield(L, LUA_REGISTRYINDEX, JSON_NULL_KEY); }
+static void push_null(lua_State *L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, JSON_NULL_KEY);
+}
 
 static void push_json(lua_State *L, const cJSON *item, int depth) {
   if (depth > JSON_MAX_DEPTH) luaL_error(L, "json: nesting deeper than %d", JSON_MAX_DEPTH);
@@ -154,7 +156,6 @@ static cJSON *table_to_json(lua_State *L, int idx, int depth) {
   }
   return obj;
 }
-
 
 static cJSON *to_json(lua_State *L, int idx, int depth) {
   if (depth > JSON_MAX_DEPTH) {

@@ -68,8 +68,12 @@ static int l_memory(lua_State *L) {
 }
 
 void chai_bind_open_sys(lua_State *L, int table) {
-  static const luaL_Reg fns[] = {
-      {"cpu", l_cpu}, {"threads", l_threads}, {"seed", l_seed}, {"memory", l_memory}, {NULL, NULL}};
+  static const luaL_Reg fns[] = {{"cpu", l_cpu},
+                                 {"threads", l_threads},
+                                 {"seed", l_seed},
+                                 {"memory", l_memory},
+
+                                 {NULL, NULL}};
   chai_bind_register(L, table, fns);
   lua_pushstring(L, chai_version());
   lua_setfield(L, table, "version");

@@ -128,15 +128,27 @@ static chai_tensor *push_from_lua(lua_State *L, int idx, chai_dtype dt, const ch
   return t;
 }
 
-chai_tensor *chai_bind_check_tensor_like(lua_State *L, int idx, chai_dtype dt) {
+chai_tensor *chai_bind_check_tensor_named(lua_State *L, int idx, chai_dtype dt, const char *what) {
   idx = lua_absindex(L, idx);
   int type = lua_type(L, idx);
-  if (type != LUA_TTABLE && type != LUA_TNUMBER) return chai_bind_check_tensor(L, idx);
-  char fname[64];
-  snprintf(fname, sizeof fname, "argument #%d", idx);
-  chai_tensor *t = push_from_lua(L, idx, dt, fname);
+  char label[64];
+  if (!what) {
+    snprintf(label, sizeof label, "argument #%d", idx);
+    what = label;
+  }
+  if (type != LUA_TTABLE && type != LUA_TNUMBER) {
+    if (what == label) return chai_bind_check_tensor(L, idx);
+    if (!chai_bind_test_tensor(L, idx))
+      luaL_error(L, "%s: expected a chai.Tensor or a table, got %s", what, luaL_typename(L, idx));
+    return chai_bind_check_tensor(L, idx);
+  }
+  chai_tensor *t = push_from_lua(L, idx, dt, what);
   lua_replace(L, idx);
   return t;
+}
+
+chai_tensor *chai_bind_check_tensor_like(lua_State *L, int idx, chai_dtype dt) {
+  return chai_bind_check_tensor_named(L, idx, dt, NULL);
 }
 
 /* ---- constructors --------------------------------------------------------------------------- */
@@ -249,8 +261,11 @@ static int random_fill(lua_State *L, bool normal) {
                (lua_Number)a);
   chai_dtype dt = CHAI_F32;
   if (!lua_isnoneornil(L, 2)) {
-    lua_getfield(L, 2, "dtype");
-    dt = chai_bind_opt_dtype(L, -1, CHAI_F32);
+    if (lua_getfield(L, 2, "dtype") != LUA_TNIL) {
+      if (lua_type(L, -1) != LUA_TSTRING)
+        luaL_error(L, "%s: option dtype must be a string, got %s", fname, luaL_typename(L, -1));
+      dt = chai_bind_opt_dtype(L, lua_gettop(L), CHAI_F32);
+    }
     lua_pop(L, 1);
   }
   chai_tensor *t = push_new(L, CHAI_F32, nd, shape);

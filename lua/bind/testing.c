@@ -1,4 +1,6 @@
 /* chai.core.testing: hooks for the test suite (not part of the user API). */
+#include <time.h>
+
 #include "bind.h"
 #include "chai/chai.h"
 
@@ -11,8 +13,31 @@ static int testing_fail_alloc_after(lua_State *L) {
   return 0;
 }
 
+/* testing.spin_until_interrupted([seconds]) → true when chai_interrupt() stopped it, false after
+ * `seconds` (default 30): a stand-in for a long C loop, for the Ctrl-C tests. */
+static int testing_spin_until_interrupted(lua_State *L) {
+  double limit = luaL_optnumber(L, 1, 30);
+  struct timespec start, now;
+  clock_gettime(CLOCK_MONOTONIC, &start);
+  volatile double sink = 0;
+  for (;;) {
+    for (int i = 0; i < 100000; i++) sink += i;
+    if (chai_interrupted()) {
+      lua_pushboolean(L, 1);
+      return 1;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if ((double)(now.tv_sec - start.tv_sec) + (double)(now.tv_nsec - start.tv_nsec) * 1e-9 > limit) {
+      lua_pushboolean(L, 0);
+      return 1;
+    }
+  }
+}
+
 void chai_bind_open_testing(lua_State *L, int table) {
-  static const luaL_Reg fns[] = {{"fail_alloc_after", testing_fail_alloc_after}, {NULL, NULL}};
+  static const luaL_Reg fns[] = {{"fail_alloc_after", testing_fail_alloc_after},
+                                 {"spin_until_interrupted", testing_spin_until_interrupted},
+                                 {NULL, NULL}};
   lua_newtable(L);
   luaL_setfuncs(L, fns, 0);
   lua_setfield(L, table, "testing");

@@ -6,7 +6,7 @@
 --   M.commands.download = {
 --     args = "REPO [FILE...]",                   -- the argument synopsis shown by `chai help`
 --     summary = "fetch a model from the Hub",    -- one line for `chai help`
---     run = function(args) ... end,              -- args: the words after NAME, args[1], args[2], ...
+--     run = function(args) ... end,              -- args: the words after NAME, as a list
 --   }
 --
 -- run's result is the exit status: nothing or true -> 0, false -> 1, an integer -> that status
@@ -16,5 +16,11 @@
 local M = {}
 
 M.commands = {}
+
+M.commands.download = {
+  args = "REPO [FILE...] [--revision R]",
+  summary = "fetch files of a Hugging Face Hub repo into the shared cache (docs/hub.md)",
+  run = function(args) return require("chai.hub").cli_download(args) end,
+}
 
 return M

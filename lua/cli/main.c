@@ -1,6 +1,7 @@
 /* The `chai` command: `chai [-e CODE]... [COMMAND [ARGS...]]`. Commands written in C are the table
  * below; any other name is looked up in the Lua table require("chai.cli").commands, so a new
  * subcommand is one Lua entry. */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,25 +24,29 @@ typedef struct command {
 static const command *find_command(const char *name);
 static void usage(FILE *out, lua_State *L);
 
-/* Prints "chai: <msg>" and the usage on stderr; returns the bad-usage exit status. */
-static int usage_error(lua_State *L, const char *msg, const char *arg) {
-  fprintf(stderr, "chai: %s%s%s%s\n", msg, arg ? " '" : "", arg ? arg : "", arg ? "'" : "");
+/* Prints "chai: <message>" and the usage on stderr; returns the bad-usage exit status. */
+static int usage_error(lua_State *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int usage_error(lua_State *L, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("chai: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
   usage(stderr, L);
   return CHAI_EXIT_USAGE;
 }
 
 static int no_more_args(lua_State *L, int argc, char **argv, int cmd) {
-  if (cmd + 1 < argc) {
-    fprintf(stderr, "chai %s: ", argv[cmd]);
-    return usage_error(L, "unexpected argument", argv[cmd + 1]);
-  }
+  if (cmd + 1 < argc)
+    return usage_error(L, "%s: unexpected argument '%s'", argv[cmd], argv[cmd + 1]);
   return CHAI_EXIT_OK;
 }
 
 /* ---- the C commands ---- */
 
 static int cmd_script(lua_State *L, int argc, char **argv, int cmd) {
-  if (cmd + 1 >= argc) return usage_error(L, "script: missing FILE", NULL);
+  if (cmd + 1 >= argc) return usage_error(L, "script: missing FILE");
   const char *name = argv[cmd + 1];
   char *path = NULL;
   if (strcmp(name, "-") != 0) { /* "-" runs stdin, as with lua */
@@ -239,7 +244,7 @@ static int run_lua_command(lua_State *L, int argc, char **argv, int cmd) {
   lua_getfield(L, -1, argv[cmd]);
   if (lua_isnil(L, -1)) {
     lua_pop(L, 2);
-    return usage_error(L, "unknown command", argv[cmd]);
+    return usage_error(L, "unknown command '%s'", argv[cmd]);
   }
   if (lua_istable(L, -1)) {
     lua_getfield(L, -1, "run");
@@ -284,15 +289,17 @@ static void usage(FILE *out, lua_State *L) {
   print_line(out, "-e CODE", "", "run CODE first (repeatable, in order); alone, chai exits after");
   print_line(out, "-h, --help", "", "same as help");
   print_line(out, "-v, --version", "", "same as version");
-  fputs(
-      "\nWith no arguments chai starts the REPL when stdin is a terminal; otherwise it prints "
-      "this\n"
-      "text on stderr and exits with status 2.\n"
-      "Exit status: 0 success; 1 an error in Lua code (traceback on stderr), a script not found,\n"
-      "or Ctrl-C; 2 bad usage.\n"
-      "Environment: CHAI_HOME (its lua/ and scripts/ folders come first), CHAI_HISTORY (the REPL\n"
-      "history file, default ~/.chai_history; empty for none).\n",
-      out);
+  static const char *const notes[] = {
+      "",
+      "With no arguments chai starts the REPL when stdin is a terminal; otherwise it prints this",
+      "text on stderr and exits with status 2.",
+      "Exit status: 0 success; 1 an error in Lua code (traceback on stderr), a script not found,",
+      "or Ctrl-C; 2 bad usage.",
+      "Environment: CHAI_HOME (its lua/ and scripts/ folders come first), CHAI_HISTORY (the REPL",
+      "history file, default ~/.chai_history; empty for none).",
+  };
+  for (size_t i = 0; i < sizeof notes / sizeof notes[0]; i++)
+    fprintf(out, "%s\n", notes[i]);
 }
 
 /* ---- main ---- */
@@ -306,17 +313,17 @@ int main(int argc, char **argv) {
       break;
     }
     if (strcmp(argv[i], "-e") == 0) {
-      if (++i >= argc) return usage_error(NULL, "'-e' needs CODE", NULL);
+      if (++i >= argc) return usage_error(NULL, "'-e' needs CODE");
       has_e = 1;
       continue;
     }
     if (find_command(argv[i])) break; /* -h, --version, ... */
-    return usage_error(NULL, "unknown option", argv[i]);
+    return usage_error(NULL, "unknown option '%s'", argv[i]);
   }
   int cmd = i;
   const command *c = cmd < argc ? find_command(argv[cmd]) : NULL;
   if (cmd >= argc && !has_e) {
-    if (!isatty(STDIN_FILENO)) return usage_error(NULL, "no command given", NULL);
+    if (!isatty(STDIN_FILENO)) return usage_error(NULL, "no command given");
     c = find_command("repl");
   }
 

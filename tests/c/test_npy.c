@@ -129,7 +129,8 @@ static int count_temporaries(void) {
 static void test_refusals(void) {
   chai_tensor t;
   const char *p = tmp_path("bad.npy");
-  write_file(p, "PK\x03\x04 this is a zip, not a npy file", 36);
+  const char *zip = "PK\x03\x04 this is a zip, not a npy file";
+  write_file(p, zip, strlen(zip));
   CHECK_ERR(chai_npy_load(&t, p), CHAI_ERR_FORMAT, "bad magic");
   CHECK_ERR(chai_npy_load(&t, p), CHAI_ERR_FORMAT, "bad.npy");
   CHECK(!chai_tensor_alive(&t));

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Tests of the `chai` command (lua/cli): bash tests/cli/test_cli.sh path/to/chai
 # Subcommands and their output, exit statuses (0 ok, 1 Lua error, 2 bad usage), the global `arg`,
-# script lookup ($CHAI_HOME, the install layout), Lua subcommands from chai.cli, -e, the REPL through
-# a pipe and through a pseudo-terminal, Ctrl-C, and `eval "$(chai env)"` for a stock lua5.4.
+# script lookup ($CHAI_HOME, the install layout), Lua subcommands from chai.cli, -e, the REPL
+# through a pipe and through a pseudo-terminal, Ctrl-C, and `eval "$(chai env)"` for a stock lua5.4.
 set -u
 
 if [ $# -lt 1 ] || [ ! -x "$1" ]; then
@@ -111,6 +111,10 @@ for word in "openblas  core " "chosen by " "library   /" "features  " "simd     
 done
 run env CHAI_CPU=ref "$chai" --version
 expect_has "version shows a forced SIMD level" "$out" "simd      ref (CHAI_CPU=ref)"
+run env CHAI_BLAS_LIB=libm.so.6 "$chai" version # a library without cblas_sgemm
+expect_rc "version without a usable BLAS" 1
+expect_has "version says why BLAS is missing" "$out" "openblas  not loaded: "
+expect_has "version without BLAS still shows the CPU" "$out" "features  "
 
 # ---- -e ----
 run "$chai" -e 'x = 1' -e 'x = x + 1' -e 'print(x)'
@@ -123,7 +127,8 @@ expect_has "-e error traceback" "$err" "stack traceback:"
 expect_eq "-e stops at the first error" "$out" ""
 run "$chai" -e 'local chai = require "chai"; print(chai.version)'
 expect_eq "-e can require chai" "$out" "$core_version"
-run env LUA_CPATH="$tmp/nowhere/?.so" "$chai" -e 'print(package.preload["chai.core"] ~= nil, require("chai.core").version)'
+run env LUA_CPATH="$tmp/nowhere/?.so" "$chai" \
+  -e 'print(package.preload["chai.core"] ~= nil, require("chai.core").version)'
 expect_eq "chai.core is preloaded, no .so needed" "$out" "true	$core_version"
 run "$chai" -e 'assert(type(require("chai.cli").commands) == "table")'
 expect_rc "chai.cli has a commands table" 0
@@ -173,7 +178,8 @@ printf 'print("bundled", arg[0], ...)\n' >"$tmp/home/scripts/sub/where.lua"
 cd "$tmp/elsewhere" || exit 1
 run env CHAI_HOME="$tmp/home" "$chai" script sub/where.lua x
 expect_rc "bundled script" 0
-expect_eq "bundled script found in CHAI_HOME/scripts" "$out" "bundled	$tmp/home/scripts/sub/where.lua	x"
+expect_eq "bundled script found in CHAI_HOME/scripts" "$out" \
+  "bundled	$tmp/home/scripts/sub/where.lua	x"
 printf 'print("local")\n' >"$tmp/elsewhere/where.lua"
 mkdir -p "$tmp/elsewhere/sub"
 printf 'print("local", arg[0])\n' >"$tmp/elsewhere/sub/where.lua"
@@ -191,7 +197,8 @@ cp "$chai" "$tmp/prefix/bin/chai"
 cp -r "$src/lua/chai" "$tmp/prefix/share/chai/lua/"
 printf 'print("installed", arg[0])\n' >"$tmp/prefix/share/chai/scripts/inst.lua"
 run "$tmp/prefix/bin/chai" script inst.lua
-expect_eq "installed binary finds share/chai/scripts" "$out" "installed	$tmp/prefix/share/chai/scripts/inst.lua"
+expect_eq "installed binary finds share/chai/scripts" "$out" \
+  "installed	$tmp/prefix/share/chai/scripts/inst.lua"
 run "$tmp/prefix/bin/chai" -e 'print(package.searchpath("chai", package.path))'
 expect_eq "installed binary finds share/chai/lua" "$out" "$tmp/prefix/share/chai/lua/chai/init.lua"
 
@@ -241,11 +248,26 @@ expect_eq "env prints two lines" "$(wc -l <<<"$out" | tr -d ' ')" "2"
 )
 rc=$?
 expect_rc "env paths point at chai/init.lua and chai/core.so" 0
+# An installed tree whose path needs quoting: env points at share/chai/lua and lib/lua/5.4.
+q="$tmp/it's here/prefix"
+mkdir -p "$q/bin" "$q/share/chai/lua" "$q/lib/lua/5.4/chai"
+cp "$chai" "$q/bin/chai"
+cp -r "$src/lua/chai" "$q/share/chai/lua/"
+cp "$(eval "$out" && echo "${LUA_CPATH%%/\?.so*}")/chai/core.so" "$q/lib/lua/5.4/chai/"
+qenv="$("$q/bin/chai" env)"
+got="$(eval "$qenv" && echo "$LUA_PATH|$LUA_CPATH")"
+expect_eq "env of an install, quoted for the shell" "$got" \
+  "$q/share/chai/lua/?.lua;$q/share/chai/lua/?/init.lua;;|$q/lib/lua/5.4/?.so;;"
 if [ "${CHAI_SANITIZE:-0}" = 1 ] || ! command -v lua5.4 >/dev/null; then
   echo "skip: stock lua5.4 require (sanitizer build or no lua5.4)"
 else
-  got="$(eval "$out" && cd "$tmp/elsewhere" && lua5.4 -e 'local chai = require "chai"; io.write(chai.version)' 2>&1)"
+  got="$(eval "$out" && cd "$tmp/elsewhere" &&
+    lua5.4 -e 'local chai = require "chai"; io.write(chai.version)' 2>&1)"
   expect_eq "eval \"\$(chai env)\"; lua5.4 require 'chai'" "$got" "$core_version"
+  got="$(eval "$qenv" && cd "$tmp/elsewhere" &&
+    lua5.4 -e 'print(package.searchpath("chai.core", package.cpath), require("chai").version)' \
+    2>&1)"
+  expect_eq "installed: lua5.4 require 'chai'" "$got" "$q/lib/lua/5.4/chai/core.so	$core_version"
 fi
 
 # ---- REPL through a pipe ----
@@ -290,6 +312,23 @@ if wait_for "$tmp/int.out" go; then
 else
   fail "-e loop never started"
 fi
+# a long C loop (20 s unless interrupted): chai_interrupt() makes it return at once, and Lua raises
+# "interrupted" as the C function returns.
+"$chai" -e 'print("go") io.stdout:flush() require("chai.core").testing.spin_until_interrupted(20)' >"$tmp/int.out" 2>"$tmp/int.err" &
+pid=$!
+pids+=("$pid")
+if wait_for "$tmp/int.out" go; then
+  sleep 0.5
+  kill -INT "$pid"
+  t0=$(date +%s%N)
+  wait_exit "$pid"
+  elapsed_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+  expect_rc "Ctrl-C stops a C loop" 1
+  if [ "$elapsed_ms" -lt 3000 ]; then ok; else fail "the C loop took ${elapsed_ms} ms to stop"; fi
+  expect_has "C-loop Ctrl-C message" "$(cat "$tmp/int.err")" "interrupted"
+else
+  fail "C loop never started"
+fi
 # script: same, with a traceback naming the script.
 printf 'print("go")\nlocal n = 0\nwhile true do n = n + 1 end\n' >"$tmp/work/loop.lua"
 "$chai" script loop.lua >"$tmp/int.out" 2>"$tmp/int.err" &
@@ -312,9 +351,9 @@ mkfifo "$tmp/fifo"
 pid=$!
 pids+=("$pid")
 exec 3>"$tmp/fifo"
-printf '%s\n' 'print("go")' 'while true do end' >&3
+printf '%s\n' 'print("go") while true do end' >&3
 if wait_for "$tmp/int.out" go; then
-  sleep 0.5
+  sleep 0.3
   kill -INT "$pid"
   wait_for "$tmp/int.err" interrupted || fail "REPL: no interrupted message"
   printf '%s\n' 'print("alive")' >&3
@@ -335,7 +374,8 @@ expect_has "REPL Ctrl-C message" "$(cat "$tmp/int.err")" "interrupted"
 if command -v script >/dev/null && script --version 2>/dev/null | grep -q util-linux; then
   rm -f "$tmp/fifo"
   mkfifo "$tmp/fifo"
-  CHAI_HISTORY="$tmp/history" script -qfec "$chai repl" /dev/null <"$tmp/fifo" >"$tmp/tty.out" 2>&1 &
+  CHAI_HISTORY="$tmp/history" script -qfec "$chai repl" /dev/null \
+    <"$tmp/fifo" >"$tmp/tty.out" 2>&1 &
   pid=$!
   pids+=("$pid")
   exec 3>"$tmp/fifo"
@@ -343,13 +383,14 @@ if command -v script >/dev/null && script --version 2>/dev/null | grep -q util-l
     printf '6 * 7\r' >&3
     wait_for "$tmp/tty.out" 42 || fail "tty REPL: no value printed"
     printf 'abc' >&3
-    sleep 0.3
+    wait_for "$tmp/tty.out" abc || fail "tty REPL: no echo"
     printf '\003' >&3 # Ctrl-C at the prompt drops "abc"
     sleep 0.3
     printf 'print("fresh" .. "line")\r' >&3
     wait_for "$tmp/tty.out" freshline || fail "tty REPL: line not cleared by Ctrl-C"
-    printf 'while true do end\r' >&3
-    sleep 0.5
+    printf 'print("loo" .. "ping") while true do end\r' >&3
+    wait_for "$tmp/tty.out" looping || fail "tty REPL: loop not started"
+    sleep 0.3
     printf '\003' >&3
     wait_for "$tmp/tty.out" interrupted || fail "tty REPL: running chunk not interrupted"
     printf 'print("al" .. "ive")\r' >&3

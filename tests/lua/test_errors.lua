@@ -5,6 +5,7 @@ local dir = debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./"
 package.path = dir .. "?.lua;" .. package.path
 local T = require "helper"
 local chai = require "chai"
+local testing = require("chai.core").testing
 
 local t = chai.tensor({{1, 2, 3}, {4, 5, 6}}) -- (2,3)
 local function R(needles, fn, what) T.raises(fn, needles, what) end
@@ -87,10 +88,72 @@ T.write_bytes(tmp .. "/short.npy", "\x93NUMPY\x01\x00\x40\x00{'descr': '<f4', 'f
 R({"short.npy", "header length 64"}, function() chai.load_npy(tmp .. "/short.npy") end)
 R({"bf16", "no NumPy equivalent"}, function() t:to("bf16"):save_npy(tmp .. "/x.npy") end)
 
+-- ops
+R({"matmul", "(2,3)", "(2,3)", "inner dims 3 and 2"}, function() chai.matmul(t, t) end)
+R({"add", "(2,3)", "(2)", "do not broadcast"}, function() return t + chai.zeros({2}) end)
+R({"mul", "(4)"}, function() return t * {1, 2, 3, 4} end)
+R("at least one tensor", function() chai.add(1, 2) end)
+R({"softmax", "dim 3", "2-dim"}, function() t:softmax(3) end)
+R({"sum", "dim -3"}, function() t:sum(-3) end)
+R({"relu", "i32"}, function() chai.relu(chai.zeros({2}, "i32")) end)
+R({"layernorm", "weight (2)", "(2,3)"}, function() chai.layernorm(t, chai.ones({2}), nil) end)
+R({"linear", "(2,3)"}, function() chai.linear(t, chai.zeros({4, 2})) end)
+R({"embedding", "7"}, function() chai.embedding({0, 7}, chai.zeros({3, 2})) end)
+R({"embedding", "f32"}, function() chai.embedding(chai.zeros({2}), chai.zeros({3, 2})) end)
+R({"cross_entropy", "9"}, function() chai.cross_entropy(t, {0, 9}) end)
+R({"cross_entropy", "(3)", "(2,3)"}, function() chai.cross_entropy(t, {0, 1, 2}) end)
+R({"unknown option 'ignore_idx'", "ignore_index"}, function() chai.cross_entropy(t, {0, 1}, {ignore_idx = 1}) end)
+R({"option ignore_index", "1.5"}, function() chai.cross_entropy(t, {0, 1}, {ignore_index = 1.5}) end)
+local q = chai.zeros({1, 2, 1, 4})
+R({"unknown option 'casual'"}, function() chai.attention(q, q, q, {casual = true}) end)
+R({"option causal", "number"}, function() chai.attention(q, q, q, {causal = 1}) end)
+R({"attention", "(1,2,1,4)", "(2,4)"}, function() chai.attention(q, q, chai.zeros({2, 4})) end)
+R({"key_mask", "(1,3)"}, function() chai.attention(q, q, q, {mask = {{1, 1, 1}}}) end)
+R({"attention: mask", "ragged", "dim 2"}, function() chai.attention(q, q, q, {mask = {{1, 1}, {1}}}) end)
+R({"attention: mask", "string"}, function() chai.attention(q, q, q, {mask = "all"}) end)
+R({"option dtype", "table"}, function() chai.randn({2}, {dtype = {}}) end)
+R({"argument #2", "ragged"}, function() chai.matmul(t, {{1}, {2, 3}}) end)
+R("tensor used after free", function() return dead + 1 end)
+R("tensor used after free", function() chai.matmul(alive_view, dead) end)
+
+-- allocation failures: the error is raised, and nothing leaks, wherever the failure strikes
+do
+  collectgarbage()
+  collectgarbage()
+  local live0 = chai.memory().live
+  testing.fail_alloc_after(1)
+  R({"out of memory", "injected"}, function() chai.zeros({10}) end)
+  testing.fail_alloc_after(0)
+  local calls = {
+    function() return chai.randn({10}, {seed = 1, dtype = "f16"}) end,
+    function() return chai.matmul({{1, 2}}, {{1}, {2}}) end,
+    function() return chai.tensor({1, 2}) + {3, 4} end,
+    function() return chai.arange(6):view(2, 3):transpose(1, 2):reshape(6) end,
+    function() return chai.attention(chai.ones({1, 2, 1, 2}), chai.ones({1, 2, 1, 2}),
+      chai.ones({1, 2, 1, 2}), {mask = {{1, 0}}}) end,
+  }
+  for i, fn in ipairs(calls) do
+    local failures = 0
+    for n = 1, 12 do
+      testing.fail_alloc_after(n)
+      local ok, err = pcall(fn)
+      testing.fail_alloc_after(0)
+      if not ok then
+        failures = failures + 1
+        T.check(tostring(err):find("injected", 1, true), "call " .. i .. " fails cleanly: " .. tostring(err))
+      end
+    end
+    T.check(failures > 0, "call " .. i .. " met an injected failure")
+  end
+  collectgarbage()
+  collectgarbage()
+  T.eq(chai.memory().live, live0, "no chai memory is left after the failed calls")
+end
+
 -- the process goes on: everything still works after all those errors
 local ok = chai.tensor({{1, 2}, {3, 4}}, "i32")
 ok:set(2, 2, 40)
 T.eq(ok:totable(), {{1, 2}, {3, 40}}, "still working after the errors")
-T.check(T.passed >= 60, "at least 60 checks ran: " .. T.passed)
+T.check(T.passed >= 80, "at least 80 checks ran: " .. T.passed)
 
 T.finish()

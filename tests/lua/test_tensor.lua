@@ -50,10 +50,8 @@ do
   T.eq(chai.randn({5}):totable(), g1, "chai.seed reseeds the global generator")
   T.check(not T.deep_eq(g1, g2), "the global generator advances")
   local m = chai.randn({20000}, {seed = 1, mean = 3, std = 0.5})
-  local sum, sq = 0, 0
-  for _, x in ipairs(m:totable()) do sum, sq = sum + x, sq + x * x end
-  T.close(sum / 20000, 3, 0.02, "randn mean")
-  T.close(math.sqrt(sq / 20000 - (sum / 20000) ^ 2), 0.5, 0.02, "randn std")
+  T.close(m:sum() / 20000, 3, 0.02, "randn mean")
+  T.close(math.sqrt(((m - 3) * (m - 3)):sum() / 20000), 0.5, 0.02, "randn std")
   local u = chai.rand({1000}, {seed = 3})
   local lo, hi = math.huge, -math.huge
   for _, v in ipairs(u:totable()) do lo, hi = math.min(lo, v), math.max(hi, v) end
@@ -161,6 +159,60 @@ do
   T.eq(tostring(chai.tensor({0.1, 1 / 3})), "chai.Tensor (2) f32\n[0.1, 0.333333]", "6 digits")
 end
 
+-- ops: module functions, methods and metamethods (values computed by hand)
+do
+  local a = chai.tensor({{1, 2}, {3, 4}})
+  T.eq((a + 1):totable(), {{2, 3}, {4, 5}}, "tensor + number")
+  T.eq((10 - a):totable(), {{9, 8}, {7, 6}}, "number - tensor")
+  T.eq((a * a):totable(), {{1, 4}, {9, 16}}, "elementwise *")
+  T.eq((a / 2):totable(), {{0.5, 1}, {1.5, 2}}, "tensor / number")
+  T.eq((1 / chai.tensor({2, 4})):totable(), {0.5, 0.25}, "number / tensor")
+  T.eq((-a):totable(), {{-1, -2}, {-3, -4}}, "__unm")
+  T.eq((a + chai.tensor({10, 20})):totable(), {{11, 22}, {13, 24}}, "broadcast a row")
+  T.eq((a * chai.tensor({{2}, {3}})):totable(), {{2, 4}, {9, 12}}, "broadcast a column")
+  T.eq((a - {1, 1}):totable(), {{0, 1}, {2, 3}}, "a table operand is a tensor")
+  T.eq(chai.add(a, a):totable(), {{2, 4}, {6, 8}}, "chai.add")
+  T.eq((a:transpose(1, 2) + 0):totable(), {{1, 3}, {2, 4}}, "ops read strided views")
+  T.eq(a:matmul(a):totable(), {{7, 10}, {15, 22}}, "matmul")
+  T.eq(chai.matmul(a, {{1}, {1}}):totable(), {{3}, {7}}, "matmul with a table")
+  local batch = chai.tensor({{{1, 0}, {0, 1}}, {{2, 0}, {0, 2}}})
+  T.eq(chai.matmul(batch, a):totable(), {{{1, 2}, {3, 4}}, {{2, 4}, {6, 8}}}, "batched matmul")
+  T.eq(a:sum(), 10, "sum() is a number")
+  T.eq(a:sum(1):totable(), {4, 6}, "sum(1) over rows")
+  T.eq(a:sum(-1):totable(), {3, 7}, "sum(-1) over the last dim")
+  local e1, e2 = math.exp(1), math.exp(2)
+  T.close(a:softmax():totable(), {{e1 / (e1 + e2), e2 / (e1 + e2)}, {e1 / (e1 + e2), e2 / (e1 + e2)}},
+    1e-6, "softmax over the last dim")
+  T.close(chai.softmax(a, 1):totable()[1], {1 / (1 + e2), 1 / (1 + e2)}, 1e-6, "softmax over dim 1")
+  T.close(a:log_softmax():totable()[1], {-math.log(1 + e1), 1 - math.log(1 + e1)}, 1e-6, "log_softmax")
+  T.eq(chai.relu(chai.tensor({-1, 0, 2})):totable(), {0, 0, 2}, "relu")
+  T.close(chai.tensor({-1, 0, 1}):gelu():totable(), {-0.158655254, 0, 0.841344746}, 1e-6, "exact gelu")
+  local ln = chai.layernorm(chai.tensor({{1, 3}}), chai.tensor({2, 2}), chai.tensor({0, 1}))
+  T.close(ln:totable(), {{-2 / math.sqrt(1 + 1e-5), 1 + 2 / math.sqrt(1 + 1e-5)}}, 1e-5, "layernorm")
+  T.close(chai.layernorm(chai.tensor({{1, 3}}), nil, nil, 0):totable(), {{-1, 1}}, 1e-6,
+    "layernorm without affine, eps 0")
+  T.eq(chai.linear(a, {{1, 0}, {0, 1}, {1, 1}}, {0, 0, 1}):totable(), {{1, 2, 4}, {3, 4, 8}}, "linear")
+  T.eq(chai.linear(a, {{1, 1}}):totable(), {{3}, {7}}, "linear without bias")
+  T.eq(chai.embedding({2, 0}, {{1, 1}, {2, 2}, {3, 3}}):totable(), {{3, 3}, {1, 1}}, "embedding ids are 0-based values")
+  T.eq(chai.embedding(chai.tensor({{1}}, "i64"), a):shape(), {1, 1, 2}, "embedding keeps the ids shape")
+  local lse = math.log(e1 + e2)
+  T.close(chai.cross_entropy(a, {1, 0}), ((lse - 2) + (math.log(math.exp(3) + math.exp(4)) - 3)) / 2,
+    1e-6, "cross_entropy")
+  T.close(chai.cross_entropy(a, {1, -100}), lse - 2, 1e-6, "ignore_index -100 by default")
+  T.close(chai.cross_entropy(a, {1, 7}, {ignore_index = 7}), lse - 2, 1e-6, "ignore_index option")
+  -- attention: one head, D = 1; causal query 1 sees only key 1
+  local q = chai.tensor({{{{1}}, {{1}}}})  -- (1,2,1,1)
+  local v = chai.tensor({{{{10}}, {{20}}}})
+  local out = chai.attention(q, q, v, {causal = true})
+  T.close(out:totable(), {{{{10}}, {{15}}}}, 1e-5, "causal attention with equal scores")
+  local masked = chai.attention(q, q, v, {mask = {{1, 0}}})
+  T.close(masked:totable(), {{{{10}}, {{10}}}}, 1e-5, "a key mask hides key 2")
+  local k = chai.tensor({{{{0}}, {{1}}}})
+  local p2 = math.exp(2) / (1 + math.exp(2))
+  T.close(chai.attention(q, k, v, {scale = 2}):totable()[1][1][1][1], 10 * (1 - p2) + 20 * p2, 1e-4,
+    "scale option")
+end
+
 -- release: free, __close, __gc; memory accounting
 do
   collectgarbage()
@@ -179,11 +231,29 @@ do
     T.check(chai.memory().live >= live0 + 4000, "alive inside the block")
   end
   T.eq(chai.memory().live, live0, "__close releases at the end of the block")
-  for _ = 1, 50 do local _ = chai.zeros({100000}) end -- 400 KB each
-  T.check(chai.memory().live < live0 + 50 * 400000, "the GC keeps up with large dead tensors")
+  local most = 0
+  for _ = 1, 100 do -- 400 KB each, dead at once; Lua itself sees only a small userdata
+    local _ = chai.zeros({100000})
+    most = math.max(most, chai.memory().live - live0)
+  end
+  T.check(most <= 10 * 400064, "the GC nudge keeps dead large tensors few: at most " .. most .. " bytes")
   collectgarbage()
   collectgarbage()
   T.eq(chai.memory().live, live0, "__gc releases unreachable tensors")
+end
+
+-- pure-Lua helpers
+do
+  local t = chai.zeros({2, 5})
+  T.eq(t:size(), {2, 5}, "size()")
+  T.eq(t:size(2), 5, "size(2)")
+  T.eq(t:size(-2), 2, "size(-2)")
+  T.raises(function() t:size(3) end, "dim 3")
+  T.check(chai.allclose(chai.tensor({1, 2}), {1, 2.0000001}), "allclose within tolerance")
+  T.check(not chai.allclose(chai.tensor({1, 2}), {1, 2.1}), "allclose outside tolerance")
+  T.check(chai.allclose({1, 2.1}, {1, 2}, {atol = 0.2}), "allclose atol option")
+  T.check(not chai.allclose(chai.zeros({2, 2}), chai.zeros({4})), "allclose compares shapes")
+  T.raises(function() chai.allclose(t, t, {tol = 1}) end, "unknown option 'tol'")
 end
 
 -- system functions
