@@ -29,6 +29,7 @@ void chai_bind_open_json(lua_State *L, int table);
 void chai_bind_open_testing(lua_State *L, int table);
 void chai_bind_open_model(lua_State *L, int table);
 void chai_bind_open_tokenizer(lua_State *L, int table);
+void chai_bind_open_hub(lua_State *L, int table);
 void chai_bind_open_heads(lua_State *L, int table);
 
 /* The live OPT model of the chai.Model userdata at idx (model.c); raises for anything else. */

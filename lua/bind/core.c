@@ -14,6 +14,7 @@ int luaopen_chai_core(lua_State *L) {
   chai_bind_open_testing(L, t);
   chai_bind_open_model(L, t);
   chai_bind_open_tokenizer(L, t);
+  chai_bind_open_hub(L, t);
   chai_bind_open_heads(L, t);
   return 1;
 }

@@ -83,7 +83,10 @@ function M.load(dir_or_id, opts)
       end
     end
   end
-  return C.load(dir, {add_bos = opts.add_bos})
+  -- through pcall so that the error points at the caller's line, not at this file
+  local ok, tok = pcall(C.load, dir, {add_bos = opts.add_bos})
+  if not ok then error(tok, 2) end
+  return tok
 end
 
 local batch_known = {pad = true, max_length = true, truncation = true, add_bos = true,

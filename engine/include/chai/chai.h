@@ -7,10 +7,12 @@
 #include "chai/cpu.h"
 #include "chai/error.h"
 #include "chai/half.h"
+#include "chai/hub.h"
 #include "chai/memory.h"
 #include "chai/npy.h"
 #include "chai/ops.h"
 #include "chai/rng.h"
+#include "chai/sha256.h"
 #include "chai/tensor.h"
 #include "chai/tokenizer.h"
 
