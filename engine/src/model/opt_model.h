@@ -116,7 +116,7 @@ chai_status opt_decoder_run(chai_opt_model *m, const int32_t *ids, const int32_t
                             int T, bool use_cache, const int *rows, int n_rows,
                             const float **feats);
 
-/* ---- CHAI hooks (engine/src/heads/opt_heads.c) ------------------------------------------------ */
+/* ---- CHAI hooks (engine/src/heads/opt_heads.c, opt_prune.c) -------------------------------- */
 
 /* Layer l's attention when head clustering or capture is on: from the attention input `in`
  * (B·T,C) it writes the heads' outputs (B·T,C) into m->acts.att (and the layer's K and V into the

@@ -70,7 +70,8 @@ chai_status opt_params_build(chai_opt_model *m) {
     for (int i = 0; i < 4; i++) {
       *w[i] = add(&tb, true, i == 3 ? C : A, i == 3 ? A : C, "%s.%d.self_attn.%s.weight", pre, l,
                   names[i]);
-      if (bias) *b[i] = add(&tb, false, i == 3 ? C : A, 0, "%s.%d.self_attn.%s.bias", pre, l, names[i]);
+      if (bias)
+        *b[i] = add(&tb, false, i == 3 ? C : A, 0, "%s.%d.self_attn.%s.bias", pre, l, names[i]);
     }
     if (aff) {
       ly->ln1_w = add(&tb, false, C, 0, "%s.%d.self_attn_layer_norm.weight", pre, l);
