@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "bind.h"
 #include "chai/heads.h"
@@ -833,6 +834,49 @@ static int l_layer_heads(lua_State *L) {
   return 1;
 }
 
+/* heads.bench_decode(model, context, steps) → prefill seconds, min step seconds, median step
+ * seconds: one sequence of `context` token ids (2, then 100 + (7919·t) mod 40000) prefilled
+ * through the KV cache, then `steps` single-token decode steps, each timed on its own (the
+ * minimum is robust to other processes on a shared machine). A benchmark helper. */
+static double now_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static int l_bench_decode(lua_State *L) {
+  chai_opt_model *m = chai_bind_check_model(L, 1);
+  lua_Integer n = luaL_checkinteger(L, 2), steps = luaL_checkinteger(L, 3);
+  const chai_opt_config *c = chai_opt_get_config(m);
+  if (n < 1 || steps < 1 || n + steps > c->max_position_embeddings)
+    return luaL_error(L, "bench_decode: context %I + steps %I must fit in %d positions", n, steps,
+                      c->max_position_embeddings);
+  int32_t *ids = lua_newuserdatauv(L, sizeof(int32_t) * (size_t)(n + steps), 0);
+  double *t = lua_newuserdatauv(L, sizeof(double) * (size_t)steps, 0);
+  float *logits = lua_newuserdatauv(L, sizeof(float) * (size_t)c->vocab_size, 0);
+  for (lua_Integer i = 0; i < n + steps; i++)
+    ids[i] = i == 0 ? 2 : (int32_t)(100 + (i * 7919) % 40000) % c->vocab_size;
+  if (chai_opt_cache_begin(m, 1, (int)(n + steps))) return chai_bind_fail(L);
+  double t0 = now_seconds();
+  if (chai_opt_cache_step(m, logits, ids, NULL, 1, (int)n)) return chai_bind_fail(L);
+  double prefill = now_seconds() - t0;
+  for (lua_Integer s = 0; s < steps; s++) {
+    t0 = now_seconds();
+    if (chai_opt_cache_step(m, logits, ids + n + s, NULL, 1, 1)) return chai_bind_fail(L);
+    t[s] = now_seconds() - t0;
+  }
+  qsort(t, (size_t)steps, sizeof(double), cmp_double);
+  lua_pushnumber(L, prefill);
+  lua_pushnumber(L, t[0]);
+  lua_pushnumber(L, t[steps / 2]);
+  return 3;
+}
+
 void chai_bind_open_heads(lua_State *L, int table) {
   static const luaL_Reg fns[] = {
       {"parse", l_parse},
@@ -853,6 +897,7 @@ void chai_bind_open_heads(lua_State *L, int table) {
       {"capture_store", l_capture_store},
       {"prune", l_prune},
       {"layer_heads", l_layer_heads},
+      {"bench_decode", l_bench_decode},
       {NULL, NULL},
   };
   lua_newtable(L);
