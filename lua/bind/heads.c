@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "bind.h"
 #include "chai/heads.h"
@@ -574,11 +575,14 @@ static const char *mode_name(chai_heads_mode mode) {
   return mode == CHAI_HEADS_STATIC ? "static" : mode == CHAI_HEADS_ONLINE ? "online" : "dense";
 }
 
-/* m:set_heads(plan_or_path_or_nil [, {mode="static"|"online"}]) */
+static int l_prune(lua_State *L);
+
+/* m:set_heads(plan_or_path_or_nil [, {mode="static"|"online"|"prune", keep=}]). "prune" leaves m
+ * as it is and returns a new, smaller model (chai.heads.prune). */
 static int m_set_heads(lua_State *L) {
   const char *fname = "model:set_heads";
   chai_opt_model *m = chai_bind_check_model(L, 1);
-  static const char *const known[] = {"mode", NULL};
+  static const char *const known[] = {"mode", "keep", NULL};
   chai_bind_check_options(L, 3, fname, known);
   chai_heads_mode mode = CHAI_HEADS_STATIC;
   if (lua_istable(L, 3)) {
@@ -588,11 +592,19 @@ static int m_set_heads(lua_State *L) {
       mode = CHAI_HEADS_STATIC;
     else if (!strcmp(name, "online"))
       mode = CHAI_HEADS_ONLINE;
-    else if (!strcmp(name, "prune"))
-      return luaL_error(
-          L, "%s: mode \"prune\" builds a new model: use chai.heads.prune(model, plan)", fname);
-    else
+    else if (!strcmp(name, "prune")) {
+      if (lua_isnoneornil(L, 2)) return luaL_error(L, "%s: mode \"prune\" needs a plan", fname);
+      lua_settop(L, 3);
+      lua_createtable(L, 0, 1); /* {keep = opts.keep} for chai.heads.prune */
+      lua_getfield(L, 3, "keep");
+      lua_setfield(L, -2, "keep");
+      lua_replace(L, 3);
+      return l_prune(L);
+    } else
       return luaL_error(L, "%s: unknown mode \"%s\" (static, online)", fname, name);
+    lua_pop(L, 1);
+    lua_getfield(L, 3, "keep");
+    if (!lua_isnil(L, -1)) return luaL_error(L, "%s: keep applies to mode \"prune\" only", fname);
     lua_pop(L, 1);
   }
   if (lua_isnoneornil(L, 2)) {
@@ -784,6 +796,87 @@ static void add_model_methods(lua_State *L) {
   lua_pop(L, 3);
 }
 
+/* heads.prune(model, plan_or_path [, {keep=1}]) → a new, smaller chai.Model. */
+static int l_prune(lua_State *L) {
+  const char *fname = "chai.heads.prune";
+  chai_opt_model *m = chai_bind_check_model(L, 1);
+  static const char *const known[] = {"keep", NULL};
+  chai_bind_check_options(L, 3, fname, known);
+  lua_Integer keep = chai_bind_opt_integer(L, 3, "keep", 1, fname);
+  if (keep < 1 || keep > 1 << 16)
+    return luaL_error(L, "%s: keep must be >= 1, got %I", fname, keep);
+  const chai_opt_config *c = chai_opt_get_config(m);
+  chai_heads_plan *p = chai_bind_push_plan_box(L);
+  if (lua_type(L, 2) == LUA_TSTRING) {
+    chai_heads_dims d = {c->num_hidden_layers, c->num_attention_heads, 0};
+    if (chai_heads_plan_load(p, lua_tostring(L, 2), &d)) return chai_bind_fail(L);
+  } else {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    chai_bind_check_plan(L, 2, p, fname);
+    chai_heads_dims d = {c->num_hidden_layers, c->num_attention_heads, 1};
+    if (chai_heads_plan_validate(p, &d)) return luaL_error(L, "%s: %s", fname, chai_last_error());
+  }
+  chai_opt_model **slot = chai_bind_push_model(L);
+  if (chai_opt_prune_heads(slot, m, p, (int)keep))
+    return luaL_error(L, "%s: %s", fname, chai_last_error());
+  return 1;
+}
+
+/* heads.layer_heads(model) → {heads of layer 1, ...} */
+static int l_layer_heads(lua_State *L) {
+  chai_opt_model *m = chai_bind_check_model(L, 1);
+  int n = chai_opt_get_config(m)->num_hidden_layers;
+  lua_createtable(L, n, 0);
+  for (int l = 0; l < n; l++) {
+    lua_pushinteger(L, chai_opt_layer_heads(m, l));
+    lua_rawseti(L, -2, l + 1);
+  }
+  return 1;
+}
+
+/* heads.bench_decode(model, context, steps) → prefill seconds, min step seconds, median step
+ * seconds: one sequence of `context` token ids (2, then 100 + (7919·t) mod 40000) prefilled
+ * through the KV cache, then `steps` single-token decode steps, each timed on its own (the
+ * minimum is robust to other processes on a shared machine). A benchmark helper. */
+static double now_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static int l_bench_decode(lua_State *L) {
+  chai_opt_model *m = chai_bind_check_model(L, 1);
+  lua_Integer n = luaL_checkinteger(L, 2), steps = luaL_checkinteger(L, 3);
+  const chai_opt_config *c = chai_opt_get_config(m);
+  if (n < 1 || steps < 1 || n + steps > c->max_position_embeddings)
+    return luaL_error(L, "bench_decode: context %I + steps %I must fit in %d positions", n, steps,
+                      c->max_position_embeddings);
+  int32_t *ids = lua_newuserdatauv(L, sizeof(int32_t) * (size_t)(n + steps), 0);
+  double *t = lua_newuserdatauv(L, sizeof(double) * (size_t)steps, 0);
+  float *logits = lua_newuserdatauv(L, sizeof(float) * (size_t)c->vocab_size, 0);
+  for (lua_Integer i = 0; i < n + steps; i++)
+    ids[i] = i == 0 ? 2 : (int32_t)(100 + (i * 7919) % 40000) % c->vocab_size;
+  if (chai_opt_cache_begin(m, 1, (int)(n + steps))) return chai_bind_fail(L);
+  double t0 = now_seconds();
+  if (chai_opt_cache_step(m, logits, ids, NULL, 1, (int)n)) return chai_bind_fail(L);
+  double prefill = now_seconds() - t0;
+  for (lua_Integer s = 0; s < steps; s++) {
+    t0 = now_seconds();
+    if (chai_opt_cache_step(m, logits, ids + n + s, NULL, 1, 1)) return chai_bind_fail(L);
+    t[s] = now_seconds() - t0;
+  }
+  qsort(t, (size_t)steps, sizeof(double), cmp_double);
+  lua_pushnumber(L, prefill);
+  lua_pushnumber(L, t[0]);
+  lua_pushnumber(L, t[steps / 2]);
+  return 3;
+}
+
 void chai_bind_open_heads(lua_State *L, int table) {
   static const luaL_Reg fns[] = {
       {"parse", l_parse},
@@ -802,6 +895,9 @@ void chai_bind_open_heads(lua_State *L, int table) {
       {"capture_begin", l_capture_begin},
       {"capture_end", l_capture_end},
       {"capture_store", l_capture_store},
+      {"prune", l_prune},
+      {"layer_heads", l_layer_heads},
+      {"bench_decode", l_bench_decode},
       {NULL, NULL},
   };
   lua_newtable(L);

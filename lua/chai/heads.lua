@@ -166,6 +166,14 @@ function M.plan(stats, opts)
   return plan
 end
 
+-- Structural pruning: a new, smaller model keeping the first `keep` heads (default 1) of every
+-- cluster of the plan (representative first), sliced from the real weights; it saves and loads as
+-- a chai checkpoint (per-layer head counts in config.json as "chai_attention_heads").
+function M.prune(model, plan, opts) return C.prune(model, plan, opts) end
+
+-- Heads per layer of a model ({12, 12, ...}; fewer in a pruned model).
+function M.layer_heads(model) return C.layer_heads(model) end
+
 local calib_known = {tokens = true, max_samples = true}
 
 -- Attention statistics for chai.heads.plan, streamed one text at a time (memory: the statistics

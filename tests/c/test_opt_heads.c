@@ -253,6 +253,89 @@ static void capture(void) {
   chai_opt_free(m);
 }
 
+/* Pruning keep=1 with the static plan: layer 0 keeps heads {0,1,3}, layer 1 keeps {1,2}. The
+ * oracle is the original model with the dropped heads' out_proj columns zeroed (which removes
+ * exactly their contribution). */
+static void prune(void) {
+  chai_opt_model *m = NULL, *p = NULL, *back = NULL;
+  CHECK_OK(chai_opt_load(&m, FIX "/opt/preln/bin", NULL)); /* fp16 storages: f32 copies we own */
+  if (!m) return;
+  chai_heads_plan plan, online;
+  CHECK_OK(chai_heads_plan_load(&plan, FIX "/heads/chai_static_plan.json", NULL));
+  CHECK_OK(chai_opt_prune_heads(&p, m, &plan, 1));
+  if (!p) return;
+  CHECK(chai_opt_layer_heads(p, 0) == 3 && chai_opt_layer_heads(p, 1) == 2);
+  const chai_opt_config *c = chai_opt_get_config(m);
+  int C = c->hidden_size, D = C / c->num_attention_heads;
+  CHECK(chai_opt_kv_bytes_per_token(p) == (size_t)4 * (2 * 3 * D + 2 * 2 * D));
+  CHECK(chai_opt_num_parameters(p) < chai_opt_num_parameters(m));
+  chai_tensor ids, mask, got = {0}, want = {0}, again = {0};
+  batch("preln", &ids, &mask);
+  int B = (int)ids.shape[0], T = (int)ids.shape[1];
+  const int32_t *ip = chai_tensor_data(&ids), *mp = chai_tensor_data(&mask);
+  CHECK_OK(chai_opt_forward(p, &got, ip, mp, B, T, false));
+  int dropped[2][4] = {{0, 0, 1, 0}, {1, 0, 0, 1}};
+  for (int i = 0; i < chai_opt_param_count(m); i++) {
+    chai_tensor t;
+    const char *name = chai_opt_param(m, i, &t);
+    for (int l = 0; l < 2; l++) {
+      char want_name[96];
+      snprintf(want_name, sizeof want_name, "model.decoder.layers.%d.self_attn.out_proj.weight", l);
+      if (strcmp(name, want_name)) continue;
+      float *w = chai_tensor_data(&t);
+      for (int r = 0; r < C; r++)
+        for (int h = 0; h < 4; h++)
+          if (dropped[l][h]) memset(w + (size_t)r * C + h * D, 0, sizeof(float) * D);
+    }
+  }
+  CHECK_OK(chai_opt_forward(m, &want, ip, mp, B, T, false));
+  CHECK(masked_diff(&got, &want, mp) <= 1e-5);
+  /* The smaller model saves and loads as a normal checkpoint. */
+  const char *dir = "/tmp/chai_test_pruned_model";
+  CHECK_OK(chai_opt_save(p, dir));
+  CHECK_OK(chai_opt_load(&back, dir, NULL));
+  if (back) {
+    CHECK(chai_opt_layer_heads(back, 0) == 3 && chai_opt_layer_heads(back, 1) == 2);
+    CHECK_OK(chai_opt_forward(back, &again, ip, mp, B, T, false));
+    CHECK(masked_diff(&again, &got, NULL) <= 1e-6);
+    /* and decodes through its (smaller) KV cache like its full forward */
+    int V = c->vocab_size;
+    float *step = malloc(sizeof(float) * V);
+    int32_t pre[6] = {2, 40, 41, 50, 7, 9};
+    chai_tensor full = {0};
+    CHECK_OK(chai_opt_forward(back, &full, pre, NULL, 1, 6, false));
+    CHECK_OK(chai_opt_cache_begin(back, 1, 8));
+    CHECK_OK(chai_opt_cache_step(back, NULL, pre, NULL, 1, 5));
+    CHECK_OK(chai_opt_cache_step(back, step, pre + 5, NULL, 1, 1));
+    CHECK(chai_test_max_abs_diff_f(step, (const float *)chai_tensor_data(&full) + 5 * V, V) <=
+          1e-5);
+    free(step);
+    chai_tensor_release(&full);
+    CHECK_ERR(chai_opt_set_heads(back, &plan, CHAI_HEADS_STATIC), CHAI_ERR_UNSUPPORTED, "pruned");
+    CHECK_ERR(chai_opt_prune_heads(&p, back, &plan, 1), CHAI_ERR_UNSUPPORTED, "already pruned");
+  }
+  FILE *f = fopen("/tmp/chai_test_pruned_model/config.json", "rb");
+  char buf[4096] = {0};
+  if (f) {
+    CHECK(fread(buf, 1, sizeof buf - 1, f) > 0);
+    fclose(f);
+  }
+  CHECK(strstr(buf, "\"chai_attention_heads\"") != NULL);
+  /* keep >= every cluster size: nothing dropped. */
+  chai_opt_model *all = NULL;
+  CHECK_OK(chai_opt_prune_heads(&all, m, &plan, 3));
+  if (all) CHECK(chai_opt_layer_heads(all, 0) == 4 && chai_opt_layer_heads(all, 1) == 4);
+  chai_opt_model *none = NULL;
+  CHECK_ERR(chai_opt_prune_heads(&none, m, &plan, 0), CHAI_ERR_ARG, "keep must be >= 1");
+  CHECK_OK(chai_heads_plan_load(&online, FIX "/heads/chai_online_plan.json", NULL));
+  CHECK_ERR(chai_opt_prune_heads(&none, m, &online, 1), CHAI_ERR_ARG, "pruning needs clusters");
+  CHECK(none == NULL);
+  chai_heads_plan_free(&plan), chai_heads_plan_free(&online);
+  chai_tensor_release(&ids), chai_tensor_release(&mask), chai_tensor_release(&got),
+      chai_tensor_release(&want), chai_tensor_release(&again);
+  chai_opt_free(all), chai_opt_free(back), chai_opt_free(p), chai_opt_free(m);
+}
+
 int main(void) {
   identity_equals_dense("preln");
   identity_equals_dense("postln");
@@ -260,5 +343,6 @@ int main(void) {
   static_matches_oracle("postln");
   online_matches_oracle();
   capture();
+  prune();
   return chai_test_finish();
 }

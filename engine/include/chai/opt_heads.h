@@ -44,6 +44,19 @@ chai_status chai_opt_heads_membership(const chai_opt_model *m, int layer, int *K
 /* Bytes of K and V cache one token takes in one batch row under the current plan (f32). */
 size_t chai_opt_kv_bytes_per_token(const chai_opt_model *m);
 
+/* Structural pruning (what the seed project calls CHAI-base, done right): a new model in which
+ * every clustered layer of `plan` keeps only the first `keep` heads of each cluster
+ * (representative first; all heads of a smaller cluster), made by slicing the real q/k/v rows and
+ * out_proj columns; nothing is re-initialised and every other parameter is copied. The per-layer
+ * head counts go into config.json as "chai_attention_heads", so chai_opt_save/chai_opt_load
+ * round-trip the smaller model (Hugging Face cannot load it). A pruned layer computes exactly what
+ * the original does with the dropped heads' outputs removed. Every listed layer needs clusters;
+ * keep >= 1; the source model must not be pruned already. *out is NULL on failure. */
+chai_status chai_opt_prune_heads(chai_opt_model **out, const chai_opt_model *m,
+                                 const chai_heads_plan *plan, int keep);
+/* Heads of each layer (H entries = num_hidden_layers): num_attention_heads unless pruned. */
+int chai_opt_layer_heads(const chai_opt_model *m, int layer);
+
 /* Attention capture for calibration: after chai_opt_capture_begin(m, T_max), each forward with one
  * row of T <= T_max tokens (dense attention, no KV cache) records, per layer and head, the
  * attention probabilities of the last query over keys 0..T−1: rows (L,H,T_max), zero-padded, read

@@ -152,6 +152,10 @@ chai_status chai_opt_set_heads(chai_opt_model *m, const chai_heads_plan *plan,
     return CHAI_OK;
   }
   const chai_opt_config *c = &m->cfg;
+  if (m->layer_heads)
+    return chai_error(CHAI_ERR_UNSUPPORTED,
+                      "set_heads: this model was pruned (per-layer head counts); clustering a "
+                      "pruned model is not supported");
   chai_heads_plan copy;
   chai_status st = chai_heads_plan_copy(&copy, plan);
   if (st) return st;
@@ -222,17 +226,21 @@ chai_status chai_opt_heads_membership(const chai_opt_model *m, int layer, int *K
   return CHAI_OK;
 }
 
+int opt_heads_v_width(const chai_opt_model *m, int l) {
+  return opt_layer_heads(m, l) * (m->cfg.hidden_size / m->cfg.num_attention_heads);
+}
+
 int opt_heads_k_width(const chai_opt_model *m, int l) {
   const struct opt_heads *h = m->heads;
   if (!h || !h->has_plan || h->mode != CHAI_HEADS_STATIC || h->layers[l].K == 0)
-    return m->cfg.hidden_size;
+    return opt_heads_v_width(m, l);
   return h->layers[l].K * h->D;
 }
 
 size_t chai_opt_kv_bytes_per_token(const chai_opt_model *m) {
   size_t floats = 0;
   for (int l = 0; l < m->cfg.num_hidden_layers; l++)
-    floats += (size_t)opt_heads_k_width(m, l) + (size_t)m->cfg.hidden_size;
+    floats += (size_t)opt_heads_k_width(m, l) + (size_t)opt_heads_v_width(m, l);
   return floats * sizeof(float);
 }
 

@@ -198,25 +198,27 @@ static chai_status dense_attention(chai_opt_model *m, int l, int B, int T, bool 
   const opt_layer *ly = &m->layers[l];
   opt_acts *A = &m->acts;
   opt_kv *kv = &m->kv;
-  int C = c->hidden_size, H = c->num_attention_heads, D = C / H, N = B * T;
+  int C = c->hidden_size, D = C / c->num_attention_heads, N = B * T;
+  int H = opt_layer_heads(m, l), HD = H * D; /* HD = C unless the model is pruned */
+  int kw = opt_heads_k_width(m, l), vw = opt_heads_v_width(m, l);
   int past = use_cache ? kv->len : 0;
   float *kd = A->k, *vd = A->v;
   if (use_cache && B == 1) { /* straight into the cache */
-    kd = kv->k[l] + (size_t)past * C;
-    vd = kv->v[l] + (size_t)past * C;
+    kd = kv->k[l] + (size_t)past * kw;
+    vd = kv->v[l] + (size_t)past * vw;
   }
-  linear(m, A->q, in, ly->q_w, ly->q_b, N, C, C, false, ACT_NONE);
-  linear(m, kd, in, ly->k_w, ly->k_b, N, C, C, false, ACT_NONE);
-  linear(m, vd, in, ly->v_w, ly->v_b, N, C, C, false, ACT_NONE);
+  linear(m, A->q, in, ly->q_w, ly->q_b, N, C, HD, false, ACT_NONE);
+  linear(m, kd, in, ly->k_w, ly->k_b, N, C, HD, false, ACT_NONE);
+  linear(m, vd, in, ly->v_w, ly->v_b, N, C, HD, false, ACT_NONE);
 
   chai_attention_args a = {.B = B,
                            .Tq = T,
                            .Tk = T,
                            .H = H,
                            .D = D,
-                           .q_ts = C,
-                           .k_ts = C,
-                           .v_ts = C,
+                           .q_ts = HD,
+                           .k_ts = HD,
+                           .v_ts = HD,
                            .scale = 1.0f / sqrtf((float)D),
                            .causal = true,
                            .key_mask = keymask,
@@ -228,16 +230,20 @@ static chai_status dense_attention(chai_opt_model *m, int l, int B, int T, bool 
   } else {
     a.B = 1;
     a.Tk = past + T;
+    a.k_ts = kw;
+    a.v_ts = vw;
     for (int b = 0; b < B && !st; b++) {
-      float *kc = kv->k[l] + (size_t)b * kv->capacity * C;
-      float *vc = kv->v[l] + (size_t)b * kv->capacity * C;
+      float *kc = kv->k[l] + (size_t)b * kv->capacity * kw;
+      float *vc = kv->v[l] + (size_t)b * kv->capacity * vw;
       if (B > 1) {
-        memcpy(kc + (size_t)past * C, A->k + (size_t)b * T * C, (size_t)T * C * sizeof(float));
-        memcpy(vc + (size_t)past * C, A->v + (size_t)b * T * C, (size_t)T * C * sizeof(float));
+        for (int t = 0; t < T; t++) {
+          memcpy(kc + (size_t)(past + t) * kw, A->k + ((size_t)b * T + t) * HD, HD * sizeof(float));
+          memcpy(vc + (size_t)(past + t) * vw, A->v + ((size_t)b * T + t) * HD, HD * sizeof(float));
+        }
       }
       a.key_mask = kv->mask + (size_t)b * kv->capacity;
-      st = opt_attention_forward(A->att + (size_t)b * T * C, A->q + (size_t)b * T * C, kc, vc, &a,
-                                 A->scores, sf);
+      st = opt_attention_forward(A->att + (size_t)b * T * HD, A->q + (size_t)b * T * HD, kc, vc,
+                                 &a, A->scores, sf);
     }
   }
   return st;
@@ -264,7 +270,8 @@ static chai_status layer_forward(chai_opt_model *m, int l, int B, int T, bool us
   if (!done) st = dense_attention(m, l, B, T, use_cache, in, keymask);
   if (st) return st;
   /* x += out_proj(att); post-LN normalises the sum. */
-  linear(m, A->x, A->att, ly->o_w, ly->o_b, N, C, C, true, ACT_NONE);
+  int HD = opt_layer_heads(m, l) * (C / c->num_attention_heads); /* C unless pruned */
+  linear(m, A->x, A->att, ly->o_w, ly->o_b, N, HD, C, true, ACT_NONE);
   if (!pre) {
     layernorm(A->h, A->x, ly->ln1_w, ly->ln1_b, N, C);
     swap(&A->x, &A->h);

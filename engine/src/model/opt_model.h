@@ -84,6 +84,9 @@ struct chai_opt_model {
   const int **score_head;
   /* CHAI head clustering and attention capture (engine/src/heads/opt_heads.c); NULL = dense. */
   struct opt_heads *heads;
+  /* Heads per layer of a pruned model (config key "chai_attention_heads"), NULL = every layer has
+   * num_attention_heads. Layer l's q/k/v project to layer_heads[l]·head_dim. */
+  int *layer_heads;
   chai_opt_warnings warnings;
   opt_acts acts;
   opt_kv kv;
@@ -129,15 +132,22 @@ chai_status opt_decoder_run(chai_opt_model *m, const int32_t *ids, const int32_t
                             int T, bool use_cache, const int *rows, int n_rows,
                             const float **feats);
 
-/* ---- CHAI hooks (engine/src/heads/opt_heads.c) ------------------------------------------------ */
+/* ---- CHAI hooks (engine/src/heads/opt_heads.c, opt_prune.c) -------------------------------- */
 
 /* Layer l's attention when head clustering or capture is on: from the attention input `in`
  * (B·T,C) it writes the heads' outputs (B·T,C) into m->acts.att (and the layer's K and V into the
  * cache when use_cache) and sets *done; *done false means "run the dense path". */
 chai_status opt_heads_attention(chai_opt_model *m, int l, int B, int T, bool use_cache,
                                 const float *in, const float *keymask, bool *done);
-/* Floats per token of layer l's K cache: C when dense, representatives·D when clustered. */
+/* Reads "chai_attention_heads" (one count per layer, 1..num_attention_heads) from the config's
+ * extra keys into m->layer_heads; CHAI_ERR_ARG naming a bad value. */
+chai_status opt_layer_heads_parse(chai_opt_model *m);
+/* Heads of layer l (num_attention_heads unless the model is pruned). */
+int opt_layer_heads(const chai_opt_model *m, int l);
+/* Floats per token of layer l's K cache: heads·D when dense, representatives·D when clustered;
+ * and of its V cache: heads·D. */
 int opt_heads_k_width(const chai_opt_model *m, int l);
+int opt_heads_v_width(const chai_opt_model *m, int l);
 void opt_heads_free(chai_opt_model *m);
 
 #endif
