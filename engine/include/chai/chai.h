@@ -11,6 +11,7 @@
 #include "chai/ops.h"
 #include "chai/rng.h"
 #include "chai/tensor.h"
+#include "chai/train.h"
 
 /* "0.1.0" */
 const char *chai_version(void);
