@@ -27,6 +27,7 @@ void chai_bind_open_sys(lua_State *L, int table);
 void chai_bind_open_bench(lua_State *L, int table);
 void chai_bind_open_json(lua_State *L, int table);
 void chai_bind_open_testing(lua_State *L, int table);
+void chai_bind_open_train(lua_State *L, int table);
 
 /* ---- chai.Tensor userdata (tensor.c) --------------------------------------------------------- */
 

@@ -12,5 +12,6 @@ int luaopen_chai_core(lua_State *L) {
   chai_bind_open_bench(L, t);
   chai_bind_open_json(L, t);
   chai_bind_open_testing(L, t);
+  chai_bind_open_train(L, t);
   return 1;
 }
