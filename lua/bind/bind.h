@@ -27,6 +27,10 @@ void chai_bind_open_sys(lua_State *L, int table);
 void chai_bind_open_bench(lua_State *L, int table);
 void chai_bind_open_json(lua_State *L, int table);
 void chai_bind_open_testing(lua_State *L, int table);
+void chai_bind_open_model(lua_State *L, int table);
+void chai_bind_open_tokenizer(lua_State *L, int table);
+void chai_bind_open_hub(lua_State *L, int table);
+void chai_bind_open_heads(lua_State *L, int table);
 void chai_bind_open_train(lua_State *L, int table);
 
 /* ---- chai.Tensor userdata (tensor.c) --------------------------------------------------------- */

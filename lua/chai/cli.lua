@@ -17,4 +17,10 @@ local M = {}
 
 M.commands = {}
 
+M.commands.download = {
+  args = "REPO [FILE...] [--revision R]",
+  summary = "fetch files of a Hugging Face Hub repo into the shared cache (docs/hub.md)",
+  run = function(args) return require("chai.hub").cli_download(args) end,
+}
+
 return M

@@ -188,3 +188,51 @@ AVX2 void chai_softmax_row_avx2(float *out, const float *x, int cols) {
   }
   chai_scale_forward_avx2(out, out, 1.0f / hsum8(acc), n);
 }
+
+AVX2 float chai_max_avx2(const float *x, size_t n) {
+  __m256 ninf = _mm256_set1_ps(-INFINITY), vm = ninf;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    vm = _mm256_max_ps(_mm256_loadu_ps(x + i), vm);
+  if (i < n) {
+    __m256i mk = tail_mask(n - i);
+    vm = _mm256_max_ps(
+        _mm256_blendv_ps(ninf, _mm256_maskload_ps(x + i, mk), _mm256_castsi256_ps(mk)), vm);
+  }
+  return hmax8(vm);
+}
+
+/* Terms in float, accumulated in two double vectors (the low and high halves of each 8). */
+AVX2 double chai_sumexp_avx2(const float *x, float m, size_t n) {
+  __m256 vm = _mm256_set1_ps(m);
+  __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+  size_t i = 0;
+  for (; i < n; i += 8) {
+    __m256 e;
+    if (i + 8 <= n) {
+      e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
+    } else {
+      __m256i mk = tail_mask(n - i);
+      e = _mm256_and_ps(exp8(_mm256_sub_ps(_mm256_maskload_ps(x + i, mk), vm)),
+                        _mm256_castsi256_ps(mk));
+    }
+    lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+    hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+  }
+  double t[4];
+  _mm256_storeu_pd(t, _mm256_add_pd(lo, hi));
+  return (t[0] + t[1]) + (t[2] + t[3]);
+}
+
+AVX2 void chai_expaxpy_avx2(float *y, float a, const float *x, float m, size_t n) {
+  __m256 vm = _mm256_set1_ps(m), va = _mm256_set1_ps(a);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm)),
+                                            _mm256_loadu_ps(y + i)));
+  if (i < n) {
+    __m256i mk = tail_mask(n - i);
+    __m256 e = exp8(_mm256_sub_ps(_mm256_maskload_ps(x + i, mk), vm));
+    _mm256_maskstore_ps(y + i, mk, _mm256_fmadd_ps(va, e, _mm256_maskload_ps(y + i, mk)));
+  }
+}

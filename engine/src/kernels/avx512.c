@@ -159,3 +159,39 @@ AVX512 void chai_softmax_row_avx512(float *out, const float *x, int cols) {
   }
   chai_scale_forward_avx512(out, out, 1.0f / _mm512_reduce_add_ps(acc), n);
 }
+
+AVX512 float chai_max_avx512(const float *x, size_t n) {
+  __m512 ninf = _mm512_set1_ps(-INFINITY), vm = ninf;
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    vm = _mm512_max_ps(_mm512_loadu_ps(x + i), vm);
+  if (i < n) vm = _mm512_max_ps(_mm512_mask_loadu_ps(ninf, tail16(n - i), x + i), vm);
+  return _mm512_reduce_max_ps(vm);
+}
+
+AVX512 double chai_sumexp_avx512(const float *x, float m, size_t n) {
+  __m512 vm = _mm512_set1_ps(m);
+  __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
+  size_t i = 0;
+  for (; i < n; i += 16) {
+    __mmask16 mk = n - i >= 16 ? (__mmask16)0xffff : tail16(n - i);
+    __m512 e = _mm512_maskz_mov_ps(mk, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, x + i), vm)));
+    lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+    hi = _mm512_add_pd(
+        hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
+  }
+  return _mm512_reduce_add_pd(_mm512_add_pd(lo, hi));
+}
+
+AVX512 void chai_expaxpy_avx512(float *y, float a, const float *x, float m, size_t n) {
+  __m512 vm = _mm512_set1_ps(m), va = _mm512_set1_ps(a);
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, exp16(_mm512_sub_ps(_mm512_loadu_ps(x + i), vm)),
+                                            _mm512_loadu_ps(y + i)));
+  if (i < n) {
+    __mmask16 mk = tail16(n - i);
+    __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, x + i), vm));
+    _mm512_mask_storeu_ps(y + i, mk, _mm512_fmadd_ps(va, e, _mm512_maskz_loadu_ps(mk, y + i)));
+  }
+}

@@ -41,4 +41,22 @@ void chai_softmax_row(float *out, const float *x, int n);
 void chai_exp_avx2(float *out, const float *in, size_t n);
 void chai_exp_avx512(float *out, const float *in, size_t n);
 
+/* Row reductions for softmax-like ops (twins in src/ops/rowexp.c):
+ *  max: the largest of n floats (-inf for n = 0; NaNs are skipped).
+ *  sumexp: Σ exp(x[i] − m), each term in float, summed in double (lanes, then across lanes).
+ *  expaxpy: y[i] += a·exp(x[i] − m). */
+float chai_max_ref(const float *x, size_t n);
+float chai_max_avx2(const float *x, size_t n);
+float chai_max_avx512(const float *x, size_t n);
+double chai_sumexp_ref(const float *x, float m, size_t n);
+double chai_sumexp_avx2(const float *x, float m, size_t n);
+double chai_sumexp_avx512(const float *x, float m, size_t n);
+void chai_expaxpy_ref(float *y, float a, const float *x, float m, size_t n);
+void chai_expaxpy_avx2(float *y, float a, const float *x, float m, size_t n);
+void chai_expaxpy_avx512(float *y, float a, const float *x, float m, size_t n);
+/* Dispatching versions. */
+float chai_max(const float *x, size_t n);
+double chai_sumexp(const float *x, float m, size_t n);
+void chai_expaxpy(float *y, float a, const float *x, float m, size_t n);
+
 #endif

@@ -8,6 +8,7 @@
 #include <omp.h>
 #include <string.h>
 
+#include "chai/blas.h"
 #include "chai/memory.h"
 #include "chai/ops.h"
 #include "kernels/kernels.h"
@@ -54,93 +55,183 @@ static inline float dot(const float *x, const float *y, int n) {
   return s;
 }
 
-/* One query row of task (b, r): p (Tk) = softmax of r's masked scores. */
-static void score_row(float *p, const float *q, const float *k, const chai_attention_args *a, int b,
-                      int r, int i) {
-  const float *qi = q + ((size_t)b * a->Tq + i) * a->q_ts + (size_t)r * a->D;
-  const float *kb = k + (size_t)b * a->Tk * a->k_ts + (size_t)r * a->D;
-  const float *mask = a->key_mask ? a->key_mask + (size_t)b * a->Tk : NULL;
-  int lim = key_limit(a, i);
-  for (int j = 0; j < a->Tk; j++)
-    p[j] = j < lim && (!mask || mask[j] != 0.0f)
-               ? a->scale * dot(qi, kb + (size_t)j * a->k_ts, a->D)
-               : -INFINITY;
-  chai_softmax_row(p, p, a->Tk);
+/* Query rows per block: a block's scores (BQ, Tk) come from one GEMM and its outputs from one GEMM
+ * per head, which keeps the scratch small (BQ·Tk floats per thread) and, under the causal mask,
+ * skips all keys past the block's last visible one. */
+enum { BQ = 64 };
+
+/* Rows i0..i0+bq−1 of task (b, r): s (bq, Tk; row stride Tk) becomes the softmax of r's masked
+ * scores. Returns the number of keys any of these rows can see (the columns after it are 0). */
+static int score_block(float *s, const float *q, const float *k, const chai_attention_args *a,
+                       int b, int r, int i0, int bq) {
+  int Tk = a->Tk, hi = key_limit(a, i0 + bq - 1);
+  const float *qb = q + ((size_t)b * a->Tq + i0) * a->q_ts + (size_t)r * a->D;
+  const float *kb = k + (size_t)b * Tk * a->k_ts + (size_t)r * a->D;
+  const float *mask = a->key_mask ? a->key_mask + (size_t)b * Tk : NULL;
+  if (hi > 0)
+    chai_sgemm(false, true, bq, hi, a->D, a->scale, qb, a->q_ts, kb, a->k_ts, 0.0f, s, Tk);
+  for (int ii = 0; ii < bq; ii++) {
+    float *row = s + (size_t)ii * Tk;
+    int lim = key_limit(a, i0 + ii);
+    for (int j = lim; j < Tk; j++)
+      row[j] = -INFINITY;
+    if (mask)
+      for (int j = 0; j < lim; j++)
+        if (mask[j] == 0.0f) row[j] = -INFINITY;
+    chai_softmax_row(row, row, Tk);
+  }
+  return hi;
 }
 
 chai_status chai_attention_forward(float *out, float *probs, const float *q, const float *k,
                                    const float *v, const chai_attention_args *a) {
   chai_status st = check_args(a);
   if (st) return st;
-  int B = a->B, Tq = a->Tq, Tk = a->Tk, H = a->H, D = a->D;
+  if ((st = chai_blas_init())) return st;
+  int B = a->B, Tq = a->Tq, Tk = a->Tk, H = a->H, D = a->D, hd = H * D;
   int nthreads = omp_get_max_threads();
-  size_t scratch_bytes = (size_t)nthreads * (Tk > 0 ? Tk : 1) * sizeof(float);
-  float *scratch = chai_alloc(scratch_bytes, "attention scratch");
-  if (!scratch) return CHAI_ERR_NOMEM;
+  size_t rows = Tq < BQ ? (Tq > 0 ? Tq : 1) : BQ, per_thread = rows * (Tk > 0 ? Tk : 1);
+  size_t scratch_bytes = probs ? 0 : (size_t)nthreads * per_thread * sizeof(float);
+  float *scratch = NULL;
+  if (scratch_bytes && !(scratch = chai_alloc(scratch_bytes, "attention scores")))
+    return CHAI_ERR_NOMEM;
   long ntask = (long)B * H;
-#pragma omp parallel for schedule(dynamic, 1) if (ntask > 1 && (long)Tq * Tk * D > 4096)
+  /* A decode step of a small model is ~100 µs of work: below ~1M multiply-adds a thread team costs
+   * more than it saves (and much more on a loaded machine). */
+#pragma omp parallel for schedule(dynamic, 1) if (ntask > 1 && ntask * Tq * Tk * D >= (1L << 20))
   for (long t = 0; t < ntask; t++) {
     int b = (int)(t / H), r = (int)(t % H);
     if (rep_of(a, r) != r) continue;
-    float *row = scratch + (size_t)omp_get_thread_num() * (Tk > 0 ? Tk : 1);
-    for (int i = 0; i < Tq; i++) {
-      float *p = probs ? probs + (((size_t)b * H + r) * Tq + i) * Tk : row;
-      score_row(p, q, k, a, b, r, i);
+    for (int i0 = 0; i0 < Tq; i0 += BQ) {
+      int bq = Tq - i0 < BQ ? Tq - i0 : BQ;
+      float *s = probs ? probs + (((size_t)b * H + r) * Tq + i0) * Tk
+                       : scratch + (size_t)omp_get_thread_num() * per_thread;
+      int hi = score_block(s, q, k, a, b, r, i0, bq);
       for (int h = 0; h < H; h++) {
         if (rep_of(a, h) != r) continue;
-        if (probs && h != r) memcpy(probs + (((size_t)b * H + h) * Tq + i) * Tk, p, (size_t)Tk * 4);
-        float *o = out + (((size_t)b * Tq + i) * H + h) * D;
-        memset(o, 0, (size_t)D * sizeof(float));
-        const float *vb = v + (size_t)b * Tk * a->v_ts + (size_t)h * D;
-        for (int j = 0; j < Tk; j++)
-          if (p[j] != 0.0f) chai_axpy(o, p[j], vb + (size_t)j * a->v_ts, (size_t)D);
+        if (probs && h != r)
+          memcpy(probs + (((size_t)b * H + h) * Tq + i0) * Tk, s, (size_t)bq * Tk * sizeof(float));
+        /* out rows (bq, D) with row stride H·D = P (bq, hi) · V_h (hi, D); hi = 0 gives zeros */
+        chai_sgemm(false, false, bq, D, hi, 1.0f, s, Tk,
+                   v + (size_t)b * Tk * a->v_ts + (size_t)h * D, a->v_ts, 0.0f,
+                   out + ((size_t)b * Tq + i0) * hd + (size_t)h * D, hd);
       }
     }
   }
-  chai_free(scratch, scratch_bytes);
+  if (scratch) chai_free(scratch, scratch_bytes);
   return CHAI_OK;
 }
 
-/* For member h of task (b, r), query i, with P = probs[b,h,i,:] and g = dout[b,i,h,:]:
+/* The gradients, for member h of task (b, r), query i, with P = probs[b,h,i,:], g = dout[b,i,h,:]:
  *   dv[b,j,h] += P_j·g;  dP_j = g·v[b,j,h];  dS_j = P_j·(dP_j − Σ P·dP)
- *   dq[b,i,r] += scale·Σ_j dS_j·k[b,j,r];  dk[b,j,r] += scale·dS_j·q[b,i,r].
- * dP_j is recomputed in the second pass instead of stored, so no scratch memory is needed. */
+ *   dq[b,i,r] += scale·Σ_j dS_j·k[b,j,r];  dk[b,j,r] += scale·dS_j·q[b,i,r]
+ * where dS sums over the members of the cluster. */
+
+/* Row by row with vector dot/axpy and no scratch memory (dP_j is recomputed in the second pass):
+ * the path when the block scratch cannot be allocated or BLAS is not available. */
+static void backward_task_rows(float *dq, float *dk, float *dv, const float *dout,
+                               const float *probs, const float *q, const float *k, const float *v,
+                               const chai_attention_args *a, int b, int r) {
+  int Tq = a->Tq, Tk = a->Tk, H = a->H, D = a->D;
+  const float *kb = k + (size_t)b * Tk * a->k_ts + (size_t)r * D;
+  for (int h = 0; h < H; h++) {
+    if (rep_of(a, h) != r) continue;
+    const float *vb = v + (size_t)b * Tk * a->v_ts + (size_t)h * D;
+    for (int i = 0; i < Tq; i++) {
+      const float *P = probs + (((size_t)b * H + h) * Tq + i) * Tk;
+      const float *g = dout + (((size_t)b * Tq + i) * H + h) * D;
+      if (dv) {
+        float *dvb = dv + (size_t)b * Tk * a->v_ts + (size_t)h * D;
+        for (int j = 0; j < Tk; j++)
+          if (P[j] != 0.0f) chai_axpy(dvb + (size_t)j * a->v_ts, P[j], g, (size_t)D);
+      }
+      if (!dq && !dk) continue;
+      double s = 0;
+      for (int j = 0; j < Tk; j++)
+        if (P[j] != 0.0f) s += (double)P[j] * dot(g, vb + (size_t)j * a->v_ts, D);
+      const float *qi = q + ((size_t)b * Tq + i) * a->q_ts + (size_t)r * D;
+      float *dqi = dq ? dq + ((size_t)b * Tq + i) * a->q_ts + (size_t)r * D : NULL;
+      for (int j = 0; j < Tk; j++) {
+        if (P[j] == 0.0f) continue;
+        float ds = a->scale * P[j] * (dot(g, vb + (size_t)j * a->v_ts, D) - (float)s);
+        if (dqi) chai_axpy(dqi, ds, kb + (size_t)j * a->k_ts, (size_t)D);
+        if (dk) chai_axpy(dk + ((size_t)b * Tk + j) * a->k_ts + (size_t)r * D, ds, qi, (size_t)D);
+      }
+    }
+  }
+}
+
+/* Blocks of BQ query rows, each product a GEMM; ds and dp are (BQ, Tk) scratch. */
+static void backward_task_blocks(float *dq, float *dk, float *dv, const float *dout,
+                                 const float *probs, const float *q, const float *k, const float *v,
+                                 const chai_attention_args *a, int b, int r, float *ds, float *dp) {
+  int Tq = a->Tq, Tk = a->Tk, H = a->H, D = a->D, hd = H * D;
+  bool need_ds = dq || dk;
+  for (int i0 = 0; i0 < Tq; i0 += BQ) {
+    int bq = Tq - i0 < BQ ? Tq - i0 : BQ, hi = key_limit(a, i0 + bq - 1);
+    if (hi == 0) continue; /* no query of the block sees a key: every gradient is 0 */
+    bool first = true;
+    for (int h = 0; h < H; h++) {
+      if (rep_of(a, h) != r) continue;
+      const float *P = probs + (((size_t)b * H + h) * Tq + i0) * Tk;
+      const float *g = dout + ((size_t)b * Tq + i0) * hd + (size_t)h * D;
+      const float *vh = v + (size_t)b * Tk * a->v_ts + (size_t)h * D;
+      if (dv) /* dv_h[0:hi] (hi, D) += Pᵀ (hi, bq) · g (bq, D) */
+        chai_sgemm(true, false, hi, D, bq, 1.0f, P, Tk, g, hd, 1.0f,
+                   dv + (size_t)b * Tk * a->v_ts + (size_t)h * D, a->v_ts);
+      if (!need_ds) continue;
+      /* dp (bq, hi) = g (bq, D) · v_h[0:hi]ᵀ */
+      chai_sgemm(false, true, bq, hi, D, 1.0f, g, hd, vh, a->v_ts, 0.0f, dp, Tk);
+      for (int ii = 0; ii < bq; ii++) {
+        const float *pr = P + (size_t)ii * Tk, *dpr = dp + (size_t)ii * Tk;
+        float *dsr = ds + (size_t)ii * Tk;
+        double s = 0;
+        for (int j = 0; j < hi; j++)
+          s += (double)pr[j] * dpr[j];
+        float fs = (float)s;
+        if (first)
+          for (int j = 0; j < hi; j++)
+            dsr[j] = pr[j] * (dpr[j] - fs);
+        else
+          for (int j = 0; j < hi; j++)
+            dsr[j] += pr[j] * (dpr[j] - fs);
+      }
+      first = false;
+    }
+    if (!need_ds) continue;
+    if (dq) /* dq_r rows (bq, D) += scale · ds (bq, hi) · k_r[0:hi] (hi, D) */
+      chai_sgemm(false, false, bq, D, hi, a->scale, ds, Tk,
+                 k + (size_t)b * Tk * a->k_ts + (size_t)r * D, a->k_ts, 1.0f,
+                 dq + ((size_t)b * Tq + i0) * a->q_ts + (size_t)r * D, a->q_ts);
+    if (dk) /* dk_r[0:hi] (hi, D) += scale · dsᵀ (hi, bq) · q_r rows (bq, D) */
+      chai_sgemm(true, false, hi, D, bq, a->scale, ds, Tk,
+                 q + ((size_t)b * Tq + i0) * a->q_ts + (size_t)r * D, a->q_ts, 1.0f,
+                 dk + (size_t)b * Tk * a->k_ts + (size_t)r * D, a->k_ts);
+  }
+}
+
 void chai_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *probs,
                              const float *q, const float *k, const float *v,
                              const chai_attention_args *a) {
   if (check_args(a) != CHAI_OK || (!dq && !dk && !dv)) return;
   int B = a->B, Tq = a->Tq, Tk = a->Tk, H = a->H, D = a->D;
+  int nthreads = omp_get_max_threads();
+  size_t rows = Tq < BQ ? (Tq > 0 ? Tq : 1) : BQ, per_thread = 2 * rows * (Tk > 0 ? Tk : 1);
+  size_t scratch_bytes = (size_t)nthreads * per_thread * sizeof(float);
+  float *scratch = NULL;
+  if (chai_blas_init() == CHAI_OK)
+    scratch = chai_alloc(scratch_bytes, "attention backward scratch");
   long ntask = (long)B * H;
-#pragma omp parallel for schedule(dynamic, 1) if (ntask > 1 && (long)Tq * Tk * D > 4096)
+#pragma omp parallel for schedule(dynamic, 1) if (ntask > 1 && ntask * Tq * Tk * D >= (1L << 18))
   for (long t = 0; t < ntask; t++) {
     int b = (int)(t / H), r = (int)(t % H);
     if (rep_of(a, r) != r) continue;
-    const float *vb_all = v + (size_t)b * Tk * a->v_ts;
-    const float *kb = k + (size_t)b * Tk * a->k_ts + (size_t)r * D;
-    for (int h = 0; h < H; h++) {
-      if (rep_of(a, h) != r) continue;
-      const float *vb = vb_all + (size_t)h * D;
-      for (int i = 0; i < Tq; i++) {
-        const float *P = probs + (((size_t)b * H + h) * Tq + i) * Tk;
-        const float *g = dout + (((size_t)b * Tq + i) * H + h) * D;
-        if (dv) {
-          float *dvb = dv + (size_t)b * Tk * a->v_ts + (size_t)h * D;
-          for (int j = 0; j < Tk; j++)
-            if (P[j] != 0.0f) chai_axpy(dvb + (size_t)j * a->v_ts, P[j], g, (size_t)D);
-        }
-        if (!dq && !dk) continue;
-        double s = 0;
-        for (int j = 0; j < Tk; j++)
-          if (P[j] != 0.0f) s += (double)P[j] * dot(g, vb + (size_t)j * a->v_ts, D);
-        const float *qi = q + ((size_t)b * Tq + i) * a->q_ts + (size_t)r * D;
-        float *dqi = dq ? dq + ((size_t)b * Tq + i) * a->q_ts + (size_t)r * D : NULL;
-        for (int j = 0; j < Tk; j++) {
-          if (P[j] == 0.0f) continue;
-          float ds = a->scale * P[j] * (dot(g, vb + (size_t)j * a->v_ts, D) - (float)s);
-          if (dqi) chai_axpy(dqi, ds, kb + (size_t)j * a->k_ts, (size_t)D);
-          if (dk) chai_axpy(dk + ((size_t)b * Tk + j) * a->k_ts + (size_t)r * D, ds, qi, (size_t)D);
-        }
-      }
+    if (scratch) {
+      float *ds = scratch + (size_t)omp_get_thread_num() * per_thread;
+      backward_task_blocks(dq, dk, dv, dout, probs, q, k, v, a, b, r, ds, ds + per_thread / 2);
+    } else {
+      backward_task_rows(dq, dk, dv, dout, probs, q, k, v, a, b, r);
     }
   }
+  if (scratch) chai_free(scratch, scratch_bytes);
 }

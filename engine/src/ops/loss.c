@@ -5,16 +5,13 @@
 #include "chai/ops.h"
 #include "kernels/kernels.h"
 
-/* log Σ exp(x), max-subtracted, summed in double. */
-static double logsumexp(const float *x, int V) {
-  float m = -INFINITY;
-  for (int j = 0; j < V; j++)
-    m = x[j] > m ? x[j] : m;
+/* log Σ exp(x) = m + log Σ exp(x − m), m the row max; terms in float, the sum in double. A row
+ * whose max is ±inf returns it (an infinite logit makes the loss infinite or NaN, as it should). */
+static double logsumexp(const float *x, int V, float *max) {
+  float m = chai_max(x, (size_t)V);
+  *max = m;
   if (m == -INFINITY || m == INFINITY) return m;
-  double s = 0;
-  for (int j = 0; j < V; j++)
-    s += exp((double)x[j] - m);
-  return m + log(s);
+  return m + log(chai_sumexp(x, m, (size_t)V));
 }
 
 /* logits (N,V), targets (N) -> *loss (mean over counted rows), losses (N) or NULL, *count or NULL.
@@ -37,8 +34,10 @@ chai_status chai_cross_entropy_forward(float *loss, float *losses, int *count, c
 #pragma omp parallel for schedule(static) if (N > 1 && (long)N * V > 16384)
   for (int n = 0; n < N; n++) {
     int t = targets[n];
-    row[n] =
-        t == ignore_index ? 0.0 : logsumexp(logits + (size_t)n * V, V) - logits[(size_t)n * V + t];
+    float m;
+    row[n] = t == ignore_index
+                 ? 0.0
+                 : logsumexp(logits + (size_t)n * V, V, &m) - logits[(size_t)n * V + t];
   }
   double sum = 0;
   for (int n = 0; n < N; n++) {
@@ -68,9 +67,10 @@ void chai_cross_entropy_backward(float *dlogits, const float *logits, const int3
     if (t == ignore_index || t < 0 || t >= V) continue;
     const float *x = logits + (size_t)n * V;
     float *d = dlogits + (size_t)n * V;
-    double lse = logsumexp(x, V);
-    for (int j = 0; j < V; j++)
-      d[j] += g * (float)exp((double)x[j] - lse);
+    /* softmax_j = exp(x_j − m)·exp(m − lse): the second factor joins the scale, in double */
+    float m;
+    double lse = logsumexp(x, V, &m);
+    chai_expaxpy(d, (float)(g * exp((double)m - lse)), x, m, (size_t)V);
     d[t] -= g;
   }
 }

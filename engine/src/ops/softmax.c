@@ -62,18 +62,13 @@ void chai_log_softmax_forward(float *out, const float *inp, int rows, int cols) 
   for (int r = 0; r < rows; r++) {
     const float *x = inp + (size_t)r * cols;
     float *y = out + (size_t)r * cols;
-    float m = -INFINITY;
-    for (int j = 0; j < cols; j++)
-      m = x[j] > m ? x[j] : m;
+    float m = chai_max(x, (size_t)cols);
     if (m == -INFINITY) {
       for (int j = 0; j < cols; j++)
         y[j] = -INFINITY;
       continue;
     }
-    double s = 0;
-    for (int j = 0; j < cols; j++)
-      s += exp((double)x[j] - m);
-    float lse = m + (float)log(s);
+    float lse = m + (float)log(chai_sumexp(x, m, (size_t)cols));
     for (int j = 0; j < cols; j++)
       y[j] = x[j] - lse;
   }

@@ -1,0 +1,430 @@
+/* The OPT decoder forward (inference), llm.c style: one activation arena, one function per layer,
+ * kernels from chai/ops.h and GEMMs through chai_sgemm. The same layer code runs a plain batched
+ * forward (keys and values in the arena) and incremental decoding (keys and values in the KV cache,
+ * see opt_kvcache.c). */
+#include <math.h>
+#include <string.h>
+
+#include "chai/blas.h"
+#include "chai/half.h"
+#include "chai/ops.h"
+#include "chai/opt.h"
+#include "model/opt_model.h"
+
+#define LN_EPS 1e-5f /* nn.LayerNorm's default; OPTConfig has no eps key */
+/* Floats of a low-precision weight converted per block: 1 MB, about one core's L2. */
+#define LOWP_BLOCK_FLOATS (256 * 1024)
+
+static inline const float *f32(const opt_param *p) {
+  return p ? (const float *)chai_tensor_data(&p->t) : NULL;
+}
+
+/* ---- linear ---------------------------------------------------------------------------------- */
+
+enum { ACT_NONE = 0, ACT_RELU, ACT_GELU };
+
+/* Rows r0..r0+n-1 of a (rows, C) f16/bf16 matrix as f32. */
+static void convert_rows(float *dst, const chai_tensor *w, int64_t r0, int64_t n, int C) {
+  const uint16_t *src = (const uint16_t *)chai_tensor_data(w) + r0 * C;
+  int64_t total = n * C;
+  /* Split the conversion so both cores work on it when the block is large. */
+  int64_t parts = total >= (1 << 16) ? 8 : 1, per = (total + parts - 1) / parts;
+#pragma omp parallel for if (parts > 1)
+  for (int64_t i = 0; i < parts; i++) {
+    int64_t a = i * per, b = a + per < total ? a + per : total;
+    if (a >= b) continue;
+    if (w->dtype == CHAI_F16)
+      chai_f16_to_f32_array(dst + a, src + a, (size_t)(b - a));
+    else
+      chai_bf16_to_f32_array(dst + a, src + a, (size_t)(b - a));
+  }
+}
+
+static chai_status lowp_scratch(chai_opt_model *m, size_t floats) {
+  if (m->lowp_scratch_floats >= floats) return CHAI_OK;
+  if (m->lowp_scratch) chai_free(m->lowp_scratch, m->lowp_scratch_floats * sizeof(float));
+  m->lowp_scratch_floats = 0;
+  m->lowp_scratch = chai_alloc(floats * sizeof(float), "OPT low-precision weight block");
+  if (!m->lowp_scratch) return CHAI_ERR_NOMEM;
+  m->lowp_scratch_floats = floats;
+  return CHAI_OK;
+}
+
+/* out (N,OC) (+)= inp (N,C) · W (OC,C)ᵀ + bias, then the activation. `accumulate` adds to out
+ * (a residual connection for free through GEMM's beta). */
+static void linear(chai_opt_model *m, float *out, const float *inp, const opt_param *w,
+                   const opt_param *bias, int N, int C, int OC, bool accumulate, int act) {
+  float beta = accumulate ? 1.0f : 0.0f;
+  if (w->t.dtype == CHAI_F32) {
+    chai_sgemm(false, true, N, OC, C, 1.0f, inp, C, f32(w), C, beta, out, OC);
+  } else {
+    /* Whole rows of W, converted a block at a time into scratch that stays in cache; the
+     * scratch was sized by opt_acts_reserve. */
+    int64_t R = LOWP_BLOCK_FLOATS / C;
+    if (R < 1) R = 1;
+    for (int64_t j0 = 0; j0 < OC; j0 += R) {
+      int r = (int)(OC - j0 < R ? OC - j0 : R);
+      convert_rows(m->lowp_scratch, &w->t, j0, r, C);
+      chai_sgemm(false, true, N, r, C, 1.0f, inp, C, m->lowp_scratch, C, beta, out + j0, OC);
+    }
+  }
+  const float *b = f32(bias);
+  if (!b && act != ACT_RELU) {
+    if (act == ACT_GELU) chai_gelu_forward(out, out, (size_t)N * OC);
+    return;
+  }
+#pragma omp parallel for if ((int64_t)N * OC > (1 << 15))
+  for (int n = 0; n < N; n++) {
+    float *o = out + (size_t)n * OC;
+    if (b)
+      for (int j = 0; j < OC; j++)
+        o[j] += b[j];
+    if (act == ACT_RELU)
+      for (int j = 0; j < OC; j++)
+        o[j] = o[j] > 0.0f ? o[j] : 0.0f;
+  }
+  if (act == ACT_GELU) chai_gelu_forward(out, out, (size_t)N * OC);
+}
+
+void opt_linear(chai_opt_model *m, float *out, const float *inp, const opt_param *w,
+                const opt_param *bias, int N, int C, int OC) {
+  linear(m, out, inp, w, bias, N, C, OC, false, ACT_NONE);
+}
+
+/* ---- the arena ------------------------------------------------------------------------------- */
+
+static size_t round16(size_t n) {
+  return (n + 15) & ~(size_t)15;
+}
+
+chai_status opt_acts_reserve(chai_opt_model *m, size_t tokens, size_t mask, size_t rows) {
+  if (m->dtype != CHAI_F32) {
+    size_t widest = (size_t)m->cfg.hidden_size;
+    if ((size_t)m->cfg.ffn_dim > widest) widest = (size_t)m->cfg.ffn_dim;
+    if ((size_t)m->cfg.word_embed_proj_dim > widest) widest = (size_t)m->cfg.word_embed_proj_dim;
+    size_t block = LOWP_BLOCK_FLOATS > widest ? (LOWP_BLOCK_FLOATS / widest) * widest : widest;
+    chai_status st = lowp_scratch(m, block);
+    if (st) return st;
+  }
+  opt_acts *A = &m->acts;
+  if (A->storage && tokens <= A->tokens && mask <= A->mask_cap && rows <= A->rows) return CHAI_OK;
+  if (A->storage) { /* grow to cover both the old and the new request */
+    if (A->tokens > tokens) tokens = A->tokens;
+    if (A->mask_cap > mask) mask = A->mask_cap;
+    if (A->rows > rows) rows = A->rows;
+  }
+  size_t C = (size_t)m->cfg.hidden_size, F = (size_t)m->cfg.ffn_dim;
+  size_t P = (size_t)m->cfg.word_embed_proj_dim, N = tokens;
+  size_t sizes[] = {N * C, N * C,    N * C,    N * C,    N * C, N * C, N * F,
+                    N * P, rows * C, rows * P, rows * C, mask,  N,     rows};
+  size_t nb = sizeof sizes / sizeof sizes[0], total = 0;
+  for (size_t i = 0; i < nb; i++)
+    total += round16(sizes[i] ? sizes[i] : 1);
+  chai_storage *s = chai_storage_new(total * sizeof(float));
+  if (!s) return chai_error_context(CHAI_ERR_NOMEM, "OPT activations for %zu tokens", tokens);
+  chai_storage_release(A->storage);
+  A->storage = s;
+  A->tokens = tokens;
+  A->mask_cap = mask;
+  A->rows = rows;
+  float *p = (float *)s->data;
+  float **dst[] = {&A->x,   &A->h,   &A->q,     &A->k,     &A->v,      &A->att,
+                   &A->ffh, &A->emb, &A->rowsC, &A->rowsP, &A->rowsC2, &A->keymask};
+  for (size_t i = 0; i < sizeof dst / sizeof dst[0]; i++) {
+    *dst[i] = p;
+    p += round16(sizes[i] ? sizes[i] : 1);
+  }
+  A->pos = (int32_t *)p; /* int32 and float share a size */
+  p += round16(N ? N : 1);
+  A->rowidx = (int *)p;
+  return CHAI_OK;
+}
+
+/* ---- embeddings ------------------------------------------------------------------------------ */
+
+/* out[n] (=|+=) table[idx[n]] for rows of `width`, any float dtype of the table. */
+static void gather_rows(float *out, const opt_param *table, const int32_t *idx, int N, int width,
+                        bool add) {
+  const chai_tensor *t = &table->t;
+#pragma omp parallel for if ((int64_t)N * width > (1 << 15))
+  for (int n = 0; n < N; n++) {
+    float *o = out + (size_t)n * width;
+    size_t off = (size_t)idx[n] * width;
+    if (t->dtype == CHAI_F32) {
+      const float *src = (const float *)chai_tensor_data(t) + off;
+      if (add)
+        chai_add_forward(o, o, src, (size_t)width);
+      else
+        memcpy(o, src, (size_t)width * sizeof(float));
+    } else {
+      const uint16_t *src = (const uint16_t *)chai_tensor_data(t) + off;
+      for (int j = 0; j < width; j++) {
+        float v = t->dtype == CHAI_F16 ? chai_f16_to_f32(src[j]) : chai_bf16_to_f32(src[j]);
+        o[j] = add ? o[j] + v : v;
+      }
+    }
+  }
+}
+
+/* ---- one decoder layer ----------------------------------------------------------------------- */
+
+static void layernorm(float *out, const float *inp, const opt_param *w, const opt_param *b, int N,
+                      int C) {
+  chai_layernorm_forward(out, NULL, NULL, inp, f32(w), f32(b), N, C, LN_EPS);
+}
+
+static void swap(float **a, float **b) {
+  float *t = *a;
+  *a = *b;
+  *b = t;
+}
+
+/* x (N,C) → x after layer l, N = B·T. Without a cache the keys and values are the layer's own
+ * (B,T,C) in the arena; with one they are appended at position `past` of each row's cache. */
+static chai_status layer_forward(chai_opt_model *m, int l, int B, int T, bool use_cache,
+                                 const float *keymask) {
+  const chai_opt_config *c = &m->cfg;
+  const opt_layer *ly = &m->layers[l];
+  opt_acts *A = &m->acts;
+  opt_kv *kv = &m->kv;
+  int C = c->hidden_size, F = c->ffn_dim, H = c->num_attention_heads, D = C / H, N = B * T;
+  bool pre = c->do_layer_norm_before;
+  int past = use_cache ? kv->len : 0;
+
+  const float *in = A->x;
+  if (pre) {
+    layernorm(A->h, A->x, ly->ln1_w, ly->ln1_b, N, C);
+    in = A->h;
+  }
+  float *kd = A->k, *vd = A->v;
+  if (use_cache && B == 1) { /* straight into the cache */
+    kd = kv->k[l] + (size_t)past * C;
+    vd = kv->v[l] + (size_t)past * C;
+  }
+  linear(m, A->q, in, ly->q_w, ly->q_b, N, C, C, false, ACT_NONE);
+  linear(m, kd, in, ly->k_w, ly->k_b, N, C, C, false, ACT_NONE);
+  linear(m, vd, in, ly->v_w, ly->v_b, N, C, C, false, ACT_NONE);
+
+  chai_attention_args a = {.B = B,
+                           .Tq = T,
+                           .Tk = T,
+                           .H = H,
+                           .D = D,
+                           .q_ts = C,
+                           .k_ts = C,
+                           .v_ts = C,
+                           .scale = 1.0f / sqrtf((float)D),
+                           .causal = true,
+                           .key_mask = keymask,
+                           .score_head = m->score_head ? m->score_head[l] : NULL};
+  chai_status st = CHAI_OK;
+  if (!use_cache) {
+    st = chai_attention_forward(A->att, NULL, A->q, A->k, A->v, &a);
+  } else {
+    a.B = 1;
+    a.Tk = past + T;
+    for (int b = 0; b < B && !st; b++) {
+      float *kc = kv->k[l] + (size_t)b * kv->capacity * C;
+      float *vc = kv->v[l] + (size_t)b * kv->capacity * C;
+      if (B > 1) {
+        memcpy(kc + (size_t)past * C, A->k + (size_t)b * T * C, (size_t)T * C * sizeof(float));
+        memcpy(vc + (size_t)past * C, A->v + (size_t)b * T * C, (size_t)T * C * sizeof(float));
+      }
+      a.key_mask = kv->mask + (size_t)b * kv->capacity;
+      st = chai_attention_forward(A->att + (size_t)b * T * C, NULL, A->q + (size_t)b * T * C, kc,
+                                  vc, &a);
+    }
+  }
+  if (st) return st;
+  /* x += out_proj(att); post-LN normalises the sum. */
+  linear(m, A->x, A->att, ly->o_w, ly->o_b, N, C, C, true, ACT_NONE);
+  if (!pre) {
+    layernorm(A->h, A->x, ly->ln1_w, ly->ln1_b, N, C);
+    swap(&A->x, &A->h);
+  }
+  in = A->x;
+  if (pre) {
+    layernorm(A->h, A->x, ly->ln2_w, ly->ln2_b, N, C);
+    in = A->h;
+  }
+  int act = c->activation_function == CHAI_OPT_ACT_GELU ? ACT_GELU : ACT_RELU;
+  linear(m, A->ffh, in, ly->fc1_w, ly->fc1_b, N, C, F, false, act);
+  linear(m, A->x, A->ffh, ly->fc2_w, ly->fc2_b, N, F, C, true, ACT_NONE);
+  if (!pre) {
+    layernorm(A->h, A->x, ly->ln2_w, ly->ln2_b, N, C);
+    swap(&A->x, &A->h);
+  }
+  return CHAI_OK;
+}
+
+/* ---- the decoder ----------------------------------------------------------------------------- */
+
+static chai_status check_inputs(const chai_opt_model *m, const int32_t *ids, const int32_t *mask,
+                                int B, int T) {
+  if (B < 1 || T < 1 || (int64_t)B * T > (1 << 24))
+    return chai_error(CHAI_ERR_ARG, "OPT: batch %d x %d tokens is not a valid size", B, T);
+  int V = m->cfg.vocab_size;
+  for (int i = 0; i < B * T; i++) {
+    if (ids[i] < 0 || ids[i] >= V)
+      return chai_error(CHAI_ERR_ARG,
+                        "OPT: token id %d at row %d, position %d (0-based) is outside the "
+                        "vocabulary 0..%d",
+                        ids[i], i / T, i % T, V - 1);
+    if (mask && mask[i] != 0 && mask[i] != 1)
+      return chai_error(CHAI_ERR_ARG,
+                        "OPT: attention_mask value %d at row %d, position %d (0-based); it must "
+                        "be 0 or 1",
+                        mask[i], i / T, i % T);
+  }
+  return CHAI_OK;
+}
+
+chai_status opt_acts_reserve_run(chai_opt_model *m, int B, int T, const int32_t *mask,
+                                 bool use_cache, int n_rows) {
+  if (B < 1 || T < 1 || (int64_t)B * T > (1 << 24))
+    return chai_error(CHAI_ERR_ARG, "OPT: batch %d x %d tokens is not a valid size", B, T);
+  size_t N = (size_t)B * T;
+  return opt_acts_reserve(m, N, use_cache || !mask ? 0 : N, (size_t)n_rows);
+}
+
+chai_status opt_decoder_run(chai_opt_model *m, const int32_t *ids, const int32_t *mask, int B,
+                            int T, bool use_cache, const int *rows, int n_rows,
+                            const float **feats) {
+  const chai_opt_config *c = &m->cfg;
+  chai_status st = check_inputs(m, ids, mask, B, T);
+  if (st) return st;
+  if (!chai_blas_get_info()) return chai_error_context(CHAI_ERR_UNSUPPORTED, "OPT forward");
+  int C = c->hidden_size, P = c->word_embed_proj_dim, N = B * T;
+  opt_kv *kv = &m->kv;
+  /* Positions: cumsum(mask)·mask − 1 over the whole sequence (cached tokens included), + 2. */
+  for (int b = 0; b < B; b++) {
+    int count = use_cache ? kv->count[b] : 0;
+    for (int t = 0; t < T; t++) {
+      int real = mask ? mask[b * T + t] : 1;
+      count += real;
+      if (count > c->max_position_embeddings)
+        return chai_error(CHAI_ERR_ARG,
+                          "OPT: row %d would hold %d tokens, more than max_position_embeddings %d",
+                          b, count, c->max_position_embeddings);
+    }
+  }
+  size_t mask_floats = use_cache || !mask ? 0 : (size_t)N;
+  opt_acts *A = &m->acts;
+  CHAI_ASSERT(A->storage && A->tokens >= (size_t)N && A->mask_cap >= mask_floats &&
+              A->rows >= (size_t)(rows ? n_rows : 0));
+  for (int b = 0; b < B; b++) {
+    int count = use_cache ? kv->count[b] : 0;
+    for (int t = 0; t < T; t++) {
+      int real = mask ? mask[b * T + t] : 1;
+      count += real;
+      A->pos[b * T + t] = real ? count - 1 + 2 : 1;
+    }
+  }
+  const float *keymask = NULL;
+  if (mask_floats) {
+    for (int i = 0; i < N; i++)
+      A->keymask[i] = (float)mask[i];
+    keymask = A->keymask;
+  }
+
+  /* Embeddings: tokens (through project_in when word_embed_proj_dim != hidden_size) + positions. */
+  if (m->project_in) {
+    gather_rows(A->emb, m->embed_tokens, ids, N, P, false);
+    linear(m, A->x, A->emb, m->project_in, NULL, N, P, C, false, ACT_NONE);
+  } else {
+    gather_rows(A->x, m->embed_tokens, ids, N, C, false);
+  }
+  gather_rows(A->x, m->embed_positions, A->pos, N, C, true);
+
+  for (int l = 0; l < c->num_hidden_layers; l++) {
+    if (chai_interrupted()) return chai_error(CHAI_ERR_INTERRUPTED, "OPT forward interrupted");
+    if ((st = layer_forward(m, l, B, T, use_cache, keymask))) return st;
+  }
+
+  /* Final LayerNorm (pre-LN models) and project_out, row-wise: only on the rows asked for. */
+  const float *src = A->x;
+  int R = N;
+  float *ln_out = A->h, *proj_out = A->emb;
+  if (rows) {
+    for (int r = 0; r < n_rows; r++)
+      memcpy(A->rowsC + (size_t)r * C, A->x + (size_t)rows[r] * C, (size_t)C * sizeof(float));
+    src = A->rowsC;
+    R = n_rows;
+    ln_out = A->rowsC2;
+    proj_out = A->rowsP;
+  }
+  if (m->final_ln_w) {
+    layernorm(ln_out, src, m->final_ln_w, m->final_ln_b, R, C);
+    src = ln_out;
+  } else if (c->do_layer_norm_before && !c->remove_final_layer_norm) {
+    /* elementwise_affine false: a LayerNorm without weights */
+    chai_layernorm_forward(ln_out, NULL, NULL, src, NULL, NULL, R, C, LN_EPS);
+    src = ln_out;
+  }
+  if (m->project_out) {
+    linear(m, proj_out, src, m->project_out, NULL, R, C, P, false, ACT_NONE);
+    src = proj_out;
+  }
+  *feats = src;
+  return CHAI_OK;
+}
+
+/* ---- heads ----------------------------------------------------------------------------------- */
+
+chai_status chai_opt_forward(chai_opt_model *m, chai_tensor *logits, const int32_t *ids,
+                             const int32_t *mask, int B, int T, bool last_only) {
+  logits->storage = NULL;
+  if (B < 1 || T < 1) return chai_error(CHAI_ERR_ARG, "OPT forward: empty batch (%d x %d)", B, T);
+  int V = m->cfg.vocab_size, P = m->cfg.word_embed_proj_dim;
+  chai_status st = opt_acts_reserve_run(m, B, T, mask, false, last_only ? B : 0);
+  if (st) return st;
+  int *rows = NULL;
+  if (last_only) {
+    rows = m->acts.rowidx;
+    for (int b = 0; b < B; b++)
+      rows[b] = b * T + T - 1;
+  }
+  const float *feats;
+  if ((st = opt_decoder_run(m, ids, mask, B, T, false, rows, last_only ? B : 0, &feats))) return st;
+  int64_t shape3[3] = {B, T, V}, shape2[2] = {B, V};
+  if ((st = chai_tensor_new(logits, CHAI_F32, last_only ? 2 : 3, last_only ? shape2 : shape3)))
+    return st;
+  linear(m, chai_tensor_data(logits), feats, m->lm_head, NULL, last_only ? B : B * T, P, V, false,
+         ACT_NONE);
+  return CHAI_OK;
+}
+
+chai_status chai_opt_classify(chai_opt_model *m, chai_tensor *scores, const int32_t *ids,
+                              const int32_t *mask, int B, int T) {
+  scores->storage = NULL;
+  if (B < 1 || T < 1) return chai_error(CHAI_ERR_ARG, "OPT classify: empty batch (%d x %d)", B, T);
+  int pad = m->cfg.pad_token_id, P = m->cfg.word_embed_proj_dim, NL = m->cfg.num_labels;
+  if (pad < 0 && B != 1)
+    return chai_error(CHAI_ERR_ARG,
+                      "OPT classify: the config has no pad_token_id, so a batch of %d rows cannot "
+                      "be classified (Hugging Face refuses it too); pass one row at a time",
+                      B);
+  chai_status st = opt_acts_reserve_run(m, B, T, mask, false, B);
+  if (st) return st;
+  int *rows = m->acts.rowidx;
+  for (int b = 0; b < B; b++) {
+    /* HF: the rightmost token whose id is not pad_token_id; 0 when all are pad. */
+    int last = pad < 0 ? T - 1 : 0;
+    for (int t = T - 1; pad >= 0 && t >= 0; t--)
+      if (ids[b * T + t] != pad) {
+        last = t;
+        break;
+      }
+    rows[b] = b * T + last;
+  }
+  const float *feats;
+  if ((st = opt_decoder_run(m, ids, mask, B, T, false, rows, B, &feats))) return st;
+  int64_t shape[2] = {B, NL};
+  if ((st = chai_tensor_new(scores, CHAI_F32, 2, shape))) return st;
+  linear(m, chai_tensor_data(scores), feats, m->score, NULL, B, P, NL, false, ACT_NONE);
+  if (!m->score_from_checkpoint && !m->score_warned) {
+    opt_warn(&m->warnings, "%s", m->score_note);
+    m->score_warned = true;
+  }
+  return CHAI_OK;
+}

@@ -1,0 +1,87 @@
+/* The KV cache for incremental decoding: one preallocated buffer holding K and V of every layer for
+ * B rows of up to `capacity` tokens, the key mask, and each row's count of real tokens (which gives
+ * the next position id). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "chai/opt.h"
+#include "model/opt_model.h"
+
+chai_status chai_opt_cache_begin(chai_opt_model *m, int B, int capacity) {
+  const chai_opt_config *c = &m->cfg;
+  if (B < 1 || B > (1 << 16))
+    return chai_error(CHAI_ERR_ARG, "OPT cache: batch size %d is not valid", B);
+  if (capacity < 1 || capacity > c->max_position_embeddings)
+    return chai_error(CHAI_ERR_ARG,
+                      "OPT cache: %d tokens requested, but the model has max_position_embeddings "
+                      "%d",
+                      capacity, c->max_position_embeddings);
+  int L = c->num_hidden_layers;
+  size_t C = (size_t)c->hidden_size;
+  size_t per = (size_t)B * capacity * C;
+  size_t bytes = (2 * (size_t)L * per + (size_t)B * capacity + (size_t)B) * sizeof(float);
+  opt_kv *kv = &m->kv;
+  if (!kv->k) {
+    kv->k = calloc((size_t)L, sizeof(float *));
+    kv->v = calloc((size_t)L, sizeof(float *));
+    if (!kv->k || !kv->v) return chai_error(CHAI_ERR_NOMEM, "out of memory for the OPT KV cache");
+  }
+  if (!kv->storage || kv->storage->bytes < bytes) {
+    chai_storage_release(kv->storage);
+    kv->storage = NULL;
+    kv->len = kv->B = kv->capacity = 0;
+    if (!(kv->storage = chai_storage_new(bytes)))
+      return chai_error_context(CHAI_ERR_NOMEM, "OPT KV cache for %d x %d tokens", B, capacity);
+  }
+  float *p = (float *)kv->storage->data;
+  for (int l = 0; l < L; l++) {
+    kv->k[l] = p;
+    kv->v[l] = p + per;
+    p += 2 * per;
+  }
+  kv->mask = p;
+  kv->count = (int *)(p + (size_t)B * capacity);
+  memset(kv->mask, 0, (size_t)B * capacity * sizeof(float));
+  memset(kv->count, 0, (size_t)B * sizeof(int));
+  kv->B = B;
+  kv->capacity = capacity;
+  kv->len = 0;
+  return CHAI_OK;
+}
+
+int chai_opt_cache_length(const chai_opt_model *m) {
+  return m->kv.storage ? m->kv.len : 0;
+}
+
+chai_status chai_opt_cache_step(chai_opt_model *m, float *logits, const int32_t *ids,
+                                const int32_t *mask, int B, int T) {
+  opt_kv *kv = &m->kv;
+  if (!kv->storage || kv->B == 0)
+    return chai_error(CHAI_ERR_STATE, "OPT cache: call chai_opt_cache_begin first");
+  if (B != kv->B)
+    return chai_error(CHAI_ERR_ARG, "OPT cache: %d rows given, the cache was begun for %d", B,
+                      kv->B);
+  if (T < 1) return chai_error(CHAI_ERR_ARG, "OPT cache: no tokens given");
+  if ((int64_t)kv->len + T > kv->capacity)
+    return chai_error(CHAI_ERR_ARG,
+                      "OPT cache: %d cached + %d new tokens exceed its capacity of %d tokens",
+                      kv->len, T, kv->capacity);
+  chai_status st = opt_acts_reserve_run(m, B, T, mask, true, B);
+  if (st) return st;
+  int *rows = m->acts.rowidx;
+  for (int b = 0; b < B; b++) {
+    rows[b] = b * T + T - 1;
+    for (int t = 0; t < T; t++)
+      kv->mask[(size_t)b * kv->capacity + kv->len + t] = mask ? (float)(mask[b * T + t] != 0) : 1;
+  }
+  const float *feats;
+  if ((st = opt_decoder_run(m, ids, mask, B, T, true, rows, B, &feats))) return st;
+  if (logits)
+    opt_linear(m, logits, feats, m->lm_head, NULL, B, m->cfg.word_embed_proj_dim,
+               m->cfg.vocab_size);
+  for (int b = 0; b < B; b++)
+    for (int t = 0; t < T; t++)
+      kv->count[b] += mask ? mask[b * T + t] : 1;
+  kv->len += T;
+  return CHAI_OK;
+}

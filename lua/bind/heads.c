@@ -1,0 +1,588 @@
+/* chai.core.heads: the C side of chai.heads (lua/chai/heads.lua builds the user API on it).
+ * Plans cross here between the 0-based engine and 1-based Lua: layer, head and cluster numbers
+ * get +1 going out and −1 coming in; file text stays 0-based. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bind.h"
+#include "chai/heads.h"
+#include "heads_bind.h"
+
+/* ---- a plan owned by a userdata, so a Lua error while filling it cannot leak it ---------------
+ */
+
+#define PLAN_BOX_MT "chai.heads.planbox"
+
+static int plan_box_gc(lua_State *L) {
+  chai_heads_plan *p = luaL_checkudata(L, 1, PLAN_BOX_MT);
+  chai_heads_plan_free(p);
+  return 0;
+}
+
+chai_heads_plan *chai_bind_push_plan_box(lua_State *L) {
+  chai_heads_plan *p = lua_newuserdatauv(L, sizeof *p, 0);
+  memset(p, 0, sizeof *p);
+  if (luaL_newmetatable(L, PLAN_BOX_MT)) {
+    lua_pushcfunction(L, plan_box_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, plan_box_gc);
+    lua_setfield(L, -2, "__close");
+  }
+  lua_setmetatable(L, -2);
+  return p;
+}
+
+/* An integer field or element at the top of the stack, named for errors; pops it. */
+static int pop_int(lua_State *L, const char *fname, const char *what) {
+  int isint;
+  lua_Integer v = lua_tointegerx(L, -1, &isint);
+  if (!isint || v < INT32_MIN || v > INT32_MAX)
+    return luaL_error(L, "%s: %s must be an integer, got %s", fname, what,
+                      lua_type(L, -1) == LUA_TNUMBER ? lua_tostring(L, -1) : luaL_typename(L, -1));
+  lua_pop(L, 1);
+  return (int)v;
+}
+
+static void check_entry_keys(lua_State *L, int e, int i, const char *fname) {
+  lua_pushnil(L);
+  while (lua_next(L, e)) {
+    lua_pop(L, 1);
+    const char *key = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    if (!key || (strcmp(key, "layer") && strcmp(key, "clusters") && strcmp(key, "k")))
+      luaL_error(L, "%s: layers[%d]: unknown key %s (expected layer, clusters, k)", fname, i,
+                 key ? key : luaL_typename(L, -1));
+  }
+}
+
+void chai_bind_check_plan(lua_State *L, int idx, chai_heads_plan *plan, const char *fname) {
+  idx = lua_absindex(L, idx);
+  luaL_checktype(L, idx, LUA_TTABLE);
+  if (lua_getfield(L, idx, "layers") != LUA_TTABLE)
+    luaL_error(L, "%s: plan.layers must be a table (a list of layer entries)", fname);
+  int layers = lua_gettop(L);
+  lua_Integer n = luaL_len(L, layers);
+  if (n > 100000) luaL_error(L, "%s: plan lists %I layers", fname, n);
+  if (chai_heads_plan_init(plan, (int)n)) chai_bind_fail(L);
+  for (int i = 1; i <= (int)n; i++) {
+    if (lua_geti(L, layers, i) != LUA_TTABLE)
+      luaL_error(L, "%s: plan.layers[%d] must be a table", fname, i);
+    int e = lua_gettop(L);
+    check_entry_keys(L, e, i, fname);
+    if (lua_getfield(L, e, "layer") == LUA_TNIL)
+      luaL_error(L, "%s: plan.layers[%d] has no layer", fname, i);
+    int layer = pop_int(L, fname, "layer");
+    int k = -1;
+    if (lua_getfield(L, e, "k") != LUA_TNIL)
+      k = pop_int(L, fname, "k");
+    else
+      lua_pop(L, 1);
+    int ct = lua_getfield(L, e, "clusters");
+    if (ct == LUA_TNIL) {
+      lua_pop(L, 1);
+      if (k < 0) luaL_error(L, "%s: plan.layers[%d] needs clusters or k", fname, i);
+      if (chai_heads_plan_set_k(plan, i - 1, layer - 1, 0, k)) chai_bind_fail(L);
+      lua_pop(L, 1);
+      continue;
+    }
+    if (ct != LUA_TTABLE)
+      luaL_error(L, "%s: plan.layers[%d].clusters must be a list of lists", fname, i);
+    int cl = lua_gettop(L);
+    lua_Integer nc = luaL_len(L, cl);
+    if (nc > 100000) luaL_error(L, "%s: layer %d lists %I clusters", fname, layer, nc);
+    if (k >= 0 && k != nc)
+      luaL_error(L, "%s: plan: layer %d: k = %d but %d clusters listed", fname, layer, k, (int)nc);
+    size_t total = 0;
+    for (int c = 1; c <= (int)nc; c++) {
+      if (lua_geti(L, cl, c) != LUA_TTABLE)
+        luaL_error(L, "%s: plan.layers[%d].clusters[%d] must be a list of heads", fname, i, c);
+      total += (size_t)luaL_len(L, -1);
+      lua_pop(L, 1);
+    }
+    if (total > 1000000) luaL_error(L, "%s: layer %d lists too many heads", fname, layer);
+    /* The scratch lives in a Lua userdata so an error below frees it with the GC. */
+    int *buf = lua_newuserdatauv(L, (total + (size_t)nc + 1) * sizeof(int), 0);
+    int *heads = buf, *sizes = buf + total, at = 0;
+    for (int c = 1; c <= (int)nc; c++) {
+      lua_geti(L, cl, c);
+      int cidx = lua_gettop(L);
+      lua_Integer m = luaL_len(L, cidx);
+      sizes[c - 1] = (int)m;
+      for (int j = 1; j <= (int)m; j++) {
+        lua_geti(L, cidx, j);
+        heads[at++] = pop_int(L, fname, "a head") - 1;
+      }
+      lua_pop(L, 1);
+    }
+    if (chai_heads_plan_set_clusters(plan, i - 1, layer - 1, 0, heads, sizes, (int)nc))
+      chai_bind_fail(L);
+    lua_pop(L, 3); /* scratch, clusters, entry */
+  }
+  lua_pop(L, 1); /* layers */
+}
+
+void chai_bind_push_plan(lua_State *L, const chai_heads_plan *plan) {
+  lua_createtable(L, 0, 1);
+  lua_createtable(L, plan->n_layers, 0);
+  for (int i = 0; i < plan->n_layers; i++) {
+    const chai_heads_layer *l = &plan->layers[i];
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, l->layer + 1);
+    lua_setfield(L, -2, "layer");
+    lua_pushinteger(L, l->k);
+    lua_setfield(L, -2, "k");
+    if (l->has_clusters) {
+      lua_createtable(L, l->k, 0);
+      for (int c = 0; c < l->k; c++) {
+        lua_createtable(L, l->start[c + 1] - l->start[c], 0);
+        for (int p = l->start[c]; p < l->start[c + 1]; p++) {
+          lua_pushinteger(L, l->order[p] + 1);
+          lua_rawseti(L, -2, p - l->start[c] + 1);
+        }
+        lua_rawseti(L, -2, c + 1);
+      }
+      lua_setfield(L, -2, "clusters");
+    }
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setfield(L, -2, "layers");
+}
+
+/* {layers=, heads=} at idx (none/nil: unknown) → dims with the given base. */
+static chai_heads_dims check_dims(lua_State *L, int idx, int base, const char *fname) {
+  static const char *const known[] = {"layers", "heads", NULL};
+  chai_bind_check_options(L, idx, fname, known);
+  chai_heads_dims d = {0, 0, base};
+  lua_Integer nl = chai_bind_opt_integer(L, idx, "layers", 0, fname);
+  lua_Integer nh = chai_bind_opt_integer(L, idx, "heads", 0, fname);
+  if (nl < 0 || nl > 100000 || nh < 0 || nh > 100000)
+    luaL_error(L, "%s: layers and heads must be counts >= 1", fname);
+  d.n_layers = (int)nl;
+  d.n_heads = (int)nh;
+  return d;
+}
+
+/* heads.parse(text [, dims]) → plan (1-based), meta text or nil. */
+static int l_parse(lua_State *L) {
+  size_t len;
+  const char *text = luaL_checklstring(L, 1, &len);
+  chai_heads_dims d = check_dims(L, 2, 0, "chai.heads.parse");
+  chai_heads_plan *p = chai_bind_push_plan_box(L);
+  if (chai_heads_plan_parse(p, text, len, &d)) return chai_bind_fail(L);
+  chai_bind_push_plan(L, p);
+  if (p->meta_json)
+    lua_pushstring(L, p->meta_json);
+  else
+    lua_pushnil(L);
+  return 2;
+}
+
+/* heads.load(path [, dims]) → plan, meta text or nil. */
+static int l_load(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  chai_heads_dims d = check_dims(L, 2, 0, "chai.heads.load_plan");
+  chai_heads_plan *p = chai_bind_push_plan_box(L);
+  if (chai_heads_plan_load(p, path, &d)) return chai_bind_fail(L);
+  chai_bind_push_plan(L, p);
+  if (p->meta_json)
+    lua_pushstring(L, p->meta_json);
+  else
+    lua_pushnil(L);
+  return 2;
+}
+
+/* A validated C plan from the Lua plan at idx, owned by a box pushed on the stack. */
+static chai_heads_plan *plan_arg(lua_State *L, int idx, const chai_heads_dims *d,
+                                 const char *fname) {
+  chai_heads_plan *p = chai_bind_push_plan_box(L);
+  chai_bind_check_plan(L, idx, p, fname);
+  if (chai_heads_plan_validate(p, d)) luaL_error(L, "%s: %s", fname, chai_last_error());
+  return p;
+}
+
+/* heads.validate(plan [, dims]) → the normalised plan (sorted, k filled in). */
+static int l_validate(lua_State *L) {
+  chai_heads_dims d = check_dims(L, 2, 1, "chai.heads.validate");
+  chai_heads_plan *p = plan_arg(L, 1, &d, "chai.heads.validate");
+  chai_bind_push_plan(L, p);
+  return 1;
+}
+
+/* heads.to_json(plan [, meta_text]) → text (0-based). */
+static int l_to_json(lua_State *L) {
+  const char *meta = luaL_optstring(L, 2, NULL);
+  chai_heads_dims d = {0, 0, 1};
+  chai_heads_plan *p = plan_arg(L, 1, &d, "chai.heads.save_plan");
+  if (meta) {
+    size_t n = strlen(meta) + 1;
+    p->meta_json = chai_alloc(n, "plan meta");
+    if (!p->meta_json) return chai_bind_fail(L);
+    memcpy(p->meta_json, meta, n);
+  }
+  char *text;
+  if (chai_heads_plan_to_json(&text, p)) return chai_bind_fail(L);
+  lua_pushstring(L, text);
+  free(text);
+  return 1;
+}
+
+/* ---- numeric helpers ------------------------------------------------------------------------ */
+
+/* The f32 contiguous 2-D matrix at idx (a tensor or nested table); a converted copy is left on the
+ * stack (anchoring it) and replaces the argument. */
+static const float *matrix_arg(lua_State *L, int idx, int *rows, int *cols, const char *fname) {
+  idx = lua_absindex(L, idx);
+  chai_tensor *t = chai_bind_check_tensor_like(L, idx, CHAI_F32);
+  if (t->ndim != 2) {
+    char buf[64];
+    luaL_error(L, "%s: expected a 2-D (rows, features) matrix, got %s", fname,
+               chai_tensor_describe(t, buf, sizeof buf));
+  }
+  if (t->shape[0] > 1 << 24 || t->shape[1] > 1 << 24) luaL_error(L, "%s: matrix too large", fname);
+  if (t->dtype != CHAI_F32 || !chai_tensor_is_contiguous(t)) {
+    chai_tensor *c = chai_bind_push_tensor(L);
+    if (chai_tensor_to(c, t, CHAI_F32)) chai_bind_fail(L);
+    lua_replace(L, idx);
+    t = c;
+  }
+  *rows = (int)t->shape[0];
+  *cols = (int)t->shape[1];
+  return chai_tensor_data(t);
+}
+
+static chai_kmeans_opts kmeans_opts(lua_State *L, int idx, const char *fname) {
+  static const char *const known[] = {"seed", "n_init", "max_iter", "sensitivity", NULL};
+  chai_bind_check_options(L, idx, fname, known);
+  chai_kmeans_opts o = chai_kmeans_defaults();
+  lua_Integer seed = chai_bind_opt_integer(L, idx, "seed", 0, fname);
+  lua_Integer n_init = chai_bind_opt_integer(L, idx, "n_init", o.n_init, fname);
+  lua_Integer max_iter = chai_bind_opt_integer(L, idx, "max_iter", o.max_iter, fname);
+  if (n_init < 1 || n_init > 100000)
+    luaL_error(L, "%s: n_init must be >= 1, got %I", fname, n_init);
+  if (max_iter < 1 || max_iter > 10000000)
+    luaL_error(L, "%s: max_iter must be >= 1, got %I", fname, max_iter);
+  o.seed = (uint64_t)seed;
+  o.n_init = (int)n_init;
+  o.max_iter = (int)max_iter;
+  return o;
+}
+
+static void push_int_list(lua_State *L, const int *v, int n, int add) {
+  lua_createtable(L, n, 0);
+  for (int i = 0; i < n; i++) {
+    lua_pushinteger(L, v[i] + add);
+    lua_rawseti(L, -2, i + 1);
+  }
+}
+
+static void push_double_list(lua_State *L, const double *v, int n) {
+  lua_createtable(L, n, 0);
+  for (int i = 0; i < n; i++) {
+    lua_pushnumber(L, v[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+}
+
+/* Scratch memory owned by a userdata pushed on the stack. */
+static void *scratch(lua_State *L, size_t bytes) {
+  return lua_newuserdatauv(L, bytes ? bytes : 1, 0);
+}
+
+/* heads.kmeans(rows, k [, opts]) → labels (cluster numbers 1..k per row), inertia, centres. */
+static int l_kmeans(lua_State *L) {
+  const char *fname = "chai.heads.kmeans";
+  lua_Integer k = luaL_checkinteger(L, 2);
+  chai_kmeans_opts o = kmeans_opts(L, 3, fname);
+  int n, d;
+  const float *x = matrix_arg(L, 1, &n, &d, fname);
+  if (k < 1 || k > n)
+    return luaL_error(L, "%s: k must be in 1..%d (the number of rows), got %I", fname, n, k);
+  int *labels = scratch(L, sizeof(int) * (size_t)n);
+  float *centers = scratch(L, sizeof(float) * (size_t)k * d);
+  double inertia;
+  if (chai_kmeans(labels, centers, &inertia, x, n, d, (int)k, &o)) return chai_bind_fail(L);
+  push_int_list(L, labels, n, 1);
+  lua_pushnumber(L, inertia);
+  lua_createtable(L, (int)k, 0);
+  for (int c = 0; c < k; c++) {
+    lua_createtable(L, d, 0);
+    for (int j = 0; j < d; j++) {
+      lua_pushnumber(L, centers[(size_t)c * d + j]);
+      lua_rawseti(L, -2, j + 1);
+    }
+    lua_rawseti(L, -2, c + 1);
+  }
+  return 3;
+}
+
+/* The calibration samples at idx: a 3-D tensor (S,H,L), or a list of (H,L) matrices (tensors or
+ * nested tables; L may differ). Converted copies are anchored on the stack. */
+typedef struct sample_set {
+  int S, H;
+  const float **x;
+  int *cols;
+} sample_set;
+
+static sample_set samples_arg(lua_State *L, int idx, const char *fname) {
+  idx = lua_absindex(L, idx);
+  sample_set ss = {0, 0, NULL, NULL};
+  chai_tensor *t3 = chai_bind_test_tensor(L, idx);
+  if (t3) {
+    t3 = chai_bind_check_tensor(L, idx);
+    if (t3->ndim != 3) {
+      char buf[64];
+      luaL_error(L, "%s: expected (samples, heads, tokens), got %s", fname,
+                 chai_tensor_describe(t3, buf, sizeof buf));
+    }
+    if (t3->shape[0] < 1 || t3->shape[1] < 1 || t3->shape[2] < 1 || t3->shape[0] > 1 << 24 ||
+        t3->shape[1] > 1 << 16 || t3->shape[2] > 1 << 24)
+      luaL_error(L, "%s: bad sample tensor shape", fname);
+    if (t3->dtype != CHAI_F32 || !chai_tensor_is_contiguous(t3)) {
+      chai_tensor *c = chai_bind_push_tensor(L);
+      if (chai_tensor_to(c, t3, CHAI_F32)) chai_bind_fail(L);
+      lua_replace(L, idx);
+      t3 = c;
+    }
+    ss.S = (int)t3->shape[0];
+    ss.H = (int)t3->shape[1];
+    int Lc = (int)t3->shape[2];
+    ss.x = scratch(L, sizeof(float *) * (size_t)ss.S);
+    ss.cols = scratch(L, sizeof(int) * (size_t)ss.S);
+    for (int s = 0; s < ss.S; s++) {
+      ss.x[s] = (const float *)chai_tensor_data(t3) + (size_t)s * ss.H * Lc;
+      ss.cols[s] = Lc;
+    }
+    return ss;
+  }
+  luaL_checktype(L, idx, LUA_TTABLE);
+  lua_Integer n = luaL_len(L, idx);
+  if (n < 1) luaL_error(L, "%s: need at least one sample", fname);
+  if (n > 1 << 24) luaL_error(L, "%s: too many samples", fname);
+  ss.S = (int)n;
+  ss.x = scratch(L, sizeof(float *) * (size_t)ss.S);
+  ss.cols = scratch(L, sizeof(int) * (size_t)ss.S);
+  lua_createtable(L, ss.S, 0); /* anchors converted matrices */
+  int anchor = lua_gettop(L);
+  for (int s = 0; s < ss.S; s++) {
+    lua_geti(L, idx, s + 1);
+    char what[80];
+    snprintf(what, sizeof what, "%s: sample %d", fname, s + 1);
+    int rows;
+    ss.x[s] = matrix_arg(L, -1, &rows, &ss.cols[s], what);
+    if (s == 0) ss.H = rows;
+    if (rows != ss.H)
+      luaL_error(L, "%s: sample %d has %d heads, sample 1 has %d", fname, s + 1, rows, ss.H);
+    lua_rawseti(L, anchor, s + 1);
+  }
+  return ss;
+}
+
+/* heads.inertia_curve(samples [, opts]) → {inertia for k = 1..H}. */
+static int l_inertia_curve(lua_State *L) {
+  const char *fname = "chai.heads.inertia_curve";
+  chai_kmeans_opts o = kmeans_opts(L, 2, fname);
+  sample_set ss = samples_arg(L, 1, fname);
+  double *curve = scratch(L, sizeof(double) * (size_t)ss.H);
+  if (chai_kmeans_inertia_curve(curve, ss.x, ss.cols, ss.S, ss.H, &o)) return chai_bind_fail(L);
+  push_double_list(L, curve, ss.H);
+  return 1;
+}
+
+/* heads.kmeans_samples(samples, k [, opts]) → labels 1..k per head: one membership for all
+ * samples, from k-means on each head's rows concatenated across samples (its squared-distance
+ * objective is the sum over samples of the per-sample objective, with shared labels). */
+static int l_kmeans_samples(lua_State *L) {
+  const char *fname = "chai.heads.kmeans_samples";
+  lua_Integer k = luaL_checkinteger(L, 2);
+  chai_kmeans_opts o = kmeans_opts(L, 3, fname);
+  sample_set ss = samples_arg(L, 1, fname);
+  if (k < 1 || k > ss.H)
+    return luaL_error(L, "%s: k must be in 1..%d (the number of heads), got %I", fname, ss.H, k);
+  size_t width = 0;
+  for (int s = 0; s < ss.S; s++)
+    width += (size_t)ss.cols[s];
+  if (width > ((size_t)1 << 28) / (size_t)ss.H)
+    return luaL_error(L, "%s: samples too large", fname);
+  float *x = scratch(L, sizeof(float) * width * (size_t)ss.H);
+  size_t at = 0;
+  for (int s = 0; s < ss.S; s++) {
+    for (int h = 0; h < ss.H; h++)
+      memcpy(x + (size_t)h * width + at, ss.x[s] + (size_t)h * ss.cols[s],
+             sizeof(float) * (size_t)ss.cols[s]);
+    at += (size_t)ss.cols[s];
+  }
+  int *labels = scratch(L, sizeof(int) * (size_t)ss.H);
+  if (chai_kmeans(labels, NULL, NULL, x, ss.H, (int)width, (int)k, &o)) return chai_bind_fail(L);
+  chai_labels_canonical(labels, ss.H);
+  push_int_list(L, labels, ss.H, 1);
+  return 1;
+}
+
+static double *number_list(lua_State *L, int idx, int *n, const char *fname, const char *what) {
+  luaL_checktype(L, idx, LUA_TTABLE);
+  lua_Integer len = luaL_len(L, idx);
+  if (len > 1 << 24) luaL_error(L, "%s: %s too long", fname, what);
+  double *v = scratch(L, sizeof(double) * (size_t)(len > 0 ? len : 1));
+  for (int i = 0; i < (int)len; i++) {
+    lua_geti(L, idx, i + 1);
+    int ok;
+    v[i] = lua_tonumberx(L, -1, &ok);
+    if (!ok)
+      luaL_error(L, "%s: %s[%d] is %s, not a number", fname, what, i + 1, luaL_typename(L, -1));
+    lua_pop(L, 1);
+  }
+  *n = (int)len;
+  return v;
+}
+
+/* heads.elbow(inertias [, {sensitivity=}]) → k (1-based count), "kneedle" | "chord". */
+static int l_elbow(lua_State *L) {
+  const char *fname = "chai.heads.elbow";
+  static const char *const known[] = {"sensitivity", NULL};
+  chai_bind_check_options(L, 2, fname, known);
+  double S = chai_bind_opt_number(L, 2, "sensitivity", 1.0, fname);
+  int n;
+  double *in = number_list(L, 1, &n, fname, "inertias");
+  int k;
+  bool by;
+  if (chai_elbow(&k, &by, in, n, S)) return chai_bind_fail(L);
+  lua_pushinteger(L, k);
+  lua_pushstring(L, by ? "kneedle" : "chord");
+  return 2;
+}
+
+/* heads.kneedle(x, y [, {sensitivity=, curve="convex"|"concave", direction=}]) → 1-based index
+ * or nil. */
+static int l_kneedle(lua_State *L) {
+  const char *fname = "chai.heads.kneedle";
+  static const char *const known[] = {"sensitivity", "curve", "direction", NULL};
+  chai_bind_check_options(L, 3, fname, known);
+  double S = chai_bind_opt_number(L, 3, "sensitivity", 1.0, fname);
+  chai_curve curve = CHAI_CURVE_CONVEX;
+  chai_direction dir = CHAI_DIR_DECREASING;
+  if (lua_istable(L, 3)) {
+    lua_getfield(L, 3, "curve");
+    const char *c = luaL_optstring(L, -1, "convex");
+    if (!strcmp(c, "concave"))
+      curve = CHAI_CURVE_CONCAVE;
+    else if (strcmp(c, "convex"))
+      return luaL_error(L, "%s: curve must be \"convex\" or \"concave\", got \"%s\"", fname, c);
+    lua_getfield(L, 3, "direction");
+    const char *dn = luaL_optstring(L, -1, "decreasing");
+    if (!strcmp(dn, "increasing"))
+      dir = CHAI_DIR_INCREASING;
+    else if (strcmp(dn, "decreasing"))
+      return luaL_error(L, "%s: direction must be \"increasing\" or \"decreasing\", got \"%s\"",
+                        fname, dn);
+    lua_pop(L, 2);
+  }
+  int nx, ny;
+  double *x = number_list(L, 1, &nx, fname, "x");
+  double *y = number_list(L, 2, &ny, fname, "y");
+  if (nx != ny) return luaL_error(L, "%s: x has %d values, y %d", fname, nx, ny);
+  int knee;
+  if (chai_kneedle(&knee, x, y, nx, S, curve, dir)) return chai_bind_fail(L);
+  if (knee < 0)
+    lua_pushnil(L);
+  else
+    lua_pushinteger(L, knee + 1);
+  return 1;
+}
+
+/* heads.cosine_distance(rows) → n×n table of tables. */
+static int l_cosine(lua_State *L) {
+  int n, d;
+  const float *x = matrix_arg(L, 1, &n, &d, "chai.heads.cosine_distance");
+  double *dist = scratch(L, sizeof(double) * (size_t)n * n);
+  if (chai_cosine_distance(dist, x, n, d)) return chai_bind_fail(L);
+  lua_createtable(L, n, 0);
+  for (int i = 0; i < n; i++) {
+    push_double_list(L, dist + (size_t)i * n, n);
+    lua_rawseti(L, -2, i + 1);
+  }
+  return 1;
+}
+
+/* heads.agglomerative(dist, k) → labels 1..k (numbered by lowest member). dist: an n×n table of
+ * tables or a tensor. */
+static int l_agglomerative(lua_State *L) {
+  const char *fname = "chai.heads.agglomerative";
+  lua_Integer k = luaL_checkinteger(L, 2);
+  int n, m;
+  const float *df = matrix_arg(L, 1, &n, &m, fname);
+  if (n != m)
+    return luaL_error(L, "%s: the distance matrix must be square, got (%d,%d)", fname, n, m);
+  if (k < 1 || k > n) return luaL_error(L, "%s: k must be in 1..%d, got %I", fname, n, k);
+  double *dist = scratch(L, sizeof(double) * (size_t)n * n);
+  for (size_t i = 0; i < (size_t)n * n; i++)
+    dist[i] = df[i];
+  int *labels = scratch(L, sizeof(int) * (size_t)n);
+  if (chai_agglomerative_average(labels, dist, n, (int)k)) return chai_bind_fail(L);
+  push_int_list(L, labels, n, 1);
+  return 1;
+}
+
+/* heads.ktq_rule(mean_attention [, {sensitivity=, seed=, n_init=, max_iter=}]) → labels 1..k, k. */
+static int l_ktq_rule(lua_State *L) {
+  const char *fname = "chai.heads.ktq_rule";
+  chai_kmeans_opts o = kmeans_opts(L, 2, fname);
+  double S = chai_bind_opt_number(L, 2, "sensitivity", 1.0, fname);
+  int H;
+  double *mean = number_list(L, 1, &H, fname, "mean_attention");
+  if (H < 1) return luaL_error(L, "%s: need at least one head", fname);
+  float *mf = scratch(L, sizeof(float) * (size_t)H);
+  for (int h = 0; h < H; h++)
+    mf[h] = (float)mean[h];
+  int *labels = scratch(L, sizeof(int) * (size_t)H), k;
+  if (chai_heads_ktq_rule(labels, &k, mf, H, S, &o)) return chai_bind_fail(L);
+  push_int_list(L, labels, H, 1);
+  lua_pushinteger(L, k);
+  return 2;
+}
+
+/* heads.plan_from_labels(layer, labels) → a plan layer entry {layer=, k=, clusters=} (1-based),
+ * clusters ordered by lowest member, representative first. */
+static int l_from_labels(lua_State *L) {
+  lua_Integer layer = luaL_checkinteger(L, 1);
+  int H;
+  double *lab = number_list(L, 2, &H, "chai.heads.from_labels", "labels");
+  if (H < 1) return luaL_error(L, "chai.heads.from_labels: no labels");
+  int *li = scratch(L, sizeof(int) * (size_t)H);
+  for (int h = 0; h < H; h++) {
+    if (lab[h] != floor(lab[h]) || lab[h] < 1 || lab[h] > 1e9)
+      return luaL_error(L, "chai.heads.from_labels: label %d is %g (need an integer >= 1)", h + 1,
+                        lab[h]);
+    li[h] = (int)lab[h];
+  }
+  chai_heads_plan *p = chai_bind_push_plan_box(L);
+  if (chai_heads_plan_init(p, 1) || chai_heads_plan_set_labels(p, 0, (int)layer - 1, li, H))
+    return chai_bind_fail(L);
+  chai_heads_dims d = {0, H, 1};
+  if (chai_heads_plan_validate(p, &d)) return chai_bind_fail(L);
+  chai_bind_push_plan(L, p);
+  lua_getfield(L, -1, "layers");
+  lua_geti(L, -1, 1);
+  return 1;
+}
+
+void chai_bind_open_heads(lua_State *L, int table) {
+  static const luaL_Reg fns[] = {
+      {"parse", l_parse},
+      {"load", l_load},
+      {"validate", l_validate},
+      {"to_json", l_to_json},
+      {"kmeans", l_kmeans},
+      {"inertia_curve", l_inertia_curve},
+      {"kmeans_samples", l_kmeans_samples},
+      {"elbow", l_elbow},
+      {"kneedle", l_kneedle},
+      {"cosine_distance", l_cosine},
+      {"agglomerative", l_agglomerative},
+      {"ktq_rule", l_ktq_rule},
+      {"from_labels", l_from_labels},
+      {NULL, NULL},
+  };
+  lua_newtable(L);
+  chai_bind_register(L, lua_gettop(L), fns);
+  lua_setfield(L, table, "heads");
+}

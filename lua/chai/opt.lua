@@ -1,0 +1,86 @@
+-- chai.opt: OPT models in the Hugging Face layout (config.json + model.safetensors /
+-- pytorch_model.bin / a sharded index), as userdata "chai.Model". See docs/opt.md.
+--
+--   local m = chai.opt.load(dir_or_hub_id, {dtype=, revision=, quiet=})
+--   m.config                                   -- table, Hugging Face key names
+--   m:forward(ids, {attention_mask=, last_only=}) --> f32 tensor (B,T,vocab) ((B,vocab) last_only)
+--   m:classify(ids, {attention_mask=})         --> f32 tensor (B,num_labels)
+--   m:generate(ids, {max_new_tokens=, temperature=, top_k=, top_p=, seed=, eos_token_id=})
+--                                              --> table of the NEW token ids
+--   m:save(dir)   m:num_parameters()   m:memory() --> {weights=, kv_cache=, activations=}
+--   m:warnings()  m:dtype()  m:free()
+--   chai.opt.create(config_table, {dtype=, seed=}) --> a randomly initialised model
+local core = require "chai.core"
+
+local M = {}
+
+local function check_opts(fname, opts, known)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then error(fname .. ": options must be a table, got " .. type(opts), 3) end
+  for k in pairs(opts) do
+    if not known[k] then
+      local names = {}
+      for n in pairs(known) do names[#names + 1] = n end
+      table.sort(names)
+      error(string.format("%s: unknown option '%s' (known: %s)", fname, tostring(k),
+                          table.concat(names, ", ")), 3)
+    end
+  end
+  return opts
+end
+
+local function is_model_dir(path)
+  local f = io.open(path .. "/config.json", "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
+--- Loads an OPT model from a local folder, or from the Hub (through chai.hub, into the shared
+--- huggingface_hub cache) when `dir_or_id` is not a folder with a config.json.
+--- opts.dtype: "f32" (default, exact), "f16" or "bf16" (matrices kept at 2 bytes).
+--- opts.revision: a Hub branch, tag, "refs/pr/N" or commit (Hub ids only).
+--- opts.quiet: do not print the model's warnings to stderr (m:warnings() still lists them).
+function M.load(dir_or_id, opts)
+  local fname = "chai.opt.load"
+  opts = check_opts(fname, opts, {dtype = true, revision = true, quiet = true})
+  if type(dir_or_id) ~= "string" or dir_or_id == "" then
+    error(fname .. ": expected a model folder or a Hub repo id, got " .. type(dir_or_id), 2)
+  end
+  if opts.dtype ~= nil and type(opts.dtype) ~= "string" then
+    error(fname .. ": dtype must be a string (\"f32\", \"f16\" or \"bf16\")", 2)
+  end
+  local dir = dir_or_id
+  if not is_model_dir(dir) then
+    local looks_like_id = dir:match("^[%w][%w._-]*/[%w._-]+$") ~= nil
+    if looks_like_id then
+      local ok, hub = pcall(require, "chai.hub")
+      if not ok then
+        error(string.format("%s: '%s' is not a local model folder, and chai.hub (needed to fetch "
+                            .. "it from the Hub) is not available: %s", fname, dir, tostring(hub)), 2)
+      end
+      dir = hub.locate(dir, {revision = opts.revision})
+    end
+  end
+  local ok, m = pcall(core.opt_load, dir, opts.dtype, opts.quiet)
+  if not ok then error(m, 2) end
+  return m
+end
+
+--- A new model with Hugging Face's initialisation from a config table (Hugging Face key names;
+--- the shape keys are required), for benchmarks and experiments. opts.seed seeds the weights
+--- (default: chai.seed's generator); opts.dtype as in load.
+function M.create(config, opts)
+  local fname = "chai.opt.create"
+  opts = check_opts(fname, opts, {dtype = true, seed = true})
+  if type(config) ~= "table" then error(fname .. ": config must be a table", 2) end
+  local ok, m = pcall(core.opt_create, core.json.encode(config), opts.dtype, opts.seed)
+  if not ok then error(m, 2) end
+  return m
+end
+
+--- The best streaming-read bandwidth of this machine in GB/s (1e9 bytes/s), all threads.
+function M.read_bandwidth(megabytes, repeats)
+  return core.opt_read_bandwidth(megabytes, repeats)
+end
+
+return M
