@@ -32,6 +32,7 @@ void chai_bind_open_tokenizer(lua_State *L, int table);
 void chai_bind_open_hub(lua_State *L, int table);
 void chai_bind_open_heads(lua_State *L, int table);
 void chai_bind_open_train(lua_State *L, int table);
+void chai_bind_open_model_train(lua_State *L, int table); /* after chai_bind_open_model */
 
 /* ---- chai.Tensor userdata (tensor.c) --------------------------------------------------------- */
 
