@@ -11,7 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include "bind.h"
+#include "chai/checkpoint.h"
+#include "chai/rng.h"
 #include "chai/train.h"
 
 #define OPTIM_MT "chai.Optimizer"
@@ -443,12 +447,86 @@ static int l_schedule_factor(lua_State *L) {
   return 1;
 }
 
+/* ---- files and state for checkpoints -------------------------------------------------------- */
+
+/* core.save_safetensors(path, {name = tensor}): names sorted, written atomically. */
+static int l_save_safetensors(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  int n;
+  const char **names = sorted_keys(L, 2, &n, "save_safetensors");
+  chai_tensor *ts = lua_newuserdatauv(L, sizeof(chai_tensor) * (size_t)(n ? n : 1), 0);
+  for (int i = 0; i < n; i++) {
+    lua_getfield(L, 2, names[i]);
+    chai_tensor *t = chai_bind_test_tensor(L, -1);
+    if (!t || !t->storage)
+      return luaL_error(L, "save_safetensors: %s is not a live chai.Tensor", names[i]);
+    ts[i] = *t; /* borrowed: the table keeps the tensor alive */
+    lua_pop(L, 1);
+  }
+  if (chai_safetensors_save(path, n, names, ts, NULL)) return chai_bind_fail(L);
+  return 0;
+}
+
+/* core.load_safetensors(path) → {name = tensor} (copies, so the file may be replaced later). */
+static int l_load_safetensors(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  chai_checkpoint *ck;
+  if (chai_checkpoint_open(&ck, path)) return chai_bind_fail(L);
+  int n = chai_checkpoint_count(ck);
+  lua_createtable(L, 0, n);
+  for (int i = 0; i < n; i++) {
+    const char *name = chai_checkpoint_name(ck, i);
+    chai_tensor view;
+    if (chai_checkpoint_get(ck, name, &view)) {
+      chai_checkpoint_close(ck);
+      return chai_bind_fail(L);
+    }
+    chai_tensor *t = chai_bind_push_tensor(L);
+    chai_status st = chai_tensor_clone(t, &view);
+    chai_tensor_release(&view);
+    if (st) {
+      chai_checkpoint_close(ck);
+      return chai_bind_fail(L);
+    }
+    lua_setfield(L, -2, name);
+  }
+  chai_checkpoint_close(ck);
+  return 1;
+}
+
+/* core.rng_state() → seed, counter of chai's global generator (as 64-bit integers). */
+static int l_rng_state(lua_State *L) {
+  chai_rng *r = chai_rng_global();
+  lua_pushinteger(L, (lua_Integer)r->seed);
+  lua_pushinteger(L, (lua_Integer)r->counter);
+  return 2;
+}
+
+static int l_rng_set_state(lua_State *L) {
+  chai_rng *r = chai_rng_global();
+  r->seed = (uint64_t)luaL_checkinteger(L, 1);
+  r->counter = (uint64_t)luaL_checkinteger(L, 2);
+  return 0;
+}
+
+/* core.stderr_isatty() → whether stderr is a terminal (for progress bars). */
+static int l_stderr_isatty(lua_State *L) {
+  lua_pushboolean(L, isatty(STDERR_FILENO));
+  return 1;
+}
+
 void chai_bind_open_train(lua_State *L, int table) {
   static const luaL_Reg fns[] = {{"loss_kd", l_loss_kd},
                                  {"optimizer", l_optimizer},
                                  {"grad_norm", l_grad_norm},
                                  {"clip_factor", l_clip_factor},
                                  {"schedule_factor", l_schedule_factor},
+                                 {"save_safetensors", l_save_safetensors},
+                                 {"load_safetensors", l_load_safetensors},
+                                 {"rng_state", l_rng_state},
+                                 {"rng_set_state", l_rng_set_state},
+                                 {"stderr_isatty", l_stderr_isatty},
                                  {NULL, NULL}};
   chai_bind_register(L, table, fns);
   static const luaL_Reg methods[] = {{"step", l_optim_step},

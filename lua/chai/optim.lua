@@ -57,17 +57,20 @@ function Optimizer:lr(step)
   return self.base_lr * core.schedule_factor(self.schedule, step or self.step_count)
 end
 
---- One update from grads (name → tensor; missing names are frozen). Raises, leaving every
---- parameter unchanged, when the gradient norm is NaN or Inf.
-function Optimizer:step(params, grads)
+--- One update from grads (name → tensor; missing names are frozen). opts.scale multiplies the
+--- gradients first (1/k after accumulating k batches); clipping sees the scaled norm. Raises,
+--- leaving every parameter unchanged, when the gradient norm is NaN or Inf.
+function Optimizer:step(params, grads, opts)
+  local scale = opts and opts.scale or 1
   local norm, finite = core.grad_norm(grads)
   if not finite then
     error(string.format("chai.train: the gradient norm is %s at step %d; parameters not updated",
                         tostring(norm), self.step_count + 1), 2)
   end
+  norm = norm * scale
   local clip = core.clip_factor(norm, self.max_grad_norm)
   local lr = self:lr()
-  self.core:step(params, grads, {lr = lr, grad_scale = clip, no_decay = self.no_decay})
+  self.core:step(params, grads, {lr = lr, grad_scale = clip * scale, no_decay = self.no_decay})
   self.step_count = self.step_count + 1
   return {lr = lr, grad_norm = norm, clip = clip}
 end
