@@ -93,7 +93,12 @@ struct chai_opt_model {
   /* f32 rows of a low-precision matrix, converted a block at a time. */
   float *lowp_scratch;
   size_t lowp_scratch_floats;
+  /* Training state (gradients, frozen flags, saved activations): opt_train.c; NULL until used. */
+  struct opt_train *train;
 };
+
+/* Frees m->train (opt_train.c); called by opt_model_destroy. */
+void opt_train_free(chai_opt_model *m);
 
 /* Builds the parameter table and layer pointers for m->cfg (tensors released). */
 chai_status opt_params_build(chai_opt_model *m);
