@@ -5,13 +5,16 @@
 --   chai.train.schedule{kind=, warmup=, total=, min_ratio=}(step) --> lr factor
 --   chai.train.encode(rows, tok, {text=, max_length=, add_bos=true}) --> {{ids=, label=}, ...}
 --   chai.train.evaluate(m, rows, {head=, batch_size=}) --> {accuracy=, loss=, count=}
+--   chai.train.annotate(rows, teacher_model) --> rows with .teacher logits (classify head)
+--   chai.train.models_dir() / chai.train.cached_model(name) --> where trained models are kept
 --   chai.train.run{model=, train=, eval=, ...}  --> {step=, epoch=, eval=, best=, history=, ...}
 --
 -- run's options (defaults in brackets):
 --   model            a chai.Model (f32): trained in place
 --   head             "classify" ["classify"] or "lm"
 --   train, eval      encoded rows {ids = {...}, label = n} (see encode); eval may be nil
---   teacher, T, alpha, label_smoothing   distillation from another chai.Model (forward only)
+--   teacher, T, alpha, label_smoothing   distillation from another chai.Model (forward only), or
+--                    teacher = "rows": logits stored in the rows by chai.train.annotate
 --   batch_size [32], epochs [1] or max_steps, grad_accum [1], seed [0]
 --   optimizer        chai.train.optimizer's options [{kind="adamw", lr=1e-3, schedule="linear",
 --                    warmup=10% of the steps, max_grad_norm=1}]; total_steps is filled in
@@ -88,7 +91,33 @@ function M.encode(rows, tok, opts)
   return out
 end
 
--- Pads a list of encoded rows on the right: input_ids, attention_mask (tensors), labels (table).
+--- Adds each row's teacher logits (row.teacher, a table of num_labels numbers) from a model's
+--- classify head, in length-sorted batches: distillation then costs no teacher forward per step
+--- (run with teacher = "rows").
+function M.annotate(rows, teacher, opts)
+  opts = opts or {}
+  local bs = opts.batch_size or 64
+  local pad = teacher.config.pad_token_id or 1
+  local batches = data.batches(rows, {batch_size = bs, length = function(r) return #r.ids end})
+  for _, batch in ipairs(batches) do
+    local T = 1
+    for _, r in ipairs(batch) do if #r.ids > T then T = #r.ids end end
+    local ids, mask = {}, {}
+    for b, r in ipairs(batch) do
+      ids[b], mask[b] = {}, {}
+      for t = 1, T do
+        ids[b][t] = r.ids[t] or pad
+        mask[b][t] = r.ids[t] and 1 or 0
+      end
+    end
+    local scores = teacher:classify(core.tensor(ids, "i32"), {attention_mask = core.tensor(mask, "i32")})
+    for b, row in ipairs(scores:totable()) do batch[b].teacher = row end
+  end
+  return rows
+end
+
+-- Pads a list of encoded rows on the right: input_ids, attention_mask (tensors), labels (table),
+-- and the rows' teacher logits (a tensor) when they carry them.
 local function collate(rows, pad)
   local T = 1
   for _, r in ipairs(rows) do if #r.ids > T then T = #r.ids end end
@@ -101,7 +130,13 @@ local function collate(rows, pad)
     end
     ids[b], mask[b], labels[b] = ri, rm, r.label
   end
-  return core.tensor(ids, "i32"), core.tensor(mask, "i32"), labels
+  local teacher = nil
+  if rows[1].teacher then
+    teacher = {}
+    for b, r in ipairs(rows) do teacher[b] = r.teacher end
+    teacher = core.tensor(teacher, "f32")
+  end
+  return core.tensor(ids, "i32"), core.tensor(mask, "i32"), labels, teacher
 end
 
 local function pad_id(m)
@@ -271,6 +306,29 @@ local function progress_line(step, total, loss, lr, ips, eta)
 end
 
 -- ---------------------------------------------------------------------------------------------
+-- Trained models: $CHAI_MODELS_DIR, else $XDG_CACHE_HOME/chai/models, else ~/.cache/chai/models.
+
+function M.models_dir()
+  local function env(k) local v = os.getenv(k); return v ~= "" and v or nil end
+  local d = env("CHAI_MODELS_DIR")
+  if d then return d end
+  local cache = env("XDG_CACHE_HOME") or ((env("HOME") or ".") .. "/.cache")
+  return cache .. "/chai/models"
+end
+
+--- The folder of a model trained by chai (e.g. "sst2-opt-4x256"), or an error saying how to make
+--- it: the offline default models for experiments (see docs/training.md).
+function M.cached_model(name)
+  local path = M.models_dir() .. "/" .. name
+  if not exists(path .. "/config.json") then
+    error(string.format("chai.train: no trained model '%s' in %s; make it with "
+                        .. "`chai script experiments/train_sst2.lua` (see docs/training.md)",
+                        name, M.models_dir()), 2)
+  end
+  return path
+end
+
+-- ---------------------------------------------------------------------------------------------
 -- The loop
 
 local RUN_KNOWN = {model = true, head = true, train = true, eval = true, teacher = true, T = true,
@@ -398,9 +456,14 @@ function M.run(opts)
       local loss_sum, count = 0, 0
       for a = 1, accum do
         local batch = batches[state.pos + a]
-        local ids, mask, labels = collate(batch, pad)
+        local ids, mask, labels, row_teacher = collate(batch, pad)
+        local teacher = opts.teacher
+        if teacher == "rows" then
+          teacher = row_teacher
+          if not teacher then error(fname .. ": teacher = \"rows\" but the rows carry no teacher logits (see chai.train.annotate)", 2) end
+        end
         local loss, info = m:forward_backward{input_ids = ids, attention_mask = mask,
-          labels = head == "classify" and labels or nil, head = head, teacher = opts.teacher,
+          labels = head == "classify" and labels or nil, head = head, teacher = teacher,
           T = opts.T, alpha = opts.alpha, label_smoothing = opts.label_smoothing}
         if loss ~= loss or loss == math.huge or loss == -math.huge then
           write_log({step = state.step + 1, epoch = state.epoch, error = "non-finite loss",
