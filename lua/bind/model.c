@@ -33,6 +33,14 @@ static lmodel *check_model(lua_State *L, int idx) {
   return u;
 }
 
+chai_opt_model **chai_bind_push_model(lua_State *L) {
+  return &push_model(L)->m;
+}
+
+chai_opt_model *chai_bind_check_model(lua_State *L, int idx) {
+  return check_model(L, idx)->m;
+}
+
 static void print_warnings(lmodel *u) {
   int n = chai_opt_warning_count(u->m);
   for (; u->printed < n; u->printed++)
@@ -227,6 +235,97 @@ static int l_opt_read_bandwidth(lua_State *L) {
   return 1;
 }
 
+/* ---- m:score_continuations(contexts, continuations) ------------------------------------------ */
+
+/* Reads a flat Lua table of ids into a new buffer owned by a userdata on the stack. */
+static int32_t *table_ids(lua_State *L, int idx, int *n, const char *what, int item, int choice) {
+  luaL_checktype(L, idx, LUA_TTABLE);
+  lua_Integer len = luaL_len(L, idx);
+  if (len < 1 || len > (1 << 20)) {
+    if (choice)
+      luaL_error(L, "score_continuations: item %d continuation %d has %d tokens", item, choice,
+                 (int)len);
+    luaL_error(L, "score_continuations: item %d %s has %d tokens", item, what, (int)len);
+  }
+  int32_t *buf = lua_newuserdatauv(L, sizeof(int32_t) * (size_t)len, 0);
+  for (lua_Integer i = 1; i <= len; i++) {
+    lua_rawgeti(L, idx, i);
+    int isint;
+    lua_Integer v = lua_tointegerx(L, -1, &isint);
+    if (!isint || v < INT32_MIN || v > INT32_MAX)
+      luaL_error(L, "score_continuations: item %d %s token %d is not an integer id", item, what,
+                 (int)i);
+    buf[i - 1] = (int32_t)v;
+    lua_pop(L, 1);
+  }
+  *n = (int)len;
+  return buf;
+}
+
+/* contexts: {ids, ...}; continuations: {{ids, ids, ...}, ...} → {{ {ll=, greedy=}, ... }, ...} */
+static int m_score_continuations(lua_State *L) {
+  lmodel *u = check_model(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  lua_Integer n = luaL_len(L, 2);
+  if (n < 1 || n != luaL_len(L, 3))
+    return luaL_error(L, "score_continuations: %d contexts but %d continuation lists", (int)n,
+                      (int)luaL_len(L, 3));
+  lua_settop(L, 3);
+  /* All buffers are userdata anchored in a table at index 4, so a Lua error frees them. */
+  lua_newtable(L);
+  chai_opt_score_item *items = lua_newuserdatauv(L, sizeof *items * (size_t)n, 0);
+  lua_rawseti(L, 4, 1);
+  int anchors = 2;
+  for (lua_Integer i = 1; i <= n; i++) {
+    chai_opt_score_item *it = &items[i - 1];
+    memset(it, 0, sizeof *it);
+    lua_rawgeti(L, 2, i);
+    it->ctx = table_ids(L, lua_gettop(L), &it->ctx_len, "context", (int)i, 0);
+    lua_rawseti(L, 4, anchors++);
+    lua_pop(L, 1);
+    lua_rawgeti(L, 3, i);
+    int conts = lua_gettop(L);
+    luaL_checktype(L, conts, LUA_TTABLE);
+    int J = (int)luaL_len(L, conts);
+    if (J < 1 || J > 4096) luaL_error(L, "score_continuations: item %d has %d continuations", (int)i, J);
+    const int32_t **cont = lua_newuserdatauv(L, sizeof *cont * (size_t)J, 0);
+    lua_rawseti(L, 4, anchors++);
+    int *cont_len = lua_newuserdatauv(L, sizeof(int) * (size_t)J, 0);
+    lua_rawseti(L, 4, anchors++);
+    it->ll = lua_newuserdatauv(L, sizeof(double) * (size_t)J, 0);
+    lua_rawseti(L, 4, anchors++);
+    it->greedy = lua_newuserdatauv(L, sizeof(bool) * (size_t)J, 0);
+    lua_rawseti(L, 4, anchors++);
+    for (int j = 1; j <= J; j++) {
+      lua_rawgeti(L, conts, j);
+      cont[j - 1] = table_ids(L, lua_gettop(L), &cont_len[j - 1], "continuation", (int)i, j);
+      lua_rawseti(L, 4, anchors++);
+      lua_pop(L, 1);
+    }
+    it->cont = cont;
+    it->cont_len = cont_len;
+    it->n_choices = J;
+    lua_pop(L, 1);
+  }
+  if (chai_opt_score_continuations(u->m, items, (int)n)) return chai_bind_fail(L);
+  lua_createtable(L, (int)n, 0);
+  for (lua_Integer i = 1; i <= n; i++) {
+    const chai_opt_score_item *it = &items[i - 1];
+    lua_createtable(L, it->n_choices, 0);
+    for (int j = 0; j < it->n_choices; j++) {
+      lua_createtable(L, 0, 2);
+      lua_pushnumber(L, it->ll[j]);
+      lua_setfield(L, -2, "ll");
+      lua_pushboolean(L, it->greedy[j]);
+      lua_setfield(L, -2, "greedy");
+      lua_rawseti(L, -2, j + 1);
+    }
+    lua_rawseti(L, -2, i);
+  }
+  return 1;
+}
+
 /* ---- methods --------------------------------------------------------------------------------- */
 
 static int m_forward(lua_State *L) {
@@ -404,6 +503,7 @@ void chai_bind_open_model(lua_State *L, int table) {
   static const luaL_Reg methods[] = {{"forward", m_forward},
                                      {"classify", m_classify},
                                      {"generate", m_generate},
+                                     {"score_continuations", m_score_continuations},
                                      {"save", m_save},
                                      {"num_parameters", m_num_parameters},
                                      {"memory", m_memory},

@@ -9,6 +9,7 @@ for name, value in pairs(core) do
 end
 
 require("chai.tensor").install(chai, core.tensor_methods)
+chai.heads = require "chai.heads"
 
 -- Submodules load on first use (chai.data, chai.eval, ...), so `require "chai"` stays cheap.
 local submodules = {data = true, eval = true, opt = true, tokenizer = true, hub = true, heads = true,

@@ -10,7 +10,8 @@ static void test_new_and_views(void) {
   CHECK_OK(chai_tensor_new(&t, CHAI_F32, 2, shape));
   CHECK(chai_tensor_numel(&t) == 6);
   CHECK(((uintptr_t)chai_tensor_data(&t) & 63) == 0);
-  for (int i = 0; i < 6; i++) chai_tensor_set_flat(&t, i, i);
+  for (int i = 0; i < 6; i++)
+    chai_tensor_set_flat(&t, i, i);
   int64_t s32[2] = {3, -1};
   CHECK_OK(chai_tensor_view(&v, &t, 2, s32));
   CHECK(v.shape[1] == 2 && v.storage == t.storage && t.storage->refs == 2);

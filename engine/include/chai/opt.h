@@ -190,6 +190,29 @@ chai_status chai_opt_generate(chai_opt_model *m, int32_t *out, int *n_out, const
 int chai_opt_sample(const float *logits, int V, const chai_opt_generate_opts *o, chai_rng *rng,
                     float *scratch, int32_t *order);
 
+/* ---- scoring (zero-shot evaluation) ---------------------------------------------------------- */
+
+/* One multiple-choice item: a context and its continuations (token ids). ll and greedy are
+ * outputs, one per continuation. */
+typedef struct chai_opt_score_item {
+  const int32_t *ctx;
+  int ctx_len; /* >= 1 */
+  int n_choices;
+  const int32_t *const *cont; /* cont[j] has cont_len[j] >= 1 ids */
+  const int *cont_len;
+  double *ll;   /* out: summed log-probability of cont[j] after ctx (log-softmax in double) */
+  bool *greedy; /* out: every token of cont[j] is the argmax of its prediction */
+} chai_opt_score_item;
+
+/* Scores every continuation of every item as lm-evaluation-harness does: log p(cont | ctx) summed
+ * over the continuation tokens, each predicted from the position before it. The items' contexts run
+ * once, as one left-padded batch, into the KV cache; each choice then runs from the cached context
+ * and the cache is rolled back. Uses (and resets) the model's KV cache. CHAI_ERR_ARG naming the
+ * item for an empty context or continuation, an id outside the vocabulary, or a context plus
+ * continuation longer than max_position_embeddings (truncate the context first). */
+chai_status chai_opt_score_continuations(chai_opt_model *m, const chai_opt_score_item *items,
+                                         int n_items);
+
 /* ---- saving ---------------------------------------------------------------------------------- */
 
 /* Writes dir/config.json and dir/model.safetensors (Hugging Face key names, "model.decoder."

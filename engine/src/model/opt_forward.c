@@ -194,40 +194,34 @@ static void swap(float **a, float **b) {
   *b = t;
 }
 
-/* x (N,C) → x after layer l, N = B·T. Without a cache the keys and values are the layer's own
- * (B,T,C) in the arena; with one they are appended at position `past` of each row's cache. */
-static chai_status layer_forward(chai_opt_model *m, int l, int B, int T, bool use_cache,
-                                 const float *keymask) {
+/* The layer's Q, K, V projections and attention over all heads; att (B·T,C) receives the output. */
+static chai_status dense_attention(chai_opt_model *m, int l, int B, int T, bool use_cache,
+                                   const float *in, const float *keymask) {
   const chai_opt_config *c = &m->cfg;
   const opt_layer *ly = &m->layers[l];
   opt_acts *A = &m->acts;
   opt_kv *kv = &m->kv;
-  int C = c->hidden_size, F = c->ffn_dim, H = c->num_attention_heads, D = C / H, N = B * T;
-  bool pre = c->do_layer_norm_before;
+  int C = c->hidden_size, D = C / c->num_attention_heads, N = B * T;
+  int H = opt_layer_heads(m, l), HD = H * D; /* HD = C unless the model is pruned */
+  int kw = opt_heads_k_width(m, l), vw = opt_heads_v_width(m, l);
   int past = use_cache ? kv->len : 0;
-
-  const float *in = A->x;
-  if (pre) {
-    layernorm(A->h, A->x, ly->ln1_w, ly->ln1_b, N, C);
-    in = A->h;
-  }
   float *kd = A->k, *vd = A->v;
   if (use_cache && B == 1) { /* straight into the cache */
-    kd = kv->k[l] + (size_t)past * C;
-    vd = kv->v[l] + (size_t)past * C;
+    kd = kv->k[l] + (size_t)past * kw;
+    vd = kv->v[l] + (size_t)past * vw;
   }
-  linear(m, A->q, in, ly->q_w, ly->q_b, N, C, C, false, ACT_NONE);
-  linear(m, kd, in, ly->k_w, ly->k_b, N, C, C, false, ACT_NONE);
-  linear(m, vd, in, ly->v_w, ly->v_b, N, C, C, false, ACT_NONE);
+  linear(m, A->q, in, ly->q_w, ly->q_b, N, C, HD, false, ACT_NONE);
+  linear(m, kd, in, ly->k_w, ly->k_b, N, C, HD, false, ACT_NONE);
+  linear(m, vd, in, ly->v_w, ly->v_b, N, C, HD, false, ACT_NONE);
 
   chai_attention_args a = {.B = B,
                            .Tq = T,
                            .Tk = T,
                            .H = H,
                            .D = D,
-                           .q_ts = C,
-                           .k_ts = C,
-                           .v_ts = C,
+                           .q_ts = HD,
+                           .k_ts = HD,
+                           .v_ts = HD,
                            .scale = 1.0f / sqrtf((float)D),
                            .causal = true,
                            .key_mask = keymask,
@@ -239,21 +233,48 @@ static chai_status layer_forward(chai_opt_model *m, int l, int B, int T, bool us
   } else {
     a.B = 1;
     a.Tk = past + T;
+    a.k_ts = kw;
+    a.v_ts = vw;
     for (int b = 0; b < B && !st; b++) {
-      float *kc = kv->k[l] + (size_t)b * kv->capacity * C;
-      float *vc = kv->v[l] + (size_t)b * kv->capacity * C;
+      float *kc = kv->k[l] + (size_t)b * kv->capacity * kw;
+      float *vc = kv->v[l] + (size_t)b * kv->capacity * vw;
       if (B > 1) {
-        memcpy(kc + (size_t)past * C, A->k + (size_t)b * T * C, (size_t)T * C * sizeof(float));
-        memcpy(vc + (size_t)past * C, A->v + (size_t)b * T * C, (size_t)T * C * sizeof(float));
+        for (int t = 0; t < T; t++) {
+          memcpy(kc + (size_t)(past + t) * kw, A->k + ((size_t)b * T + t) * HD, HD * sizeof(float));
+          memcpy(vc + (size_t)(past + t) * vw, A->v + ((size_t)b * T + t) * HD, HD * sizeof(float));
+        }
       }
       a.key_mask = kv->mask + (size_t)b * kv->capacity;
-      st = opt_attention_forward(A->att + (size_t)b * T * C, A->q + (size_t)b * T * C, kc, vc, &a,
-                                 A->scores, sf);
+      st = opt_attention_forward(A->att + (size_t)b * T * HD, A->q + (size_t)b * T * HD, kc, vc,
+                                 &a, A->scores, sf);
     }
   }
+  return st;
+}
+
+/* x (N,C) → x after layer l, N = B·T. Without a cache the keys and values are the layer's own
+ * (B,T,C) in the arena; with one they are appended at position `past` of each row's cache. */
+static chai_status layer_forward(chai_opt_model *m, int l, int B, int T, bool use_cache,
+                                 const float *keymask) {
+  const chai_opt_config *c = &m->cfg;
+  const opt_layer *ly = &m->layers[l];
+  opt_acts *A = &m->acts;
+  int C = c->hidden_size, F = c->ffn_dim, N = B * T;
+  bool pre = c->do_layer_norm_before;
+
+  const float *in = A->x;
+  if (pre) {
+    layernorm(A->h, A->x, ly->ln1_w, ly->ln1_b, N, C);
+    in = A->h;
+  }
+  bool done = false;
+  chai_status st = CHAI_OK;
+  if (m->heads && (st = opt_heads_attention(m, l, B, T, use_cache, in, keymask, &done))) return st;
+  if (!done) st = dense_attention(m, l, B, T, use_cache, in, keymask);
   if (st) return st;
   /* x += out_proj(att); post-LN normalises the sum. */
-  linear(m, A->x, A->att, ly->o_w, ly->o_b, N, C, C, true, ACT_NONE);
+  int HD = opt_layer_heads(m, l) * (C / c->num_attention_heads); /* C unless pruned */
+  linear(m, A->x, A->att, ly->o_w, ly->o_b, N, HD, C, true, ACT_NONE);
   if (!pre) {
     layernorm(A->h, A->x, ly->ln1_w, ly->ln1_b, N, C);
     swap(&A->x, &A->h);

@@ -82,13 +82,23 @@ struct chai_opt_model {
   /* Per-layer head-cluster maps for attention (chai_attention_args.score_head), NULL = every head
    * scores for itself. Set by head clustering (issue 6); owned by whoever sets them. */
   const int **score_head;
+  /* CHAI head clustering and attention capture (engine/src/heads/opt_heads.c); NULL = dense. */
+  struct opt_heads *heads;
+  /* Heads per layer of a pruned model (config key "chai_attention_heads"), NULL = every layer has
+   * num_attention_heads. Layer l's q/k/v project to layer_heads[l]·head_dim. */
+  int *layer_heads;
   chai_opt_warnings warnings;
   opt_acts acts;
   opt_kv kv;
   /* f32 rows of a low-precision matrix, converted a block at a time. */
   float *lowp_scratch;
   size_t lowp_scratch_floats;
+  /* Training state (gradients, frozen flags, saved activations): opt_train.c; NULL until used. */
+  struct opt_train *train;
 };
+
+/* Frees m->train (opt_train.c); called by opt_model_destroy. */
+void opt_train_free(chai_opt_model *m);
 
 /* Builds the parameter table and layer pointers for m->cfg (tensors released). */
 chai_status opt_params_build(chai_opt_model *m);
@@ -136,5 +146,23 @@ chai_status opt_acts_reserve_run(chai_opt_model *m, int B, int T, const int32_t 
 chai_status opt_decoder_run(chai_opt_model *m, const int32_t *ids, const int32_t *mask, int B,
                             int T, bool use_cache, const int *rows, int n_rows,
                             const float **feats);
+
+/* ---- CHAI hooks (engine/src/heads/opt_heads.c, opt_prune.c) -------------------------------- */
+
+/* Layer l's attention when head clustering or capture is on: from the attention input `in`
+ * (B·T,C) it writes the heads' outputs (B·T,C) into m->acts.att (and the layer's K and V into the
+ * cache when use_cache) and sets *done; *done false means "run the dense path". */
+chai_status opt_heads_attention(chai_opt_model *m, int l, int B, int T, bool use_cache,
+                                const float *in, const float *keymask, bool *done);
+/* Reads "chai_attention_heads" (one count per layer, 1..num_attention_heads) from the config's
+ * extra keys into m->layer_heads; CHAI_ERR_ARG naming a bad value. */
+chai_status opt_layer_heads_parse(chai_opt_model *m);
+/* Heads of layer l (num_attention_heads unless the model is pruned). */
+int opt_layer_heads(const chai_opt_model *m, int l);
+/* Floats per token of layer l's K cache: heads·D when dense, representatives·D when clustered;
+ * and of its V cache: heads·D. */
+int opt_heads_k_width(const chai_opt_model *m, int l);
+int opt_heads_v_width(const chai_opt_model *m, int l);
+void opt_heads_free(chai_opt_model *m);
 
 #endif
