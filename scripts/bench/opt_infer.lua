@@ -1,7 +1,7 @@
 -- OPT inference speed: chai against PyTorch on the same random opt-125m-shaped model, in one run.
 --
 --   chai script scripts/bench/opt_infer.lua [--threads 2] [--reps 5] [--dir /tmp/chai-bench-opt125m]
---                                           [--no-torch]
+--                                           [--no-torch] [--all-cores]
 --
 -- Figures (median of --reps runs, f32 weights, --threads threads for both):
 --   classify   B16 x T32 sequence classification (score head on the last token), ms
@@ -17,11 +17,14 @@
 -- pytorch_model.bin for the RSS check). PyTorch runs tests/fixtures/opt_reference.py (a faithful
 -- copy of Hugging Face's OPT) under /usr/bin/python3 with torch.set_num_threads(--threads). Each
 -- side runs in child processes, one per OpenBLAS core type (OpenBLAS fixes its kernel when it
--- loads); the best is reported with its setting.
+-- loads): PyTorch under OpenBLAS's own choice and OPENBLAS_CORETYPE=Haswell, SkylakeX and
+-- Cooperlake, and the best of each figure is reported with its setting; chai under its own choice
+-- (all four with --all-cores).
 local chai = require "chai"
 local now = require("chai.core").bench.now
 
-local opts = {threads = 2, reps = 5, dir = "/tmp/chai-bench-opt125m", torch = true}
+local opts = {threads = 2, reps = 5, dir = "/tmp/chai-bench-opt125m", torch = true,
+              all_cores = false}
 local i = 1
 while i <= #arg do
   local a = arg[i]
@@ -29,6 +32,7 @@ while i <= #arg do
   elseif a == "--reps" then opts.reps = tonumber(arg[i + 1]); i = i + 1
   elseif a == "--dir" then opts.dir = arg[i + 1]; i = i + 1
   elseif a == "--no-torch" then opts.torch = false
+  elseif a == "--all-cores" then opts.all_cores = true
   elseif a == "--child" then opts.child = arg[i + 1]; i = i + 1
   else error("opt_infer.lua: unknown option '" .. a .. "'") end
   i = i + 1
@@ -219,12 +223,14 @@ end
 local chai_info
 for _, core in ipairs(cores) do
   local label = core or "chai's choice"
-  local res = chai_run(core or nil)
-  if res then
-    keep("chai", res, core and core or ("chai's choice (" .. tostring(res.core) .. ")"))
-    chai_info = chai_info or res
-  else
-    print("chai run failed for core " .. label)
+  if not core or opts.all_cores then
+    local res = chai_run(core or nil)
+    if res then
+      keep("chai", res, core and core or ("chai's choice (" .. tostring(res.core) .. ")"))
+      chai_info = chai_info or res
+    else
+      print("chai run failed for core " .. label)
+    end
   end
   if opts.torch then
     local tres = torch_run(core or nil)
@@ -236,8 +242,11 @@ os.remove(pyfile)
 local function fmt_ms(x) return x and string.format("%8.1f ms", x.v * 1e3) or "        -" end
 local function fmt_ts(x) return x and string.format("%8.1f t/s", x.v) or "         -" end
 print()
-print(string.format("OPT inference, random opt-125m shape, f32, %d threads (%s)", opts.threads,
-                    chai.cpu().vendor or "?"))
+local f = io.open("/proc/loadavg")
+local load = f and f:read("l"):match("^(%S+ %S+ %S+)") or "?"
+if f then f:close() end
+print(string.format("OPT inference, random opt-125m shape, f32, %d threads (%s); load average %s",
+                    opts.threads, chai.cpu().vendor or "?", load))
 print(string.format("%-22s %12s %12s %8s   %s", "", "chai", "PyTorch", "ratio", "best OpenBLAS core (chai / torch)"))
 for _, k in ipairs({"classify", "prefill", "decode"}) do
   local c, t = best.chai[k], best.torch[k]
