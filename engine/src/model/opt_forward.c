@@ -245,8 +245,8 @@ static chai_status dense_attention(chai_opt_model *m, int l, int B, int T, bool 
         }
       }
       a.key_mask = kv->mask + (size_t)b * kv->capacity;
-      st = opt_attention_forward(A->att + (size_t)b * T * HD, A->q + (size_t)b * T * HD, kc, vc,
-                                 &a, A->scores, sf);
+      st = opt_attention_forward(A->att + (size_t)b * T * HD, A->q + (size_t)b * T * HD, kc, vc, &a,
+                                 A->scores, sf);
     }
   }
   return st;
@@ -291,6 +291,98 @@ static chai_status layer_forward(chai_opt_model *m, int l, int B, int T, bool us
     layernorm(A->h, A->x, ly->ln2_w, ly->ln2_b, N, C);
     swap(&A->x, &A->h);
   }
+  return CHAI_OK;
+}
+
+/* The last layer when only `rows` (flat token indices, R of them) of its output are needed, as for
+ * last-position logits and classification: K and V of every token (the rows attend to them), the
+ * rest for the rows alone, which saves most of the layer. Leaves the rows' outputs (R,C) in
+ * A->rowsC. The dense path only (no head clustering hooks). */
+static chai_status last_layer_rows(chai_opt_model *m, int l, int B, int T, bool use_cache,
+                                   const float *keymask, const int *rows, int R) {
+  const chai_opt_config *c = &m->cfg;
+  const opt_layer *ly = &m->layers[l];
+  opt_acts *A = &m->acts;
+  opt_kv *kv = &m->kv;
+  int C = c->hidden_size, F = c->ffn_dim, D = C / c->num_attention_heads, N = B * T;
+  int H = opt_layer_heads(m, l), HD = H * D;
+  int kw = opt_heads_k_width(m, l), vw = opt_heads_v_width(m, l);
+  int past = use_cache ? kv->len : 0;
+  bool pre = c->do_layer_norm_before;
+
+  const float *in = A->x;
+  if (pre) {
+    layernorm(A->h, A->x, ly->ln1_w, ly->ln1_b, N, C);
+    in = A->h;
+  }
+  float *kd = A->k, *vd = A->v;
+  if (use_cache && B == 1) {
+    kd = kv->k[l] + (size_t)past * kw;
+    vd = kv->v[l] + (size_t)past * vw;
+  }
+  linear(m, kd, in, ly->k_w, ly->k_b, N, C, HD, false, ACT_NONE);
+  linear(m, vd, in, ly->v_w, ly->v_b, N, C, HD, false, ACT_NONE);
+  if (use_cache && B > 1)
+    for (int b = 0; b < B; b++)
+      for (int t = 0; t < T; t++) {
+        size_t dst = (size_t)b * kv->capacity + past + t, src = (size_t)b * T + t;
+        memcpy(kv->k[l] + dst * kw, A->k + src * HD, HD * sizeof(float));
+        memcpy(kv->v[l] + dst * vw, A->v + src * HD, HD * sizeof(float));
+      }
+  for (int r = 0; r < R; r++)
+    memcpy(A->rowsC2 + (size_t)r * C, in + (size_t)rows[r] * C, (size_t)C * sizeof(float));
+  linear(m, A->q, A->rowsC2, ly->q_w, ly->q_b, R, C, HD, false, ACT_NONE);
+
+  /* Each row is one query at its own position over its row's keys. */
+  chai_attention_args a = {.B = 1,
+                           .Tq = 1,
+                           .H = H,
+                           .D = D,
+                           .q_ts = HD,
+                           .k_ts = use_cache ? kw : HD,
+                           .v_ts = use_cache ? vw : HD,
+                           .scale = 1.0f / sqrtf((float)D),
+                           .causal = true,
+                           .score_head = m->score_head ? m->score_head[l] : NULL};
+  size_t sf = opt_attention_scratch_floats((int)A->keys, (int)A->threads);
+  for (int r = 0; r < R; r++) {
+    int b = rows[r] / T, t = rows[r] % T;
+    const float *k, *v;
+    if (use_cache) {
+      k = kv->k[l] + (size_t)b * kv->capacity * kw;
+      v = kv->v[l] + (size_t)b * kv->capacity * vw;
+      a.key_mask = kv->mask + (size_t)b * kv->capacity;
+    } else {
+      k = A->k + (size_t)b * T * HD;
+      v = A->v + (size_t)b * T * HD;
+      a.key_mask = keymask ? keymask + (size_t)b * T : NULL;
+    }
+    a.Tk = past + t + 1;
+    chai_status st = opt_attention_forward(A->att + (size_t)r * HD, A->q + (size_t)r * HD, k, v, &a,
+                                           A->scores, sf);
+    if (st) return st;
+  }
+  float *xr = A->rowsC, *hr = A->rowsC2;
+  for (int r = 0; r < R; r++)
+    memcpy(xr + (size_t)r * C, A->x + (size_t)rows[r] * C, (size_t)C * sizeof(float));
+  linear(m, xr, A->att, ly->o_w, ly->o_b, R, HD, C, true, ACT_NONE);
+  if (!pre) {
+    layernorm(hr, xr, ly->ln1_w, ly->ln1_b, R, C);
+    swap(&xr, &hr);
+  }
+  in = xr;
+  if (pre) {
+    layernorm(hr, xr, ly->ln2_w, ly->ln2_b, R, C);
+    in = hr;
+  }
+  int act = c->activation_function == CHAI_OPT_ACT_GELU ? ACT_GELU : ACT_RELU;
+  linear(m, A->ffh, in, ly->fc1_w, ly->fc1_b, R, C, F, false, act);
+  linear(m, xr, A->ffh, ly->fc2_w, ly->fc2_b, R, F, C, true, ACT_NONE);
+  if (!pre) {
+    layernorm(hr, xr, ly->ln2_w, ly->ln2_b, R, C);
+    swap(&xr, &hr);
+  }
+  if (xr != A->rowsC) memcpy(A->rowsC, xr, (size_t)R * C * sizeof(float));
   return CHAI_OK;
 }
 
@@ -374,9 +466,15 @@ chai_status opt_decoder_run(chai_opt_model *m, const int32_t *ids, const int32_t
   }
   gather_rows(A->x, m->embed_positions, A->pos, N, C, true);
 
-  for (int l = 0; l < c->num_hidden_layers; l++) {
+  int L = c->num_hidden_layers;
+  bool rows_only = rows && n_rows < N && !m->heads; /* see last_layer_rows */
+  for (int l = 0; l < L; l++) {
     if (chai_interrupted()) return chai_error(CHAI_ERR_INTERRUPTED, "OPT forward interrupted");
-    if ((st = layer_forward(m, l, B, T, use_cache, keymask))) return st;
+    if (rows_only && l == L - 1)
+      st = last_layer_rows(m, l, B, T, use_cache, keymask, rows, n_rows);
+    else
+      st = layer_forward(m, l, B, T, use_cache, keymask);
+    if (st) return st;
   }
 
   /* Final LayerNorm (pre-LN models) and project_out, row-wise: only on the rows asked for. */
@@ -384,8 +482,9 @@ chai_status opt_decoder_run(chai_opt_model *m, const int32_t *ids, const int32_t
   int R = N;
   float *ln_out = A->h, *proj_out = A->emb;
   if (rows) {
-    for (int r = 0; r < n_rows; r++)
-      memcpy(A->rowsC + (size_t)r * C, A->x + (size_t)rows[r] * C, (size_t)C * sizeof(float));
+    if (!rows_only)
+      for (int r = 0; r < n_rows; r++)
+        memcpy(A->rowsC + (size_t)r * C, A->x + (size_t)rows[r] * C, (size_t)C * sizeof(float));
     src = A->rowsC;
     R = n_rows;
     ln_out = A->rowsC2;
