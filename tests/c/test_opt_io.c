@@ -273,6 +273,45 @@ static void test_bad_checkpoints(void) {
   chai_opt_free(m);
 }
 
+/* A sharded checkpoint (model.safetensors.index.json + two shards) loads like the single file. */
+static void test_sharded(void) {
+  chai_opt_model *m = opt_fixture_load("preln", "st", CHAI_F32);
+  int n = chai_opt_param_count(m), half = n / 2;
+  const char *names[80];
+  chai_tensor ts[80];
+  for (int i = 0; i < n; i++)
+    names[i] = chai_opt_param(m, i, &ts[i]);
+  char dir[128], path[256];
+  mkdir(tmp_dir(dir, sizeof dir, "sharded"), 0777);
+  snprintf(path, sizeof path, "%s/model-00001-of-00002.safetensors", dir);
+  CHECK_OK(chai_safetensors_save(path, half, names, ts, NULL));
+  snprintf(path, sizeof path, "%s/model-00002-of-00002.safetensors", dir);
+  CHECK_OK(chai_safetensors_save(path, n - half, names + half, ts + half, NULL));
+  snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+  FILE *f = fopen(path, "wb");
+  fputs("{\"metadata\": {}, \"weight_map\": {", f);
+  for (int i = 0; i < n; i++)
+    fprintf(f, "%s\"%s\": \"model-0000%d-of-00002.safetensors\"", i ? ", " : "", names[i],
+            i < half ? 1 : 2);
+  fputs("}}", f);
+  fclose(f);
+  char src[512];
+  snprintf(src, sizeof src, "%s/opt/preln/st/config.json", CHAI_TEST_FIXTURES);
+  snprintf(path, sizeof path, "%s/config.json", dir);
+  copy_file(src, path);
+  chai_opt_model *m2 = NULL;
+  CHECK_OK(chai_opt_load(&m2, dir, NULL));
+  if (m2) {
+    chai_tensor a = logits_of(m), b = logits_of(m2);
+    CHECK(same_bits(&a, &b));
+    CHECK(chai_opt_warning_count(m2) == 0);
+    chai_tensor_release(&a);
+    chai_tensor_release(&b);
+    chai_opt_free(m2);
+  }
+  chai_opt_free(m);
+}
+
 /* Every chai allocation that can fail during load, forward, classify, generate: a clean
  * CHAI_ERR_NOMEM, nothing half-built, nothing leaked (the sanitizer build checks the last). */
 static void test_alloc_failures(void) {
@@ -317,6 +356,7 @@ int main(void) {
   test_round_trip("preln", "st", CHAI_BF16);
   test_create();
   test_bad_checkpoints();
+  test_sharded();
   test_alloc_failures();
   char cmd[128];
   snprintf(cmd, sizeof cmd, "rm -rf %s", tmp_root);
