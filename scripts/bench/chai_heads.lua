@@ -5,11 +5,11 @@
 --   chai script scripts/bench/chai_heads.lua [--threads N] [--contexts 128,256,...] [--new N]
 --                                            [--reps R] [--dtype f32|f16]
 -- For each context length: the prompt goes through the KV cache in one prefill, then `new`
--- single-token decode steps (default 32) are timed one by one (LM head included: the real time to next token).
+-- single-token decode steps (default 32) are timed one by one (LM head included: the real time
+-- to next token).
 -- Reported: the fastest step and the fastest prefill over `reps` (2) runs; minima, because the
 -- machine may be shared and the minimum is what contention cannot inflate.
 local chai = require "chai"
-local bench = require("chai.core").bench
 
 local opts = {threads = 2, contexts = {128, 256, 512, 1024, 2048}, new = 32, dtype = "f32", reps = 2}
 local i = 1
