@@ -3,7 +3,7 @@
 -- heads, d_model 768, FFN 3072; position table stretched to 2112 rows so a 2048-token context
 -- still has room for the new tokens; weights random, so only speed and bytes mean anything).
 --   chai script scripts/bench/chai_heads.lua [--threads N] [--contexts 128,256,...] [--new N]
---                                            [--reps R] [--dtype f32|f16]
+--                                            [--reps R] [--dtype f32|f16] [--no-timing]
 -- For each context length: the prompt goes through the KV cache in one prefill, then `new`
 -- single-token decode steps (default 32) are timed one by one (LM head included: the real time
 -- to next token).
@@ -18,6 +18,7 @@ while i <= #arg do
   if a == "--threads" then opts.threads = tonumber(v)
   elseif a == "--new" then opts.new = tonumber(v)
   elseif a == "--reps" then opts.reps = tonumber(v)
+  elseif a == "--no-timing" then opts.no_timing = true; i = i - 1
   elseif a == "--dtype" then opts.dtype = v
   elseif a == "--contexts" then
     opts.contexts = {}
@@ -66,6 +67,35 @@ for _, p in ipairs(plans) do
   print(string.format("| %s | %d | %d | %.1f%% | %.1f%% |", p.name, k_bytes, total,
                       100 * (1 - k_bytes / (dense_total - v_bytes)), 100 * (1 - total / dense_total)))
 end
+
+-- Memory traffic of one decode step (the bound on a memory-bound decode): every weight byte plus
+-- the K and V cache of the context (m:decode_bytes, dense). A clustered layer reads only its
+-- representatives' W_q/W_k rows (its packed f32 copy) and K cache rows.
+local wbytes = opts.dtype == "f32" and 4 or 2
+local function modelled_bytes(plan, n)
+  local bytes = m:decode_bytes(n)
+  for _, e in ipairs(plan and plan.layers or {}) do
+    local k = #e.clusters
+    bytes = bytes - 2 * (H - k) * D * 768 * wbytes - n * (H - k) * D * 4
+    if wbytes ~= 4 then bytes = bytes + 2 * k * D * 768 * (4 - wbytes) end
+  end
+  return bytes
+end
+print("\n## Modelled bytes read per decoded token (MB) and the ratio dense / clustered")
+local mh, ms = "| context |", "|---|"
+for _, p in ipairs(plans) do mh = mh .. " " .. p.name .. " |"; ms = ms .. "---|" end
+print(mh)
+print(ms)
+for _, n in ipairs(opts.contexts) do
+  local r = string.format("| %d |", n)
+  local dense_b = modelled_bytes(nil, n)
+  for _, p in ipairs(plans) do
+    local b = modelled_bytes(p.plan, n)
+    r = r .. (p.plan and string.format(" %.1f (%.3f×) |", b / 1e6, dense_b / b) or string.format(" %.1f |", b / 1e6))
+  end
+  print(r)
+end
+if opts.no_timing then return end
 
 local bench_decode = require("chai.core").heads.bench_decode
 
