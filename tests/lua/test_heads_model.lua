@@ -128,5 +128,11 @@ m:set_heads(plan)
 check_error(function() heads.calibrate(m, tok, texts) end, "set_heads(nil)", "calibrate needs a dense model")
 m:set_heads(nil)
 
+-- A half-precision model: the packed representative rows are converted to f32 (identity == dense).
+local h16 = chai.opt.load(os.getenv("CHAI_TEST_FIXTURES") .. "/opt/preln/st", {dtype = "f16"})
+local d16 = h16:forward({ids})
+h16:set_heads({layers = {{layer = 1, clusters = {{1}, {2}, {3}, {4}}}, {layer = 2, clusters = {{1}, {2}, {3}, {4}}}}})
+check(maxdiff(h16:forward({ids}), d16) <= 1e-5, "f16 model: identity plan equals dense")
+
 print(string.format("%d passed, %d failed", passed, failed))
 if failed > 0 then os.exit(1) end
