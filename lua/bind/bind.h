@@ -31,6 +31,8 @@ void chai_bind_open_model(lua_State *L, int table);
 void chai_bind_open_tokenizer(lua_State *L, int table);
 void chai_bind_open_hub(lua_State *L, int table);
 void chai_bind_open_heads(lua_State *L, int table);
+void chai_bind_open_train(lua_State *L, int table);
+void chai_bind_open_model_train(lua_State *L, int table); /* after chai_bind_open_model */
 
 /* The live OPT model of the chai.Model userdata at idx (model.c); raises for anything else. */
 struct chai_opt_model *chai_bind_check_model(lua_State *L, int idx);

@@ -16,5 +16,7 @@ int luaopen_chai_core(lua_State *L) {
   chai_bind_open_tokenizer(L, t);
   chai_bind_open_hub(L, t);
   chai_bind_open_heads(L, t);
+  chai_bind_open_train(L, t);
+  chai_bind_open_model_train(L, t);
   return 1;
 }

@@ -68,6 +68,17 @@ static double masked_diff(const chai_tensor *a, const chai_tensor *b, const int3
   return m;
 }
 
+/* Dense inference runs the GEMM-blocked attention kernel (model/opt_attention.c), the clustered and
+ * capture paths the per-key kernels, so their logits agree to float rounding: 1e-6 relative to the
+ * largest logit. */
+static double rounding_bound(const chai_tensor *t) {
+  const float *x = chai_tensor_data(t);
+  double mx = 1;
+  for (int64_t i = 0; i < chai_tensor_numel(t); i++)
+    if (fabs(x[i]) > mx) mx = fabs(x[i]);
+  return 1e-6 * mx;
+}
+
 static void identity_equals_dense(const char *name) {
   chai_opt_model *m = load(name);
   if (!m) return;
@@ -87,7 +98,7 @@ static void identity_equals_dense(const char *name) {
     CHECK_OK(chai_heads_plan_set_clusters(&plan, l, l, H, heads, sizes, H));
   CHECK_OK(chai_opt_set_heads(m, &plan, CHAI_HEADS_STATIC));
   CHECK_OK(chai_opt_forward(m, &ident, ip, mp, B, T, false));
-  CHECK(masked_diff(&ident, &dense, NULL) <= 1e-6);
+  CHECK(masked_diff(&ident, &dense, NULL) <= rounding_bound(&dense));
   /* online with k = H: singletons again */
   chai_tensor one = {0}, oned = {0};
   CHECK_OK(chai_opt_set_heads(m, &plan, CHAI_HEADS_ONLINE));
@@ -96,7 +107,7 @@ static void identity_equals_dense(const char *name) {
   CHECK_OK(chai_opt_set_heads(m, NULL, CHAI_HEADS_DENSE));
   CHECK(chai_opt_get_heads(m, NULL) == NULL);
   CHECK_OK(chai_opt_forward(m, &oned, ip, NULL, 1, T, false));
-  CHECK(masked_diff(&one, &oned, NULL) <= 1e-6);
+  CHECK(masked_diff(&one, &oned, NULL) <= rounding_bound(&oned));
   chai_heads_plan_free(&plan);
   chai_tensor_release(&one), chai_tensor_release(&oned);
   chai_tensor_release(&ids), chai_tensor_release(&mask), chai_tensor_release(&dense),
@@ -248,7 +259,7 @@ static void capture(void) {
   CHECK_ERR(chai_opt_forward(m, &dense, ids, NULL, 2, 3, false), CHAI_ERR_ARG, "one row");
   chai_opt_capture_end(m);
   CHECK_OK(chai_opt_forward(m, &dense, ids, NULL, 1, 6, false));
-  CHECK(masked_diff(&out, &dense, NULL) <= 1e-6); /* capture does not change the outputs */
+  CHECK(masked_diff(&out, &dense, NULL) <= rounding_bound(&dense)); /* capture changes nothing */
   chai_tensor_release(&out), chai_tensor_release(&dense);
   chai_opt_free(m);
 }

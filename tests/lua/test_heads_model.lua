@@ -16,6 +16,14 @@ local function maxdiff(a, b)
   walk(x, y)
   return m
 end
+-- Dense inference and the clustered path use different attention kernels (GEMM-blocked vs per-key),
+-- so "equal" means equal to float rounding: 1e-6 relative to the largest logit.
+local function rounding_bound(t)
+  local mx = 1
+  local function walk(p) if type(p) == "table" then for i = 1, #p do walk(p[i]) end else mx = math.max(mx, math.abs(p)) end end
+  walk(t:totable())
+  return 1e-6 * mx
+end
 
 local m = chai.opt.load(os.getenv("CHAI_TEST_FIXTURES") .. "/opt/preln/st")
 -- A stand-in tokenizer (the fixture model has a 96-token vocabulary): BOS then one id a byte.
@@ -74,7 +82,7 @@ check(math.abs(both[2][1].ll - ll_forward(ctxB, 8)) < 1e-4, "scoring a short pad
 
 -- Every head its own cluster equals dense.
 m:set_heads({layers = {{layer = 1, clusters = {{1}, {2}, {3}, {4}}}, {layer = 2, clusters = {{1}, {2}, {3}, {4}}}}})
-check(maxdiff(m:forward({ids}), dense) <= 1e-6, "identity plan equals dense")
+check(maxdiff(m:forward({ids}), dense) <= rounding_bound(dense), "identity plan equals dense")
 
 -- From a file, and online mode.
 local path = os.tmpname()

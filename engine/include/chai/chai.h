@@ -15,6 +15,7 @@
 #include "chai/sha256.h"
 #include "chai/tensor.h"
 #include "chai/tokenizer.h"
+#include "chai/train.h"
 
 /* "0.1.0" */
 const char *chai_version(void);

@@ -3,6 +3,7 @@
  * forward (keys and values in the arena) and incremental decoding (keys and values in the KV cache,
  * see opt_kvcache.c). */
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 #include "chai/blas.h"
@@ -97,7 +98,8 @@ static size_t round16(size_t n) {
   return (n + 15) & ~(size_t)15;
 }
 
-chai_status opt_acts_reserve(chai_opt_model *m, size_t tokens, size_t mask, size_t rows) {
+chai_status opt_acts_reserve(chai_opt_model *m, size_t tokens, size_t mask, size_t rows,
+                             size_t keys) {
   if (m->dtype != CHAI_F32) {
     size_t widest = (size_t)m->cfg.hidden_size;
     if ((size_t)m->cfg.ffn_dim > widest) widest = (size_t)m->cfg.ffn_dim;
@@ -107,16 +109,23 @@ chai_status opt_acts_reserve(chai_opt_model *m, size_t tokens, size_t mask, size
     if (st) return st;
   }
   opt_acts *A = &m->acts;
-  if (A->storage && tokens <= A->tokens && mask <= A->mask_cap && rows <= A->rows) return CHAI_OK;
+  size_t threads = (size_t)omp_get_max_threads();
+  if (A->storage && tokens <= A->tokens && mask <= A->mask_cap && rows <= A->rows &&
+      keys <= A->keys && threads <= A->threads)
+    return CHAI_OK;
   if (A->storage) { /* grow to cover both the old and the new request */
     if (A->tokens > tokens) tokens = A->tokens;
     if (A->mask_cap > mask) mask = A->mask_cap;
     if (A->rows > rows) rows = A->rows;
+    if (A->keys > keys) keys = A->keys;
+    if (A->threads > threads) threads = A->threads;
   }
   size_t C = (size_t)m->cfg.hidden_size, F = (size_t)m->cfg.ffn_dim;
   size_t P = (size_t)m->cfg.word_embed_proj_dim, N = tokens;
-  size_t sizes[] = {N * C, N * C,    N * C,    N * C,    N * C, N * C, N * F,
-                    N * P, rows * C, rows * P, rows * C, mask,  N,     rows};
+  size_t score_floats = opt_attention_scratch_floats((int)keys, (int)threads);
+  /* x, h, q, k, v, att, ffh, emb, rowsC, rowsP, rowsC2, keymask, scores, pos, rowidx */
+  size_t sizes[] = {N * C,    N * C,    N * C,    N * C, N * C,        N * C, N * F, N * P,
+                    rows * C, rows * P, rows * C, mask,  score_floats, N,     rows};
   size_t nb = sizeof sizes / sizeof sizes[0], total = 0;
   for (size_t i = 0; i < nb; i++)
     total += round16(sizes[i] ? sizes[i] : 1);
@@ -127,15 +136,18 @@ chai_status opt_acts_reserve(chai_opt_model *m, size_t tokens, size_t mask, size
   A->tokens = tokens;
   A->mask_cap = mask;
   A->rows = rows;
+  A->keys = keys;
+  A->threads = threads;
   float *p = (float *)s->data;
-  float **dst[] = {&A->x,   &A->h,   &A->q,     &A->k,     &A->v,      &A->att,
-                   &A->ffh, &A->emb, &A->rowsC, &A->rowsP, &A->rowsC2, &A->keymask};
-  for (size_t i = 0; i < sizeof dst / sizeof dst[0]; i++) {
+  float **dst[] = {&A->x,   &A->h,     &A->q,     &A->k,      &A->v,       &A->att,   &A->ffh,
+                   &A->emb, &A->rowsC, &A->rowsP, &A->rowsC2, &A->keymask, &A->scores};
+  size_t i = 0;
+  for (; i < sizeof dst / sizeof dst[0]; i++) {
     *dst[i] = p;
     p += round16(sizes[i] ? sizes[i] : 1);
   }
   A->pos = (int32_t *)p; /* int32 and float share a size */
-  p += round16(N ? N : 1);
+  p += round16(sizes[i++]);
   A->rowidx = (int *)p;
   return CHAI_OK;
 }
@@ -212,8 +224,9 @@ static chai_status dense_attention(chai_opt_model *m, int l, int B, int T, bool 
                            .key_mask = keymask,
                            .score_head = m->score_head ? m->score_head[l] : NULL};
   chai_status st = CHAI_OK;
+  size_t sf = opt_attention_scratch_floats((int)A->keys, (int)A->threads);
   if (!use_cache) {
-    st = chai_attention_forward(A->att, NULL, A->q, A->k, A->v, &a);
+    st = opt_attention_forward(A->att, A->q, A->k, A->v, &a, A->scores, sf);
   } else {
     a.B = 1;
     a.Tk = past + T;
@@ -229,8 +242,8 @@ static chai_status dense_attention(chai_opt_model *m, int l, int B, int T, bool 
         }
       }
       a.key_mask = kv->mask + (size_t)b * kv->capacity;
-      st = chai_attention_forward(A->att + (size_t)b * T * HD, NULL, A->q + (size_t)b * T * HD, kc,
-                                  vc, &a);
+      st = opt_attention_forward(A->att + (size_t)b * T * HD, A->q + (size_t)b * T * HD, kc, vc,
+                                 &a, A->scores, sf);
     }
   }
   return st;
@@ -305,7 +318,8 @@ chai_status opt_acts_reserve_run(chai_opt_model *m, int B, int T, const int32_t 
   if (B < 1 || T < 1 || (int64_t)B * T > (1 << 24))
     return chai_error(CHAI_ERR_ARG, "OPT: batch %d x %d tokens is not a valid size", B, T);
   size_t N = (size_t)B * T;
-  return opt_acts_reserve(m, N, use_cache || !mask ? 0 : N, (size_t)n_rows);
+  size_t keys = use_cache ? (size_t)m->kv.capacity : (size_t)T;
+  return opt_acts_reserve(m, N, use_cache || !mask ? 0 : N, (size_t)n_rows, keys);
 }
 
 chai_status opt_decoder_run(chai_opt_model *m, const int32_t *ids, const int32_t *mask, int B,

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "chai/ops.h"
 #include "chai/opt.h"
 #include "chai/tensor.h"
 
@@ -51,6 +52,8 @@ typedef struct opt_acts {
   float *keymask;                /* (mask_cap) */
   int32_t *pos;                  /* (N) position ids + 2 */
   int *rowidx;                   /* (R) flat token indices of the gathered rows */
+  float *scores;                 /* attention scores: opt_attention_scratch_floats(keys, threads) */
+  size_t keys, threads;          /* what `scores` was sized for */
 } opt_acts;
 
 /* The KV cache: K and V for every layer, (B, capacity, C) each, plus the key mask (B, capacity)
@@ -90,7 +93,12 @@ struct chai_opt_model {
   /* f32 rows of a low-precision matrix, converted a block at a time. */
   float *lowp_scratch;
   size_t lowp_scratch_floats;
+  /* Training state (gradients, frozen flags, saved activations): opt_train.c; NULL until used. */
+  struct opt_train *train;
 };
+
+/* Frees m->train (opt_train.c); called by opt_model_destroy. */
+void opt_train_free(chai_opt_model *m);
 
 /* Builds the parameter table and layer pointers for m->cfg (tensors released). */
 chai_status opt_params_build(chai_opt_model *m);
@@ -102,8 +110,21 @@ opt_param *opt_param_find(chai_opt_model *m, const char *name);
 /* out (N,OC) = inp (N,C) · W (OC,C)ᵀ + bias (OC); W f32, f16 or bf16 (converted in row blocks). */
 void opt_linear(chai_opt_model *m, float *out, const float *inp, const opt_param *w,
                 const opt_param *bias, int N, int C, int OC);
-/* Makes the arena hold `tokens` tokens, `mask` key-mask floats and `rows` gathered rows. */
-chai_status opt_acts_reserve(chai_opt_model *m, size_t tokens, size_t mask, size_t rows);
+/* Makes the arena hold `tokens` tokens, `mask` key-mask floats, `rows` gathered rows and attention
+ * scores over `keys` keys for the current thread count. */
+chai_status opt_acts_reserve(chai_opt_model *m, size_t tokens, size_t mask, size_t rows,
+                             size_t keys);
+
+/* Queries per attention task. */
+#define OPT_ATTN_QBLOCK 64
+/* Scratch floats opt_attention_forward needs for Tk keys on `threads` threads. */
+size_t opt_attention_scratch_floats(int Tk, int threads);
+/* chai_attention_forward's contract (chai/ops.h) with probs == NULL, computed with two sgemm
+ * calls per (row, score head, block of OPT_ATTN_QBLOCK queries); requires Tk >= Tq.
+ * CHAI_ERR_ARG for bad sizes or a bad score_head map, CHAI_ERR_STATE when scratch is too small. */
+chai_status opt_attention_forward(float *out, const float *q, const float *k, const float *v,
+                                  const chai_attention_args *a, float *scratch,
+                                  size_t scratch_floats);
 
 /* The arena request of a decoder run over B·T tokens gathering n_rows rows. */
 chai_status opt_acts_reserve_run(chai_opt_model *m, int B, int T, const int32_t *mask,

@@ -119,6 +119,7 @@ static chai_status model_new(chai_opt_model **out, const chai_opt_config *cfg, c
 void opt_model_destroy(chai_opt_model *m) {
   if (!m) return;
   opt_heads_free(m);
+  opt_train_free(m);
   for (int i = 0; i < m->n_params; i++)
     chai_tensor_release(&m->params[i].t);
   free(m->params);

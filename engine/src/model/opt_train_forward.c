@@ -1,0 +1,161 @@
+/* The OPT forward for training: the same computation as the inference forward (opt_forward.c),
+ * but every layer writes its intermediate values to its own slots of the training arena
+ * (opt_train.h says which), so that opt_backward.c can walk back through them. f32 only. */
+#include <math.h>
+#include <string.h>
+
+#include "chai/ops.h"
+#include "model/opt_train.h"
+
+static inline const float *W(const opt_param *p) {
+  return p ? (const float *)chai_tensor_data(&p->t) : NULL;
+}
+
+/* out (N,OC) = inp (N,C)·Wᵀ + b. */
+static void lin(float *out, const float *inp, const opt_param *w, const opt_param *b, int N, int C,
+                int OC) {
+  chai_linear_forward(out, inp, W(w), W(b), N, C, OC);
+}
+
+static void ln(float *out, float *mean, float *rstd, const float *inp, const opt_param *w,
+               const opt_param *b, int N, int C) {
+  chai_layernorm_forward(out, mean, rstd, inp, W(w), W(b), N, C, OPT_LN_EPS);
+}
+
+/* fch = act(fc1(x)) (and fpre = fc1(x) for GELU). */
+static void ffn_up(const chai_opt_config *c, opt_layer_acts *a, const opt_layer *ly, const float *x,
+                   int N) {
+  int C = c->hidden_size, F = c->ffn_dim;
+  if (c->activation_function == CHAI_OPT_ACT_GELU) {
+    lin(a->fpre, x, ly->fc1_w, ly->fc1_b, N, C, F);
+    chai_gelu_forward(a->fch, a->fpre, (size_t)N * F);
+  } else {
+    lin(a->fch, x, ly->fc1_w, ly->fc1_b, N, C, F);
+    chai_relu_forward(a->fch, a->fch, (size_t)N * F);
+  }
+}
+
+/* res = base + (inp·Wᵀ + b): the residual add after a projection. */
+static void lin_residual(float *res, const float *base, const float *inp, const opt_param *w,
+                         const opt_param *b, int N, int C, int OC) {
+  lin(res, inp, w, b, N, C, OC);
+  chai_add_forward(res, res, base, (size_t)N * OC);
+}
+
+static chai_status layer_forward(chai_opt_model *m, opt_train *tr, int l, float *out) {
+  const chai_opt_config *c = &m->cfg;
+  const opt_layer *ly = &m->layers[l];
+  opt_layer_acts *a = &tr->layer[l];
+  int B = tr->B, T = tr->T, N = B * T, C = c->hidden_size, F = c->ffn_dim;
+  int H = c->num_attention_heads, D = C / H;
+  bool pre = c->do_layer_norm_before;
+  const float *in = a->xin;
+  if (pre) {
+    ln(a->ln1, a->mean1, a->rstd1, a->xin, ly->ln1_w, ly->ln1_b, N, C);
+    in = a->ln1;
+  }
+  lin(a->q, in, ly->q_w, ly->q_b, N, C, C);
+  lin(a->k, in, ly->k_w, ly->k_b, N, C, C);
+  lin(a->v, in, ly->v_w, ly->v_b, N, C, C);
+  chai_attention_args args = {.B = B,
+                              .Tq = T,
+                              .Tk = T,
+                              .H = H,
+                              .D = D,
+                              .q_ts = C,
+                              .k_ts = C,
+                              .v_ts = C,
+                              .scale = 1.0f / sqrtf((float)D),
+                              .causal = true,
+                              .key_mask = tr->keymask,
+                              .score_head = m->score_head ? m->score_head[l] : NULL};
+  chai_status st = chai_attention_forward(a->att, a->probs, a->q, a->k, a->v, &args);
+  if (st) return st;
+  lin_residual(a->res1, a->xin, a->att, ly->o_w, ly->o_b, N, C, C);
+  if (pre) {
+    ln(a->ln2, a->mean2, a->rstd2, a->res1, ly->ln2_w, ly->ln2_b, N, C);
+    ffn_up(c, a, ly, a->ln2, N);
+    lin_residual(out, a->res1, a->fch, ly->fc2_w, ly->fc2_b, N, F, C);
+  } else {
+    ln(a->ln1, a->mean1, a->rstd1, a->res1, ly->ln1_w, ly->ln1_b, N, C);
+    ffn_up(c, a, ly, a->ln1, N);
+    lin_residual(a->ln2, a->ln1, a->fch, ly->fc2_w, ly->fc2_b, N, F, C);
+    ln(out, a->mean2, a->rstd2, a->ln2, ly->ln2_w, ly->ln2_b, N, C);
+  }
+  return CHAI_OK;
+}
+
+/* out[n] (+)= table[idx[n]] rows of `width` floats. */
+static void gather(float *out, const opt_param *table, const int32_t *idx, int N, int width,
+                   bool add) {
+  const float *t = W(table);
+#pragma omp parallel for if ((int64_t)N * width > (1 << 15))
+  for (int n = 0; n < N; n++) {
+    float *o = out + (size_t)n * width;
+    const float *src = t + (size_t)idx[n] * width;
+    if (add)
+      chai_add_forward(o, o, src, (size_t)width);
+    else
+      memcpy(o, src, (size_t)width * sizeof(float));
+  }
+}
+
+chai_status opt_train_check_inputs(const chai_opt_model *m, const int32_t *ids, const int32_t *mask,
+                                   int B, int T) {
+  int N = B * T, V = m->cfg.vocab_size;
+  for (int i = 0; i < N; i++) {
+    if (ids[i] < 0 || ids[i] >= V)
+      return chai_error(CHAI_ERR_ARG,
+                        "OPT: token id %d at row %d, position %d (0-based) is outside the "
+                        "vocabulary 0..%d",
+                        ids[i], i / T, i % T, V - 1);
+    if (mask && mask[i] != 0 && mask[i] != 1)
+      return chai_error(CHAI_ERR_ARG,
+                        "OPT: attention_mask value %d at row %d, position %d (0-based); it must "
+                        "be 0 or 1",
+                        mask[i], i / T, i % T);
+  }
+  return CHAI_OK;
+}
+
+chai_status opt_train_forward(chai_opt_model *m, opt_train *tr, const int32_t *ids,
+                              const int32_t *mask) {
+  const chai_opt_config *c = &m->cfg;
+  int B = tr->B, T = tr->T, N = B * T, C = c->hidden_size, P = c->word_embed_proj_dim;
+  int L = c->num_hidden_layers;
+  /* Positions: cumsum(mask)·mask − 1, + 2 (padding gets 1), as Hugging Face. */
+  for (int b = 0; b < B; b++) {
+    int count = 0;
+    for (int t = 0; t < T; t++) {
+      int real = mask ? mask[b * T + t] : 1;
+      count += real;
+      tr->pos[b * T + t] = real ? count - 1 + 2 : 1;
+      tr->keymask[b * T + t] = (float)real;
+    }
+  }
+  if (!mask) tr->keymask = NULL; /* all keys valid: let attention skip the mask */
+  float *x0 = L > 0 ? tr->layer[0].xin : tr->xL;
+  if (m->project_in) {
+    gather(tr->emb, m->embed_tokens, ids, N, P, false);
+    lin(x0, tr->emb, m->project_in, NULL, N, P, C);
+  } else {
+    gather(x0, m->embed_tokens, ids, N, C, false);
+  }
+  gather(x0, m->embed_positions, tr->pos, N, C, true);
+  for (int l = 0; l < L; l++) {
+    if (chai_interrupted()) return chai_error(CHAI_ERR_INTERRUPTED, "OPT training interrupted");
+    float *out = l + 1 < L ? tr->layer[l + 1].xin : tr->xL;
+    chai_status st = layer_forward(m, tr, l, out);
+    if (st) return st;
+  }
+  const float *src = tr->xL;
+  if (m->final_ln_w || (c->do_layer_norm_before && !c->remove_final_layer_norm)) {
+    ln(tr->lnf, tr->meanf, tr->rstdf, tr->xL, m->final_ln_w, m->final_ln_b, N, C);
+    src = tr->lnf;
+  }
+  if (m->project_out)
+    lin(tr->feats, src, m->project_out, NULL, N, C, P);
+  else
+    memcpy(tr->feats, src, (size_t)N * C * sizeof(float));
+  return CHAI_OK;
+}

@@ -1,0 +1,531 @@
+-- chai.train: training from Lua. The numbers run in C (the OPT backward, the losses, the fused
+-- optimizer update); this module feeds them batches and keeps the books.
+--
+--   chai.train.optimizer{...}            an optimizer with schedule and clipping (chai/optim.lua)
+--   chai.train.schedule{kind=, warmup=, total=, min_ratio=}(step) --> lr factor
+--   chai.train.encode(rows, tok, {text=, max_length=, add_bos=true}) --> {{ids=, label=}, ...}
+--   chai.train.evaluate(m, rows, {head=, batch_size=}) --> {accuracy=, loss=, count=}
+--   chai.train.annotate(rows, teacher_model) --> rows with .teacher logits (classify head)
+--   chai.train.models_dir() / chai.train.cached_model(name) --> where trained models are kept
+--   chai.train.run{model=, train=, eval=, ...}  --> {step=, epoch=, eval=, best=, history=, ...}
+--
+-- run's options (defaults in brackets):
+--   model            a chai.Model (f32): trained in place
+--   head             "classify" ["classify"] or "lm"
+--   train, eval      encoded rows {ids = {...}, label = n} (see encode); eval may be nil
+--   teacher, T, alpha, label_smoothing   distillation from another chai.Model (forward only), or
+--                    teacher = "rows": logits stored in the rows by chai.train.annotate
+--   batch_size [32], epochs [1] or max_steps, grad_accum [1], seed [0]
+--   optimizer        chai.train.optimizer's options [{kind="adamw", lr=1e-3, schedule="linear",
+--                    warmup=10% of the steps, max_grad_norm=1}]; total_steps is filled in
+--   eval_every       evaluate every N optimizer steps (and at the end) [0: only at the end]
+--   early_stopping   {patience=, metric="accuracy"|"loss", min_delta=0}: stop after `patience`
+--                    evaluations without improvement
+--   checkpoint       a folder: the last checkpoint goes to <folder>/last (weights, optimizer,
+--                    trainer state), the best evaluated model to <folder>/best (HF layout)
+--   save_every       steps between checkpoints [eval_every, or 0 = only at the end]
+--   resume           continue from <checkpoint>/last when it exists [true]
+--   log              a JSON Lines file (one record per step and per evaluation)
+--   progress         a progress bar on stderr [when stderr is a terminal]
+--   stop_after       stop after this many steps (the schedule still spans all of them)
+--   time_budget      stop (after saving) once this many seconds have passed
+--   on_step          function(info) called after every step (info: step, loss, lr, ...)
+-- A NaN or Inf loss stops training with an error naming the step; the last checkpoint on disk
+-- stays as it was. Resuming re-creates the same batches from the seed, so a resumed run continues
+-- bit-identically. Resuming a checkpoint made for another model shape is refused.
+local core = require "chai.core"
+local optim = require "chai.optim"
+local data = require "chai.data"
+local json = core.json
+
+local M = {}
+
+M.optimizer = optim.new
+
+--- A schedule as a function step → factor (0-based steps; Hugging Face's warmup schedules).
+function M.schedule(opts)
+  local s = {kind = opts.kind or "constant", warmup = opts.warmup or 0, total = opts.total or 0,
+             min_ratio = opts.min_ratio or 0}
+  core.schedule_factor(s, 0) -- checks the fields now
+  return function(step) return core.schedule_factor(s, step) end
+end
+
+local function check_opts(fname, opts, known)
+  if type(opts) ~= "table" then error(fname .. ": options must be a table", 3) end
+  for k in pairs(opts) do
+    if not known[k] then
+      local names = {}
+      for n in pairs(known) do names[#names + 1] = n end
+      table.sort(names)
+      error(string.format("%s: unknown option '%s' (known: %s)", fname, tostring(k),
+                          table.concat(names, ", ")), 3)
+    end
+  end
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- Data
+
+--- Tokenizes rows once: {ids = token ids (BOS first, at most max_length), label = row.label}.
+--- opts.text is a field name ["sentence"] or a function(row) → string.
+function M.encode(rows, tok, opts)
+  opts = opts or {}
+  check_opts("chai.train.encode", opts, {text = true, max_length = true, add_bos = true})
+  local text = opts.text or "sentence"
+  local get = type(text) == "function" and text or function(r) return r[text] end
+  local maxlen = opts.max_length or 128
+  local out = {}
+  for i, r in ipairs(rows) do
+    local s = get(r)
+    if type(s) ~= "string" then
+      error(string.format("chai.train.encode: row %d has no text (%s)", i, tostring(text)), 2)
+    end
+    local ids = tok:encode(s, {add_bos = opts.add_bos ~= false})
+    if #ids > maxlen then
+      local cut = {}
+      for j = 1, maxlen do cut[j] = ids[j] end
+      ids = cut
+    end
+    out[i] = {ids = ids, label = r.label}
+  end
+  return out
+end
+
+--- Adds each row's teacher logits (row.teacher, a table of num_labels numbers) from a model's
+--- classify head, in length-sorted batches: distillation then costs no teacher forward per step
+--- (run with teacher = "rows").
+function M.annotate(rows, teacher, opts)
+  opts = opts or {}
+  local bs = opts.batch_size or 64
+  local pad = teacher.config.pad_token_id or 1
+  local batches = data.batches(rows, {batch_size = bs, length = function(r) return #r.ids end})
+  for _, batch in ipairs(batches) do
+    local T = 1
+    for _, r in ipairs(batch) do if #r.ids > T then T = #r.ids end end
+    local ids, mask = {}, {}
+    for b, r in ipairs(batch) do
+      ids[b], mask[b] = {}, {}
+      for t = 1, T do
+        ids[b][t] = r.ids[t] or pad
+        mask[b][t] = r.ids[t] and 1 or 0
+      end
+    end
+    local scores = teacher:classify(core.tensor(ids, "i32"), {attention_mask = core.tensor(mask, "i32")})
+    for b, row in ipairs(scores:totable()) do batch[b].teacher = row end
+  end
+  return rows
+end
+
+-- Pads a list of encoded rows on the right: input_ids, attention_mask (tensors), labels (table),
+-- and the rows' teacher logits (a tensor) when they carry them.
+local function collate(rows, pad)
+  local T = 1
+  for _, r in ipairs(rows) do if #r.ids > T then T = #r.ids end end
+  local ids, mask, labels = {}, {}, {}
+  for b, r in ipairs(rows) do
+    local ri, rm = {}, {}
+    local n = #r.ids
+    for t = 1, T do
+      if t <= n then ri[t], rm[t] = r.ids[t], 1 else ri[t], rm[t] = pad, 0 end
+    end
+    ids[b], mask[b], labels[b] = ri, rm, r.label
+  end
+  local teacher = nil
+  if rows[1].teacher then
+    teacher = {}
+    for b, r in ipairs(rows) do teacher[b] = r.teacher end
+    teacher = core.tensor(teacher, "f32")
+  end
+  return core.tensor(ids, "i32"), core.tensor(mask, "i32"), labels, teacher
+end
+
+local function pad_id(m)
+  local p = m.config.pad_token_id
+  return (p and p >= 0) and p or 1
+end
+
+local function batches_for_epoch(rows, bs, seed, epoch)
+  return data.batches(rows, {batch_size = bs, shuffle = true, seed = seed * 1000003 + epoch,
+                             length = function(r) return #r.ids end})
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- Evaluation
+
+--- Accuracy (classify) or mean next-token loss (lm) over encoded rows, in length-sorted batches.
+function M.evaluate(m, rows, opts)
+  opts = opts or {}
+  local head, bs = opts.head or "classify", opts.batch_size or 64
+  local pad = pad_id(m)
+  local batches = data.batches(rows, {batch_size = bs, length = function(r) return #r.ids end})
+  local correct, count, loss_sum = 0, 0, 0
+  for _, batch in ipairs(batches) do
+    local ids, mask, labels = collate(batch, pad)
+    if head == "classify" then
+      local scores = m:classify(ids, {attention_mask = mask}):totable()
+      for b, row in ipairs(scores) do
+        local best = 1
+        for j = 2, #row do if row[j] > row[best] then best = j end end
+        if labels[b] ~= nil then
+          count = count + 1
+          if best - 1 == labels[b] then correct = correct + 1 end
+          local mx = row[1]
+          for j = 2, #row do if row[j] > mx then mx = row[j] end end
+          local z = 0
+          for j = 1, #row do z = z + math.exp(row[j] - mx) end
+          loss_sum = loss_sum + (mx + math.log(z) - row[labels[b] + 1])
+        end
+      end
+    else
+      local logits = m:forward(ids, {attention_mask = mask})
+      local tl, ml = ids:totable(), mask:totable()
+      local y = {}
+      for b = 1, #tl do
+        y[b] = {}
+        for t = 1, #tl[b] do
+          local ok = t < #tl[b] and ml[b][t] == 1 and ml[b][t + 1] == 1
+          y[b][t] = ok and tl[b][t + 1] or -100
+        end
+      end
+      local l, _, info = require("chai.loss").cross_entropy(logits, y)
+      loss_sum = loss_sum + l * info.count
+      count = count + info.count
+      logits:free()
+    end
+  end
+  local res = {count = count, loss = count > 0 and loss_sum / count or 0}
+  if head == "classify" then res.accuracy = count > 0 and correct / count or 0 end
+  return res
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- Checkpoints
+
+local function exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
+local function sh_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+local function rm_rf(path) os.execute("rm -rf " .. sh_quote(path)) end
+
+local function mkdir_p(path)
+  local ok = os.execute("mkdir -p " .. sh_quote(path))
+  if not ok then error("chai.train: cannot create folder '" .. path .. "'", 3) end
+end
+
+local function write_file(path, text)
+  local f, err = io.open(path, "wb")
+  if not f then error("chai.train: cannot write '" .. path .. "': " .. tostring(err), 3) end
+  f:write(text)
+  f:close()
+end
+
+local function read_file(path)
+  local f, err = io.open(path, "rb")
+  if not f then error("chai.train: cannot read '" .. path .. "': " .. tostring(err), 3) end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local SHAPE_KEYS = {"vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                    "ffn_dim", "word_embed_proj_dim", "max_position_embeddings", "num_labels",
+                    "do_layer_norm_before", "enable_bias", "layer_norm_elementwise_affine",
+                    "tie_word_embeddings"}
+
+local function shape_of(m)
+  local c, s = m.config, {}
+  for _, k in ipairs(SHAPE_KEYS) do s[k] = c[k] end
+  return s
+end
+
+-- Writes <dir>/last: a new folder is completed first and then renamed over the old one, so an
+-- interrupted save leaves the previous checkpoint intact.
+local function save_checkpoint(dir, m, opt, state)
+  local tmp, last, old = dir .. "/last.tmp", dir .. "/last", dir .. "/last.old"
+  rm_rf(tmp)
+  m:save(tmp)
+  local st = opt:state()
+  core.save_safetensors(tmp .. "/optimizer.safetensors", st.tensors)
+  state.optimizer_step = st.step
+  state.rng = {core.rng_state()}
+  state.model_shape = shape_of(m)
+  write_file(tmp .. "/trainer_state.json", json.encode(state))
+  rm_rf(old)
+  if exists(last .. "/trainer_state.json") then assert(os.rename(last, old)) end
+  assert(os.rename(tmp, last))
+  rm_rf(old)
+end
+
+local function load_checkpoint(dir, m, opt)
+  local last = dir .. "/last"
+  local state = json.decode(read_file(last .. "/trainer_state.json"))
+  local want, have = state.model_shape or {}, shape_of(m)
+  for _, k in ipairs(SHAPE_KEYS) do
+    if want[k] ~= have[k] then
+      error(string.format("chai.train: the checkpoint %s is for a model with %s = %s, this model "
+                          .. "has %s; refusing to resume", last, k, tostring(want[k]),
+                          tostring(have[k])), 3)
+    end
+  end
+  local weights = core.load_safetensors(last .. "/model.safetensors")
+  for name, p in pairs(m:params()) do
+    local w = weights[name]
+    if not w then error("chai.train: the checkpoint " .. last .. " lacks " .. name, 3) end
+    local ps, ws = p:shape(), w:shape()
+    if #ps ~= #ws or ps[1] ~= ws[1] or ps[2] ~= ws[2] then
+      error(string.format("chai.train: %s in the checkpoint has shape (%s), the model's is (%s)",
+                          name, table.concat(ws, ","), table.concat(ps, ",")), 3)
+    end
+    p:copy(w)
+  end
+  opt:load_state({tensors = core.load_safetensors(last .. "/optimizer.safetensors"),
+                  step = math.tointeger(state.optimizer_step)})
+  if state.rng then core.rng_set_state(math.tointeger(state.rng[1]), math.tointeger(state.rng[2])) end
+  return state
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- Progress and log
+
+local function fmt_time(s)
+  s = math.max(0, math.floor(s + 0.5))
+  if s >= 3600 then return string.format("%d:%02d:%02d", s // 3600, s % 3600 // 60, s % 60) end
+  return string.format("%d:%02d", s // 60, s % 60)
+end
+
+local function progress_line(step, total, loss, lr, ips, eta)
+  local width = 24
+  local fill = math.floor(width * step / math.max(1, total))
+  return string.format("\r%6d/%d [%s%s] loss %.4f lr %.2e %.0f items/s ETA %s  ", step, total,
+                       string.rep("=", fill), string.rep(" ", width - fill), loss, lr, ips,
+                       fmt_time(eta))
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- Trained models: $CHAI_MODELS_DIR, else $XDG_CACHE_HOME/chai/models, else ~/.cache/chai/models.
+
+function M.models_dir()
+  local function env(k) local v = os.getenv(k); return v ~= "" and v or nil end
+  local d = env("CHAI_MODELS_DIR")
+  if d then return d end
+  local cache = env("XDG_CACHE_HOME") or ((env("HOME") or ".") .. "/.cache")
+  return cache .. "/chai/models"
+end
+
+--- The folder of a model trained by chai (e.g. "sst2-opt-4x256"), or an error saying how to make
+--- it: the offline default models for experiments (see docs/training.md).
+function M.cached_model(name)
+  local path = M.models_dir() .. "/" .. name
+  if not exists(path .. "/config.json") then
+    error(string.format("chai.train: no trained model '%s' in %s; make it with "
+                        .. "`chai script experiments/train_sst2.lua` (see docs/training.md)",
+                        name, M.models_dir()), 2)
+  end
+  return path
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- The loop
+
+local RUN_KNOWN = {model = true, head = true, train = true, eval = true, teacher = true, T = true,
+                   alpha = true, label_smoothing = true, batch_size = true, epochs = true,
+                   max_steps = true, grad_accum = true, seed = true, optimizer = true,
+                   eval_every = true, eval_batch_size = true, early_stopping = true,
+                   checkpoint = true, save_every = true, resume = true, log = true,
+                   progress = true, stop_after = true, time_budget = true, on_step = true}
+
+local function better(metric, a, b, min_delta)
+  if b == nil then return true end
+  if metric == "loss" then return a < b - min_delta end
+  return a > b + min_delta
+end
+
+function M.run(opts)
+  local fname = "chai.train.run"
+  check_opts(fname, opts, RUN_KNOWN)
+  local m = opts.model
+  if type(m) ~= "userdata" then error(fname .. ": model (a chai.Model) is required", 2) end
+  local head = opts.head or "classify"
+  if head ~= "classify" and head ~= "lm" then
+    error(fname .. ": head must be \"classify\" or \"lm\", got " .. tostring(head), 2)
+  end
+  local rows = opts.train
+  if type(rows) ~= "table" or #rows == 0 then error(fname .. ": train rows are required", 2) end
+  for i = 1, math.min(#rows, 1) do
+    if type(rows[i].ids) ~= "table" then
+      error(fname .. ": train rows must be encoded ({ids=, label=}; see chai.train.encode)", 2)
+    end
+  end
+  local bs = opts.batch_size or 32
+  local accum = opts.grad_accum or 1
+  local seed = opts.seed or 0
+  local per_epoch = (#rows + bs - 1) // bs // accum
+  if per_epoch < 1 then per_epoch = 1 end
+  local total = opts.max_steps or per_epoch * (opts.epochs or 1)
+  local oo = {}
+  for k, v in pairs(opts.optimizer or {}) do oo[k] = v end
+  oo.kind = oo.kind or "adamw"
+  oo.schedule = oo.schedule or "linear"
+  if oo.schedule ~= "constant" and oo.warmup == nil then oo.warmup = total // 10 end
+  if oo.max_grad_norm == nil then oo.max_grad_norm = 1.0 end
+  oo.total_steps = total
+  local opt = optim.new(oo)
+  local eval_every = opts.eval_every or 0
+  local save_every = opts.save_every or eval_every
+  local es = opts.early_stopping
+  local es_metric = es and es.metric or (head == "classify" and "accuracy" or "loss")
+  local ckdir = opts.checkpoint
+  local tty = opts.progress
+  if tty == nil then tty = core.stderr_isatty() end
+  local log = nil
+  if opts.log then
+    log = io.open(opts.log, "ab")
+    if not log then error(fname .. ": cannot open the log '" .. opts.log .. "'", 2) end
+  end
+  local function write_log(rec)
+    if log then
+      log:write(json.encode(rec), "\n")
+      log:flush()
+    end
+  end
+
+  local state = {step = 0, epoch = 0, pos = 0, seed = seed, best = nil, bad_evals = 0,
+                 total_steps = total, history = {}}
+  if ckdir then
+    mkdir_p(ckdir)
+    if opts.resume ~= false and exists(ckdir .. "/last/trainer_state.json") then
+      state = load_checkpoint(ckdir, m, opt)
+      for _, k in ipairs({"step", "epoch", "pos", "bad_evals", "total_steps"}) do
+        state[k] = math.tointeger(state[k])
+      end
+      if state.total_steps ~= total then
+        error(string.format("%s: the checkpoint %s/last was made for %d steps, this run has %d",
+                            fname, ckdir, state.total_steps, total), 2)
+      end
+      state.history = state.history or {}
+    end
+  end
+  local pad = pad_id(m)
+  local step0 = state.step
+  local t0 = core.bench.now()
+  local items, last_t, last_items, last_draw = 0, t0, 0, -1
+  local ips = 0
+  local stop_reason = nil
+  local last_saved = state.step
+
+  local function evaluate_now()
+    if not opts.eval then return nil end
+    local r = M.evaluate(m, opts.eval, {head = head, batch_size = opts.eval_batch_size})
+    r.step = state.step
+    state.history[#state.history + 1] = r
+    write_log({step = state.step, eval = r, time = core.bench.now() - t0})
+    local v = r[es_metric]
+    if better(es_metric, v, state.best, es and es.min_delta or 0) then
+      state.best = v
+      state.best_step = state.step
+      state.bad_evals = 0
+      if ckdir then m:save(ckdir .. "/best") end
+    else
+      state.bad_evals = state.bad_evals + 1
+    end
+    if tty then
+      io.stderr:write(string.format("\n  eval at step %d: %s\n", state.step,
+                                    r.accuracy and string.format("accuracy %.4f loss %.4f", r.accuracy, r.loss)
+                                    or string.format("loss %.4f", r.loss)))
+    end
+    return r
+  end
+
+  local function checkpoint_now()
+    if ckdir then
+      save_checkpoint(ckdir, m, opt, state)
+      last_saved = state.step
+    end
+  end
+
+  local last_eval = nil
+  while state.step < total and not stop_reason do
+    local batches = batches_for_epoch(rows, bs, seed, state.epoch)
+    local nb = #batches
+    while state.pos + accum <= nb do
+      m:zero_grad()
+      local loss_sum, count = 0, 0
+      for a = 1, accum do
+        local batch = batches[state.pos + a]
+        local ids, mask, labels, row_teacher = collate(batch, pad)
+        local teacher = opts.teacher
+        if teacher == "rows" then
+          teacher = row_teacher
+          if not teacher then error(fname .. ": teacher = \"rows\" but the rows carry no teacher logits (see chai.train.annotate)", 2) end
+        end
+        local loss, info = m:forward_backward{input_ids = ids, attention_mask = mask,
+          labels = head == "classify" and labels or nil, head = head, teacher = teacher,
+          T = opts.T, alpha = opts.alpha, label_smoothing = opts.label_smoothing}
+        if loss ~= loss or loss == math.huge or loss == -math.huge then
+          write_log({step = state.step + 1, epoch = state.epoch, error = "non-finite loss",
+                     loss = tostring(loss)})
+          if log then log:close() end
+          error(string.format("chai.train: the loss is %s at step %d (epoch %d); training stopped. "
+                              .. "%s", tostring(loss), state.step + 1, state.epoch,
+                              ckdir and string.format("The last good checkpoint is %s/last (step %d), "
+                                                      .. "left as it was.", ckdir, last_saved)
+                                    or "No checkpoint folder was given."), 2)
+        end
+        loss_sum = loss_sum + loss
+        count = count + #batch
+      end
+      local lr = opt:lr()
+      local st = opt:step(m:params(), m:grads(), {scale = 1 / accum})
+      state.step = state.step + 1
+      state.pos = state.pos + accum
+      items = items + count
+      local now = core.bench.now()
+      if now - last_t >= 2 then -- items/s over the last couple of seconds
+        ips = (items - last_items) / (now - last_t)
+        last_t, last_items = now, items
+      elseif last_items == 0 then
+        ips = items / math.max(1e-9, now - t0)
+      end
+      local loss = loss_sum / accum
+      local rec = {step = state.step, epoch = state.epoch, loss = loss, lr = lr,
+                   grad_norm = st.grad_norm, items = items, time = now - t0}
+      write_log(rec)
+      if tty and (now - last_draw >= 0.25 or state.step == total) then
+        last_draw = now
+        local rate = (state.step - step0) / math.max(1e-9, now - t0)
+        io.stderr:write(progress_line(state.step, total, loss, lr, ips, (total - state.step) / rate))
+      end
+      if opts.on_step then opts.on_step(rec) end
+      if eval_every > 0 and state.step % eval_every == 0 and state.step < total then
+        last_eval = evaluate_now()
+        if es and state.bad_evals >= (es.patience or 3) then stop_reason = "early_stopping" end
+      end
+      if save_every > 0 and state.step % save_every == 0 and state.step < total then
+        checkpoint_now()
+      end
+      if state.step >= total then break end
+      if opts.stop_after and state.step >= opts.stop_after then stop_reason = "stop_after" end
+      if opts.time_budget and now - t0 >= opts.time_budget then stop_reason = "time_budget" end
+      if stop_reason then break end
+    end
+    if not stop_reason and state.step < total then
+      state.epoch = state.epoch + 1
+      state.pos = 0
+    end
+  end
+  if tty then io.stderr:write("\n") end
+  if state.step >= total or stop_reason == "early_stopping" or stop_reason == "time_budget" then
+    if not (last_eval and last_eval.step == state.step) then last_eval = evaluate_now() end
+  end
+  checkpoint_now()
+  if log then log:close() end
+  return {step = state.step, epoch = state.epoch, total_steps = total, eval = last_eval,
+          best = state.best, best_step = state.best_step, history = state.history,
+          stopped = stop_reason, seconds = core.bench.now() - t0, items = items}
+end
+
+return M

@@ -1,0 +1,180 @@
+-- Trains OPT-architecture SST-2 classifiers from scratch with chai (no pretrained weights are
+-- available offline): a small student, a larger teacher, and the student distilled from the
+-- teacher, each student over several seeds; reports GLUE SST-2 dev accuracy (mean ± spread) and
+-- saves the models in the Hugging Face layout under chai.train.models_dir():
+--   sst2-opt-student-s<seed>, sst2-opt-teacher, sst2-opt-student-kd-s<seed>
+-- and the default copies sst2-opt-student / sst2-opt-student-kd (the first seed).
+--
+--   chai script experiments/train_sst2.lua [all|student|teacher|kd|report] [options]
+--     --seeds 1,2,3      student seeds                         --epochs N   student epochs [1]
+--     --teacher-epochs N [2]    --minutes M  time budget per student run [20]
+--     --threads N        --quick (a 2,000-row smoke run)       --out DIR (models_dir override)
+-- Data: CHAI_DATA_DIR (sst2/glue_train.tsv, sst2/glue_dev.tsv); tokenizer: $CHAI_DATA_DIR/opt-tokenizer.
+-- Logs: <models_dir>/logs/*.jsonl; results: <models_dir>/sst2-results.json. See docs/training.md.
+local chai = require "chai"
+local json = require("chai.core").json
+
+local args = {...}
+local phase = "all"
+local o = {seeds = {1, 2, 3}, epochs = 1, teacher_epochs = 2, minutes = 20, threads = nil,
+           quick = false, out = nil}
+local i = 1
+while i <= #args do
+  local a = args[i]
+  local function val()
+    i = i + 1
+    if not args[i] then error("train_sst2: " .. a .. " needs a value", 0) end
+    return args[i]
+  end
+  if a == "--seeds" then
+    o.seeds = {}
+    for s in val():gmatch("%d+") do o.seeds[#o.seeds + 1] = tonumber(s) end
+  elseif a == "--epochs" then o.epochs = tonumber(val())
+  elseif a == "--teacher-epochs" then o.teacher_epochs = tonumber(val())
+  elseif a == "--minutes" then o.minutes = tonumber(val())
+  elseif a == "--threads" then o.threads = tonumber(val())
+  elseif a == "--out" then o.out = val()
+  elseif a == "--quick" then o.quick = true
+  elseif a:sub(1, 2) ~= "--" then phase = a
+  else error("train_sst2: unknown option " .. a, 0) end
+  i = i + 1
+end
+if o.threads then chai.threads(o.threads) end
+if o.out then chai.train.models_dir = function() return o.out end end
+
+local STUDENT = {vocab_size = 50272, hidden_size = 256, num_hidden_layers = 4,
+                 num_attention_heads = 4, ffn_dim = 1024, max_position_embeddings = 128,
+                 num_labels = 2, id2label = {["0"] = "negative", ["1"] = "positive"},
+                 init_std = 0.02}
+local TEACHER = {vocab_size = 50272, hidden_size = 384, num_hidden_layers = 6,
+                 num_attention_heads = 6, ffn_dim = 1536, max_position_embeddings = 128,
+                 num_labels = 2, id2label = {["0"] = "negative", ["1"] = "positive"},
+                 init_std = 0.02}
+local MAX_LEN = 64
+local KD = {T = 2.0, alpha = 0.5}
+
+local dir = chai.train.models_dir()
+os.execute("mkdir -p '" .. dir .. "/logs'")
+local data_dir = os.getenv("CHAI_DATA_DIR")
+if not data_dir or data_dir == "" then error("train_sst2: set CHAI_DATA_DIR (see docs/training.md)", 0) end
+local tok = chai.tokenizer.load(data_dir .. "/opt-tokenizer")
+local train_rows = chai.train.encode(chai.data.task("sst2", "train").rows, tok, {max_length = MAX_LEN})
+local dev_rows = chai.train.encode(chai.data.task("sst2", "validation").rows, tok, {max_length = MAX_LEN})
+if o.quick then
+  local sub = {}
+  for k = 1, 2000 do sub[k] = train_rows[k] end
+  train_rows = sub
+end
+io.stderr:write(string.format("SST-2: %d train rows, %d dev rows; models in %s\n", #train_rows,
+                              #dev_rows, dir))
+
+local results_path = dir .. "/sst2-results.json"
+local function load_results()
+  local f = io.open(results_path, "rb")
+  if not f then return {} end
+  local r = json.decode(f:read("a"))
+  f:close()
+  return r
+end
+local function save_result(key, rec)
+  local r = load_results()
+  r[key] = rec
+  local f = assert(io.open(results_path, "wb"))
+  f:write(json.encode(r))
+  f:close()
+end
+
+local OPT = {kind = "adamw", lr = 1e-3, weight_decay = 0.01, schedule = "linear",
+             max_grad_norm = 1.0}
+
+local function train(name, cfg, seed, epochs, extra)
+  local m = chai.opt.create(cfg, {seed = seed})
+  local opts = {model = m, head = "classify", train = train_rows, eval = dev_rows,
+                batch_size = 32, epochs = epochs, seed = seed, optimizer = OPT,
+                eval_every = o.quick and 20 or 500, eval_batch_size = 128,
+                log = dir .. "/logs/" .. name .. ".jsonl",
+                checkpoint = dir .. "/runs/" .. name, resume = true,
+                time_budget = extra and extra.time_budget or nil}
+  for k, v in pairs(extra or {}) do opts[k] = v end
+  local res = chai.train.run(opts)
+  m:save(dir .. "/" .. name)
+  local rec = {name = name, seed = seed, accuracy = res.eval.accuracy, loss = res.eval.loss,
+               steps = res.step, total_steps = res.total_steps, seconds = res.seconds,
+               stopped = res.stopped, history = res.history, config = cfg,
+               kd = opts.teacher and KD or nil, threads = chai.threads()}
+  save_result(name, rec)
+  io.stderr:write(string.format("%s: dev accuracy %.4f after %d steps in %.1f min%s\n", name,
+                                res.eval.accuracy, res.step, res.seconds / 60,
+                                res.stopped and (" (stopped: " .. res.stopped .. ")") or ""))
+  return m, rec
+end
+
+local function copy_default(from, to)
+  os.execute(string.format("rm -rf '%s/%s' && cp -r '%s/%s' '%s/%s'", dir, to, dir, from, dir, to))
+end
+
+local function stats(xs)
+  local n, s = #xs, 0
+  for _, x in ipairs(xs) do s = s + x end
+  local mean = s / n
+  local v = 0
+  for _, x in ipairs(xs) do v = v + (x - mean) ^ 2 end
+  local sd = n > 1 and math.sqrt(v / (n - 1)) or 0
+  local lo, hi = math.huge, -math.huge
+  for _, x in ipairs(xs) do lo, hi = math.min(lo, x), math.max(hi, x) end
+  return mean, sd, lo, hi
+end
+
+local budget = o.minutes * 60
+if phase == "all" or phase == "student" then
+  for _, seed in ipairs(o.seeds) do
+    train("sst2-opt-student-s" .. seed, STUDENT, seed, o.epochs, {time_budget = budget})
+  end
+  copy_default("sst2-opt-student-s" .. o.seeds[1], "sst2-opt-student")
+end
+if phase == "all" or phase == "teacher" then
+  train("sst2-opt-teacher", TEACHER, 100, o.teacher_epochs)
+end
+if phase == "all" or phase == "kd" then
+  local teacher = chai.opt.load(dir .. "/sst2-opt-teacher")
+  local t0 = chai.bench.now()
+  chai.train.annotate(train_rows, teacher, {batch_size = 128})
+  io.stderr:write(string.format("teacher logits for %d rows in %.1f s\n", #train_rows,
+                                chai.bench.now() - t0))
+  teacher:free()
+  for _, seed in ipairs(o.seeds) do
+    train("sst2-opt-student-kd-s" .. seed, STUDENT, seed, o.epochs,
+          {teacher = "rows", T = KD.T, alpha = KD.alpha, time_budget = budget})
+  end
+  copy_default("sst2-opt-student-kd-s" .. o.seeds[1], "sst2-opt-student-kd")
+end
+
+-- report
+local r = load_results()
+local function collect(prefix)
+  local acc, mins = {}, {}
+  for _, seed in ipairs(o.seeds) do
+    local rec = r[prefix .. seed]
+    if rec then
+      acc[#acc + 1] = rec.accuracy
+      mins[#mins + 1] = rec.seconds / 60
+    end
+  end
+  return acc, mins
+end
+print("| model | seeds | dev accuracy mean ± sd | min–max | minutes (mean) |")
+print("|---|---|---|---|---|")
+for _, row in ipairs({{"student (no KD)", "sst2-opt-student-s"}, {"student + KD", "sst2-opt-student-kd-s"}}) do
+  local acc, mins = collect(row[2])
+  if #acc > 0 then
+    local m, sd, lo, hi = stats(acc)
+    local mm = stats(mins)
+    print(string.format("| %s | %d | %.2f ± %.2f %% | %.2f–%.2f %% | %.1f |", row[1], #acc, 100 * m,
+                        100 * sd, 100 * lo, 100 * hi, mm))
+  end
+end
+if r["sst2-opt-teacher"] then
+  local t = r["sst2-opt-teacher"]
+  print(string.format("| teacher (%dx%d) | 1 | %.2f %% | | %.1f |", TEACHER.num_hidden_layers,
+                      TEACHER.hidden_size, 100 * t.accuracy, t.seconds / 60))
+end
