@@ -73,6 +73,22 @@ for k = H - 1, 1, -1 do
     end
   end
 end
+-- Mixed: the first layer lightly clustered, the later ones more (the paper's shape).
+if H >= 3 then
+  local over = {[1] = H - 1}
+  for l = 2, L do over[l] = H // 2 end
+  local mixed = chai.heads.plan(stats, {seed = o.seed, override = over})
+  m:set_heads(mixed)
+  add(string.format("static, layer 1 k=%d, layers 2-%d k=%d", H - 1, L, H // 2), mixed, evaluate(m))
+  m:set_heads(mixed, {mode = "online"})
+  add(string.format("online, layer 1 k=%d, layers 2-%d k=%d", H - 1, L, H // 2), mixed, evaluate(m, 1),
+      "K cache kept full width; prompts < 6 tokens dense")
+  local small = chai.heads.prune(m, mixed, {keep = 1})
+  add(string.format("prune, layer 1 k=%d, layers 2-%d k=%d, keep 1", H - 1, L, H // 2), mixed,
+      evaluate(small), string.format("%d → %d parameters", m:num_parameters(), small:num_parameters()))
+  small:free()
+  m:set_heads(nil)
+end
 for k = H - 1, math.max(1, H - 2), -1 do
   local p = uniform(k, 1)
   m:set_heads(p, {mode = "online"})
