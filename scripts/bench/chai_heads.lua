@@ -3,13 +3,15 @@
 -- heads, d_model 768, FFN 3072; position table stretched to 2112 rows so a 2048-token context
 -- still has room for the new tokens; weights random, so only speed and bytes mean anything).
 --   chai script scripts/bench/chai_heads.lua [--threads N] [--contexts 128,256,...] [--new N]
---                                            [--reps R] [--dtype f32|f16]
+--                                            [--reps R] [--dtype f32|f16] [--no-timing]
 -- For each context length: the prompt goes through the KV cache in one prefill, then `new`
--- single-token decode steps (default 32) are timed one by one (LM head included: the real time to next token).
+-- single-token decode steps (default 32) are timed one by one (LM head included: the real time
+-- to next token).
 -- Reported: the fastest step and the fastest prefill over `reps` (2) runs; minima, because the
--- machine may be shared and the minimum is what contention cannot inflate.
+-- machine may be shared and the minimum is what contention cannot inflate. With --threads 1 the
+-- times are process CPU time (the work itself, robust to other jobs on a shared machine); with
+-- more threads, wall-clock time.
 local chai = require "chai"
-local bench = require("chai.core").bench
 
 local opts = {threads = 2, contexts = {128, 256, 512, 1024, 2048}, new = 32, dtype = "f32", reps = 2}
 local i = 1
@@ -18,6 +20,7 @@ while i <= #arg do
   if a == "--threads" then opts.threads = tonumber(v)
   elseif a == "--new" then opts.new = tonumber(v)
   elseif a == "--reps" then opts.reps = tonumber(v)
+  elseif a == "--no-timing" then opts.no_timing = true; i = i - 1
   elseif a == "--dtype" then opts.dtype = v
   elseif a == "--contexts" then
     opts.contexts = {}
@@ -67,9 +70,39 @@ for _, p in ipairs(plans) do
                       100 * (1 - k_bytes / (dense_total - v_bytes)), 100 * (1 - total / dense_total)))
 end
 
-local bench_decode = require("chai.core").heads.bench_decode
+-- Memory traffic of one decode step (the bound on a memory-bound decode): every weight byte plus
+-- the K and V cache of the context (m:decode_bytes, dense). A clustered layer reads only its
+-- representatives' W_q/W_k rows (its packed f32 copy) and K cache rows.
+local wbytes = opts.dtype == "f32" and 4 or 2
+local function modelled_bytes(plan, n)
+  local bytes = m:decode_bytes(n)
+  for _, e in ipairs(plan and plan.layers or {}) do
+    local k = #e.clusters
+    bytes = bytes - 2 * (H - k) * D * 768 * wbytes - n * (H - k) * D * 4
+    if wbytes ~= 4 then bytes = bytes + 2 * k * D * 768 * (4 - wbytes) end
+  end
+  return bytes
+end
+print("\n## Modelled bytes read per decoded token (MB) and the ratio dense / clustered")
+local mh, ms = "| context |", "|---|"
+for _, p in ipairs(plans) do mh = mh .. " " .. p.name .. " |"; ms = ms .. "---|" end
+print(mh)
+print(ms)
+for _, n in ipairs(opts.contexts) do
+  local r = string.format("| %d |", n)
+  local dense_b = modelled_bytes(nil, n)
+  for _, p in ipairs(plans) do
+    local b = modelled_bytes(p.plan, n)
+    r = r .. (p.plan and string.format(" %.1f (%.3f×) |", b / 1e6, dense_b / b) or string.format(" %.1f |", b / 1e6))
+  end
+  print(r)
+end
+if opts.no_timing then return end
 
-print("\n## Time to next token (min over decode steps) and prefill, ms")
+local bench_decode = require("chai.core").heads.bench_decode
+local clock = opts.threads == 1 and "CPU" or "wall"
+
+print(string.format("\n## Time to next token (fastest step) and prefill, ms (%s time)", clock))
 local header, sep = "| context |", "|---|"
 for _, p in ipairs(plans) do
   header = header .. " " .. p.name .. ": decode | prefill |"
@@ -84,7 +117,8 @@ for _, n in ipairs(opts.contexts) do
     m:set_heads(p.plan)
     local best_prefill, best_step = math.huge, math.huge
     for _ = 1, opts.reps do
-      local prefill, step = bench_decode(m, n, opts.new)
+      local prefill, step, _, prefill_cpu, step_cpu = bench_decode(m, n, opts.new)
+      if clock == "CPU" then prefill, step = prefill_cpu, step_cpu end
       best_prefill, best_step = math.min(best_prefill, prefill), math.min(best_step, step)
     end
     results[pi] = results[pi] or {}

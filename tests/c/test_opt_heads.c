@@ -10,6 +10,7 @@
 #include "chai/npy.h"
 #include "chai/opt.h"
 #include "chai/opt_heads.h"
+#include "chai/opt_train.h"
 #include "check.h"
 
 #define FIX CHAI_TEST_FIXTURES
@@ -268,7 +269,7 @@ static void capture(void) {
  * oracle is the original model with the dropped heads' out_proj columns zeroed (which removes
  * exactly their contribution). */
 static void prune(void) {
-  chai_opt_model *m = NULL, *p = NULL, *back = NULL;
+  chai_opt_model *m = NULL, *p = NULL, *back = NULL, *twice = NULL;
   CHECK_OK(chai_opt_load(&m, FIX "/opt/preln/bin", NULL)); /* fp16 storages: f32 copies we own */
   if (!m) return;
   chai_heads_plan plan, online;
@@ -323,7 +324,7 @@ static void prune(void) {
     free(step);
     chai_tensor_release(&full);
     CHECK_ERR(chai_opt_set_heads(back, &plan, CHAI_HEADS_STATIC), CHAI_ERR_UNSUPPORTED, "pruned");
-    CHECK_ERR(chai_opt_prune_heads(&p, back, &plan, 1), CHAI_ERR_UNSUPPORTED, "already pruned");
+    CHECK_ERR(chai_opt_prune_heads(&twice, back, &plan, 1), CHAI_ERR_UNSUPPORTED, "already pruned");
   }
   FILE *f = fopen("/tmp/chai_test_pruned_model/config.json", "rb");
   char buf[4096] = {0};
@@ -340,11 +341,76 @@ static void prune(void) {
   CHECK_ERR(chai_opt_prune_heads(&none, m, &plan, 0), CHAI_ERR_ARG, "keep must be >= 1");
   CHECK_OK(chai_heads_plan_load(&online, FIX "/heads/chai_online_plan.json", NULL));
   CHECK_ERR(chai_opt_prune_heads(&none, m, &online, 1), CHAI_ERR_ARG, "pruning needs clusters");
-  CHECK(none == NULL);
+  CHECK(none == NULL && twice == NULL);
   chai_heads_plan_free(&plan), chai_heads_plan_free(&online);
   chai_tensor_release(&ids), chai_tensor_release(&mask), chai_tensor_release(&got),
       chai_tensor_release(&want), chai_tensor_release(&again);
   chai_opt_free(all), chai_opt_free(back), chai_opt_free(p), chai_opt_free(m);
+}
+
+/* Training under a static plan computes the same clustered attention (members reuse their
+ * representative's scores): its loss equals the cross-entropy of chai_opt_classify's scores.
+ * Online plans and pruned models are refused. */
+static double classify_ce(chai_opt_model *m, const int32_t *ip, const int32_t *mp, int B, int T,
+                          const int32_t *lab) {
+  chai_tensor sc = {0};
+  CHECK_OK(chai_opt_classify(m, &sc, ip, mp, B, T));
+  if (!chai_tensor_alive(&sc)) return NAN;
+  int NL = (int)sc.shape[1];
+  const float *s = chai_tensor_data(&sc);
+  double ce = 0;
+  for (int b = 0; b < B; b++) {
+    double mx = -INFINITY, z = 0;
+    for (int j = 0; j < NL; j++)
+      mx = fmax(mx, s[b * NL + j]);
+    for (int j = 0; j < NL; j++)
+      z += exp(s[b * NL + j] - mx);
+    ce += -(s[b * NL + lab[b]] - mx - log(z));
+  }
+  chai_tensor_release(&sc);
+  return ce / B;
+}
+
+static void training(void) {
+  chai_opt_model *m = load("preln");
+  if (!m) return;
+  chai_heads_plan plan, online;
+  CHECK_OK(chai_heads_plan_load(&plan, FIX "/heads/chai_static_plan.json", NULL));
+  CHECK_OK(chai_heads_plan_load(&online, FIX "/heads/chai_online_plan.json", NULL));
+  chai_tensor ids, mask;
+  batch("preln", &ids, &mask);
+  int B = (int)ids.shape[0], T = (int)ids.shape[1];
+  const int32_t *ip = chai_tensor_data(&ids), *mp = chai_tensor_data(&mask);
+  int32_t lab[3] = {0, 2, 1};
+  chai_opt_batch b = {.ids = ip,
+                      .mask = mp,
+                      .B = B,
+                      .T = T,
+                      .head = CHAI_OPT_HEAD_CLASSIFY,
+                      .labels = lab,
+                      .teacher = NULL,
+                      .kd_T = 1,
+                      .kd_alpha = 0,
+                      .label_smoothing = 0};
+  chai_kd_result r = {0};
+  double dense_ce = classify_ce(m, ip, mp, B, T, lab);
+  CHECK_OK(chai_opt_set_heads(m, &plan, CHAI_HEADS_STATIC));
+  double ce = classify_ce(m, ip, mp, B, T, lab);
+  CHECK(fabs(ce - dense_ce) > 1e-4);
+  CHECK_OK(chai_opt_forward_backward(m, &b, &r));
+  CHECK_CLOSE(r.loss, ce, 1e-5 * (1 + ce));
+  CHECK_OK(chai_opt_set_heads(m, &online, CHAI_HEADS_ONLINE));
+  CHECK_ERR(chai_opt_forward_backward(m, &b, &r), CHAI_ERR_UNSUPPORTED, "online");
+  CHECK_OK(chai_opt_set_heads(m, NULL, CHAI_HEADS_DENSE));
+  CHECK_OK(chai_opt_forward_backward(m, &b, &r));
+  CHECK_CLOSE(r.loss, dense_ce, 1e-5 * (1 + dense_ce));
+  chai_opt_model *p = NULL;
+  CHECK_OK(chai_opt_prune_heads(&p, m, &plan, 1));
+  if (p) CHECK_ERR(chai_opt_forward_backward(p, &b, &r), CHAI_ERR_UNSUPPORTED, "pruned");
+  chai_opt_free(p);
+  chai_heads_plan_free(&plan), chai_heads_plan_free(&online);
+  chai_tensor_release(&ids), chai_tensor_release(&mask);
+  chai_opt_free(m);
 }
 
 int main(void) {
@@ -355,5 +421,6 @@ int main(void) {
   online_matches_oracle();
   capture();
   prune();
+  training();
   return chai_test_finish();
 }

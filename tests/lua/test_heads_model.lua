@@ -62,6 +62,24 @@ check(maxdiff(clustered, dense) > 1e-4, "clustering changes the logits")
 local out = m:generate(ids, {max_new_tokens = 4})
 check(#out == 4, "generate under a static plan")
 
+-- Evaluation scoring runs clustered too: a batch of items (left-padded contexts in the K cache of
+-- representatives) agrees with one item at a time, and with log-softmax of the forward logits.
+local ctxA, ctxB = {2, 40, 41, 50, 7, 9, 11}, {2, 60, 61}
+local function ll_forward(ctx, tokid)
+  local lg = m:forward({ctx}):totable()[1][#ctx]
+  local mx = -math.huge
+  for _, v in ipairs(lg) do mx = math.max(mx, v) end
+  local z = 0
+  for _, v in ipairs(lg) do z = z + math.exp(v - mx) end
+  return lg[tokid + 1] - mx - math.log(z)
+end
+local both = m:score_continuations({ctxA, ctxB}, {{{5}, {6, 7}}, {{8}}})
+local one = m:score_continuations({ctxA}, {{{5}, {6, 7}}})
+check(math.abs(both[1][1].ll - one[1][1].ll) < 1e-4 and math.abs(both[1][2].ll - one[1][2].ll) < 1e-4,
+      "scoring: batch equals one item at a time")
+check(math.abs(one[1][1].ll - ll_forward(ctxA, 5)) < 1e-4, "scoring equals the clustered forward")
+check(math.abs(both[2][1].ll - ll_forward(ctxB, 8)) < 1e-4, "scoring a short padded context")
+
 -- Every head its own cluster equals dense.
 m:set_heads({layers = {{layer = 1, clusters = {{1}, {2}, {3}, {4}}}, {layer = 2, clusters = {{1}, {2}, {3}, {4}}}}})
 check(maxdiff(m:forward({ids}), dense) <= rounding_bound(dense), "identity plan equals dense")
@@ -76,6 +94,8 @@ check(#g == 2 and g.dense_fallback == false, "online generate clusters a 9-token
 local gs = m:generate({2, 40, 41}, {max_new_tokens = 2})
 check(gs.dense_fallback == true and m:heads().fallback == true, "short prompt says it ran dense")
 check_error(function() m:forward({ids, ids}) end, "one prompt at a time", "online refuses batches")
+local on1 = m:score_continuations({ctxA}, {{{5}}})
+check(math.abs(on1[1][1].ll - ll_forward(ctxA, 5)) < 1e-4, "online scoring, one item")
 os.remove(path)
 
 -- Refusals (1-based numbers), and back to dense.
@@ -115,6 +135,12 @@ check_error(function() heads.calibrate(m, tok, texts, {tokens = 1}) end, "tokens
 m:set_heads(plan)
 check_error(function() heads.calibrate(m, tok, texts) end, "set_heads(nil)", "calibrate needs a dense model")
 m:set_heads(nil)
+
+-- A half-precision model: the packed representative rows are converted to f32 (identity == dense).
+local h16 = chai.opt.load(os.getenv("CHAI_TEST_FIXTURES") .. "/opt/preln/st", {dtype = "f16"})
+local d16 = h16:forward({ids})
+h16:set_heads({layers = {{layer = 1, clusters = {{1}, {2}, {3}, {4}}}, {layer = 2, clusters = {{1}, {2}, {3}, {4}}}}})
+check(maxdiff(h16:forward({ids}), d16) <= 1e-5, "f16 model: identity plan equals dense")
 
 print(string.format("%d passed, %d failed", passed, failed))
 if failed > 0 then os.exit(1) end

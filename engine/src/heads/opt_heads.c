@@ -41,6 +41,12 @@ static void layer_clear(opt_heads_layer *hl, int H) {
   memset(hl, 0, sizeof *hl);
 }
 
+static void clear_score_head(chai_opt_model *m) {
+  if (m->score_head)
+    chai_free((void *)m->score_head, (size_t)m->cfg.num_hidden_layers * sizeof(int *));
+  m->score_head = NULL;
+}
+
 static void clear_plan(struct opt_heads *h) {
   for (int l = 0; h->layers && l < h->L; l++)
     layer_clear(&h->layers[l], h->H);
@@ -51,6 +57,7 @@ static void clear_plan(struct opt_heads *h) {
 }
 
 void opt_heads_free(chai_opt_model *m) {
+  clear_score_head(m);
   struct opt_heads *h = m->heads;
   if (!h) return;
   clear_plan(h);
@@ -146,6 +153,7 @@ chai_status chai_opt_set_heads(chai_opt_model *m, const chai_heads_plan *plan,
     return chai_error(CHAI_ERR_ARG, "set_heads: unknown mode %d", (int)mode);
   m->kv.B = 0; /* the cache layout changes with the plan: begin again */
   m->kv.len = 0;
+  clear_score_head(m);
   if (!plan || mode == CHAI_HEADS_DENSE) {
     if (m->heads) clear_plan(m->heads);
     maybe_release(m);
@@ -196,11 +204,36 @@ chai_status chai_opt_set_heads(chai_opt_model *m, const chai_heads_plan *plan,
     hl->ready = true;
     st = pack_layer(m, h, pl->layer);
   }
+  /* Training (opt_train_forward.c, opt_backward.c) shares scores through m->score_head: the same
+   * clustered computation, without the projection savings. */
+  if (!st && mode == CHAI_HEADS_STATIC) {
+    const int **sh = chai_alloc((size_t)h->L * sizeof(int *), "score head maps");
+    if (!sh) {
+      st = CHAI_ERR_NOMEM;
+    } else {
+      for (int l = 0; l < h->L; l++) {
+        const chai_heads_layer *pl = chai_heads_plan_find(&h->plan, l);
+        sh[l] = pl ? pl->score_head : NULL;
+      }
+      m->score_head = sh;
+    }
+  }
   if (st) {
     clear_plan(h);
     maybe_release(m);
   }
   return st;
+}
+
+chai_status opt_heads_check_trainable(const chai_opt_model *m) {
+  if (m->layer_heads)
+    return chai_error(CHAI_ERR_UNSUPPORTED,
+                      "training a pruned model (per-layer head counts) is not supported");
+  if (m->heads && m->heads->has_plan && m->heads->mode == CHAI_HEADS_ONLINE)
+    return chai_error(CHAI_ERR_UNSUPPORTED,
+                      "training under online head clustering is not supported (membership is per "
+                      "request); use a static plan");
+  return CHAI_OK;
 }
 
 const chai_heads_plan *chai_opt_get_heads(const chai_opt_model *m, chai_heads_mode *mode) {

@@ -164,5 +164,8 @@ int opt_layer_heads(const chai_opt_model *m, int l);
 int opt_heads_k_width(const chai_opt_model *m, int l);
 int opt_heads_v_width(const chai_opt_model *m, int l);
 void opt_heads_free(chai_opt_model *m);
+/* CHAI_OK when training can run: a static plan trains through m->score_head (members reuse their
+ * representative's scores); a pruned model or an online plan is refused (CHAI_ERR_UNSUPPORTED). */
+chai_status opt_heads_check_trainable(const chai_opt_model *m);
 
 #endif

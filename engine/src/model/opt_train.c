@@ -356,6 +356,8 @@ chai_status chai_opt_forward_backward(chai_opt_model *m, const chai_opt_batch *b
     return chai_error(CHAI_ERR_UNSUPPORTED,
                       "OPT forward_backward: training needs an f32 model, this one is %s",
                       chai_dtype_name(m->dtype));
+  chai_status hst = opt_heads_check_trainable(m); /* CHAI: pruned or online models */
+  if (hst) return hst;
   if (b->B < 1 || b->T < 1 || (int64_t)b->B * b->T > (1 << 24))
     return chai_error(CHAI_ERR_ARG,
                       "OPT forward_backward: batch %d x %d tokens is not a valid size", b->B, b->T);

@@ -1,0 +1,116 @@
+-- CHAI on a chai-trained SST-2 classifier: GLUE SST-2 dev accuracy unchanged and under CHAI
+-- (static plans at several k, the elbow plan from calibration, online membership, structural
+-- pruning), beside the K-cache and total KV saving of each configuration.
+--   chai script experiments/chai_sst2.lua [--model DIR] [--calib N] [--tokens N] [--seed S]
+--     --model   a trained classifier [chai.train.cached_model("sst2-opt-student"), made by
+--               experiments/train_sst2.lua]
+--     --calib   calibration sentences from the SST-2 train split [200]; --tokens per text [32]
+-- Data: CHAI_DATA_DIR (sst2/, opt-tokenizer/). Prints a markdown table (docs/benchmarks.md).
+local chai = require "chai"
+
+local args = {...}
+local o = {model = nil, calib = 200, tokens = 32, seed = 0}
+local i = 1
+while i <= #args do
+  local a, v = args[i], args[i + 1]
+  if a == "--model" then o.model = v
+  elseif a == "--calib" then o.calib = tonumber(v)
+  elseif a == "--tokens" then o.tokens = tonumber(v)
+  elseif a == "--seed" then o.seed = tonumber(v)
+  else error("chai_sst2: unknown option " .. a .. " (--model, --calib, --tokens, --seed)", 0) end
+  i = i + 2
+end
+local data_dir = os.getenv("CHAI_DATA_DIR")
+if not data_dir or data_dir == "" then error("chai_sst2: set CHAI_DATA_DIR", 0) end
+local dir = o.model or chai.train.cached_model("sst2-opt-student")
+local m = chai.opt.load(dir)
+local tok = chai.tokenizer.load(data_dir .. "/opt-tokenizer")
+local L, H, D = m.config.num_hidden_layers, m.config.num_attention_heads,
+                m.config.hidden_size // m.config.num_attention_heads
+local dev = chai.train.encode(chai.data.task("sst2", "validation").rows, tok, {max_length = 64})
+local train = chai.data.task("sst2", "train").rows
+local texts = {}
+for k = 1, math.min(o.calib, #train) do texts[k] = train[k].sentence end
+
+local function evaluate(model, bs) return chai.train.evaluate(model, dev, {batch_size = bs or 64}).accuracy end
+local function saving(plan)
+  local kept = 0
+  for _, e in ipairs(plan and plan.layers or {}) do kept = kept + (H - (e.k or #e.clusters)) end
+  return kept / (L * H)
+end
+
+local rows = {}
+local function add(name, plan, acc, note)
+  rows[#rows + 1] = {name = name, k = plan and saving(plan) or 0, acc = acc, note = note or ""}
+  io.stderr:write(string.format("%-40s acc %.4f\n", name, acc))
+end
+
+local dense = evaluate(m)
+add("dense", nil, dense)
+
+local stats = chai.heads.calibrate(m, tok, texts, {tokens = o.tokens})
+local elbow_plan = chai.heads.plan(stats, {seed = o.seed})
+local elbows = {}
+for _, info in ipairs(elbow_plan.meta.layers or {}) do elbows[#elbows + 1] = info.k .. "(" .. info.rule .. ")" end
+
+local function uniform(k, first)
+  return chai.heads.plan(stats, {seed = o.seed, min_layer = first,
+                                 override = (function() local t = {} for l = 1, L do t[l] = k end return t end)()})
+end
+
+m:set_heads(elbow_plan)
+add("static, elbow plan (k per layer: " .. table.concat(elbows, ", ") .. ")", elbow_plan, evaluate(m))
+local late_elbow = chai.heads.plan(stats, {seed = o.seed, min_layer = L // 2 + 1})
+m:set_heads(late_elbow)
+add(string.format("static, elbow plan on layers %d-%d", L // 2 + 1, L), late_elbow, evaluate(m))
+for k = H - 1, 1, -1 do
+  for _, first in ipairs({1, 2, L // 2 + 1}) do
+    if first == 1 or first < L then
+      local p = uniform(k, first)
+      m:set_heads(p)
+      local what = first == 1 and "every layer" or string.format("layers %d-%d", first, L)
+      add(string.format("static, %s k=%d", what, k), p, evaluate(m))
+    end
+  end
+end
+-- Mixed: the first layer lightly clustered, the later ones more (the paper's shape).
+if H >= 3 then
+  local over = {[1] = H - 1}
+  for l = 2, L do over[l] = H // 2 end
+  local mixed = chai.heads.plan(stats, {seed = o.seed, override = over})
+  m:set_heads(mixed)
+  add(string.format("static, layer 1 k=%d, layers 2-%d k=%d", H - 1, L, H // 2), mixed, evaluate(m))
+  m:set_heads(mixed, {mode = "online"})
+  add(string.format("online, layer 1 k=%d, layers 2-%d k=%d", H - 1, L, H // 2), mixed, evaluate(m, 1),
+      "K cache kept full width; prompts < 6 tokens dense")
+  local small = chai.heads.prune(m, mixed, {keep = 1})
+  add(string.format("prune, layer 1 k=%d, layers 2-%d k=%d, keep 1", H - 1, L, H // 2), mixed,
+      evaluate(small), string.format("%d → %d parameters", m:num_parameters(), small:num_parameters()))
+  small:free()
+  m:set_heads(nil)
+end
+for k = H - 1, math.max(1, H - 2), -1 do
+  local p = uniform(k, 1)
+  m:set_heads(p, {mode = "online"})
+  local acc = evaluate(m, 1)
+  add(string.format("online, every layer k=%d", k), p, acc,
+      "K cache kept full width; prompts < 6 tokens dense")
+end
+m:set_heads(nil)
+for k = H - 1, math.max(1, H - 2), -1 do
+  local p = uniform(k, 1)
+  local small = chai.heads.prune(m, p, {keep = 1})
+  add(string.format("prune, every layer k=%d, keep 1", k), p, evaluate(small),
+      string.format("%d → %d parameters", m:num_parameters(), small:num_parameters()))
+  small:free()
+end
+
+print(string.format("model %s (%d layers × %d heads), SST-2 dev %d rows, calibration %d texts × %d tokens",
+                    dir, L, H, #dev, #texts, o.tokens))
+print("")
+print("| configuration | K cache saved | K+V saved | dev accuracy | change (points) | note |")
+print("|---|---|---|---|---|---|")
+for _, r in ipairs(rows) do
+  print(string.format("| %s | %.1f%% | %.1f%% | %.2f | %+.2f | %s |", r.name, 100 * r.k, 50 * r.k,
+                      100 * r.acc, 100 * (r.acc - dense), r.note))
+end
