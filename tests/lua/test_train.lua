@@ -127,6 +127,23 @@ do
   T.eq(r2.step, 40, "stopped at the second evaluation")
 end
 
+-- the LM head: a tiny model learns to continue counting sequences (eval = mean next-token loss)
+do
+  local m = model(8)
+  local rows = {}
+  for k = 1, 64 do
+    local ids, start = {2}, 3 + k % 20
+    for t = 0, 6 + k % 4 do ids[#ids + 1] = start + t end
+    rows[k] = {ids = ids}
+  end
+  local before = chai.train.evaluate(m, rows, {head = "lm"})
+  local res = chai.train.run{model = m, head = "lm", train = rows, eval = rows, epochs = 15,
+                             batch_size = 8, optimizer = {lr = 1e-2}, progress = false}
+  T.check(before.loss > 3 and res.eval.loss < 1.0,
+          string.format("lm learns: %.3f -> %.3f", before.loss, res.eval.loss))
+  T.check(res.eval.accuracy == nil and res.eval.count > 400, "lm eval counts next tokens")
+end
+
 -- resume: 6 steps in two runs of 3 = 6 steps in one run, bit for bit
 do
   local opts = function(m, ck, extra)
