@@ -52,6 +52,11 @@ typedef struct opt_train {
   int32_t *pos;               /* (N) position ids + 2 */
   int32_t *targets;           /* (N) LM targets (shifted labels) or (B) class labels */
   int *rows;                  /* (B) classify: flat token index of each row's last non-pad token */
+  /* Rows mode (classify): the score head reads one token per row, so after its attention the last
+   * layer (out_proj, residual, LayerNorms, FFN), the final LayerNorm and project_out run on those
+   * B rows only; their buffers hold B rows, gathered here: */
+  bool rows_mode;
+  float *att_r, *xin_r; /* (B,C) the last layer's attention output and input at the rows */
   float *rowsP;               /* (B,P) their features */
   float *logits, *dlogits;    /* (N,V) or (B,num_labels) */
   /* backward scratch */
@@ -76,10 +81,10 @@ bool opt_train_need_below(const chai_opt_model *m, int l);
 bool opt_train_need_decoder(const chai_opt_model *m);
 
 /* CHAI_ERR_ARG naming an id outside the vocabulary or a mask value other than 0/1. */
-chai_status opt_train_check_inputs(const chai_opt_model *m, const int32_t *ids,
-                                   const int32_t *mask, int B, int T);
+chai_status opt_train_check_inputs(const chai_opt_model *m, const int32_t *ids, const int32_t *mask,
+                                   int B, int T);
 /* The forward over checked ids (B,T) keeping activations in the arena (laid out already); fills
- * tr->feats. */
+ * tr->feats: (N,P), or (B,P) for tr->rows in rows mode. */
 chai_status opt_train_forward(chai_opt_model *m, opt_train *tr, const int32_t *ids,
                               const int32_t *mask);
 /* The backward from tr->g_feats (N,P), accumulating into the parameter gradients. ids are the

@@ -71,16 +71,31 @@ static chai_status layer_forward(chai_opt_model *m, opt_train *tr, int l, float 
                               .score_head = m->score_head ? m->score_head[l] : NULL};
   chai_status st = chai_attention_forward(a->att, a->probs, a->q, a->k, a->v, &args);
   if (st) return st;
-  lin_residual(a->res1, a->xin, a->att, ly->o_w, ly->o_b, N, C, C);
+  /* Past the attention every op is row-wise: in rows mode the last layer continues on the B rows
+   * the head reads (M rows below). */
+  const float *att = a->att, *xin = a->xin;
+  int M = N;
+  if (tr->rows_mode && l == c->num_hidden_layers - 1) {
+    for (int r = 0; r < B; r++) {
+      memcpy(tr->att_r + (size_t)r * C, a->att + (size_t)tr->rows[r] * C,
+             (size_t)C * sizeof(float));
+      memcpy(tr->xin_r + (size_t)r * C, a->xin + (size_t)tr->rows[r] * C,
+             (size_t)C * sizeof(float));
+    }
+    att = tr->att_r;
+    xin = tr->xin_r;
+    M = B;
+  }
+  lin_residual(a->res1, xin, att, ly->o_w, ly->o_b, M, C, C);
   if (pre) {
-    ln(a->ln2, a->mean2, a->rstd2, a->res1, ly->ln2_w, ly->ln2_b, N, C);
-    ffn_up(c, a, ly, a->ln2, N);
-    lin_residual(out, a->res1, a->fch, ly->fc2_w, ly->fc2_b, N, F, C);
+    ln(a->ln2, a->mean2, a->rstd2, a->res1, ly->ln2_w, ly->ln2_b, M, C);
+    ffn_up(c, a, ly, a->ln2, M);
+    lin_residual(out, a->res1, a->fch, ly->fc2_w, ly->fc2_b, M, F, C);
   } else {
-    ln(a->ln1, a->mean1, a->rstd1, a->res1, ly->ln1_w, ly->ln1_b, N, C);
-    ffn_up(c, a, ly, a->ln1, N);
-    lin_residual(a->ln2, a->ln1, a->fch, ly->fc2_w, ly->fc2_b, N, F, C);
-    ln(out, a->mean2, a->rstd2, a->ln2, ly->ln2_w, ly->ln2_b, N, C);
+    ln(a->ln1, a->mean1, a->rstd1, a->res1, ly->ln1_w, ly->ln1_b, M, C);
+    ffn_up(c, a, ly, a->ln1, M);
+    lin_residual(a->ln2, a->ln1, a->fch, ly->fc2_w, ly->fc2_b, M, F, C);
+    ln(out, a->mean2, a->rstd2, a->ln2, ly->ln2_w, ly->ln2_b, M, C);
   }
   return CHAI_OK;
 }
