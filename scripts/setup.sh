@@ -2,25 +2,28 @@
 # Set-up: installs the Debian packages chai needs (only the missing ones, saying which), configures a
 # Release build in build/ and builds. Quick and quiet when nothing changed.
 #   scripts/setup.sh [--sanitize] [--fuzz] [--build-dir DIR]
+# --sanitize builds with ASan+UBSan in build-sanitize/; --fuzz builds the libFuzzer harnesses with
+# clang in build-fuzz/.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build="$root/build"
 cmake_args=(-DCMAKE_BUILD_TYPE=Release)
 cc=()
+targets=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --sanitize) build="$root/build-sanitize"; cmake_args+=(-DCHAI_SANITIZE=ON) ;;
-    --fuzz) build="$root/build-fuzz"; cmake_args+=(-DCHAI_FUZZ=ON); cc=(env CC=clang) ;;
+    --fuzz) build="$root/build-fuzz"; cmake_args+=(-DCHAI_FUZZ=ON); cc=(env CC=clang)
+            targets=(--target fuzz_safetensors fuzz_torchbin) ;;
     --build-dir) build="$2"; shift ;;
-    -h|--help) sed -n '2,5p' "$0"; exit 0 ;;
-    *) echo "setup.sh: unknown option '$1'" >&2; sed -n '2,5p' "$0" >&2; exit 2 ;;
+    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    *) echo "setup.sh: unknown option '$1'" >&2; sed -n '2,7p' "$0" >&2; exit 2 ;;
   esac
   shift
 done
 
 packages=(build-essential cmake pkg-config lua5.4 liblua5.4-dev libopenblas-dev libopenblas0-openmp
-          libcjson-dev libcurl4-openssl-dev libreadline-dev libpcre2-dev clang libclang-rt-14-dev
-          python3)
+          libcjson-dev libcurl4-openssl-dev libreadline-dev libpcre2-dev clang libclang-rt-14-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -42,7 +45,7 @@ if [ ! -f "$build/CMakeCache.txt" ]; then
     cat "$log" >&2; exit 1
   fi
 fi
-if ! cmake --build "$build" -j "$(nproc)" >"$log" 2>&1; then
+if ! cmake --build "$build" -j "$(nproc)" "${targets[@]}" >"$log" 2>&1; then
   cat "$log" >&2
   echo "setup: build failed (log: $log)" >&2
   exit 1

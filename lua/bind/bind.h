@@ -34,6 +34,11 @@ void chai_bind_open_heads(lua_State *L, int table);
 void chai_bind_open_train(lua_State *L, int table);
 void chai_bind_open_model_train(lua_State *L, int table); /* after chai_bind_open_model */
 
+/* The live OPT model of the chai.Model userdata at idx (model.c); raises for anything else. */
+struct chai_opt_model *chai_bind_check_model(lua_State *L, int idx);
+/* Pushes a new, empty chai.Model userdata and returns where to store the model it will own. */
+struct chai_opt_model **chai_bind_push_model(lua_State *L);
+
 /* ---- chai.Tensor userdata (tensor.c) --------------------------------------------------------- */
 
 #define CHAI_TENSOR_MT "chai.Tensor"

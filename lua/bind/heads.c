@@ -4,9 +4,12 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "bind.h"
 #include "chai/heads.h"
+#include "chai/opt.h"
+#include "chai/opt_heads.h"
 #include "heads_bind.h"
 
 /* ---- a plan owned by a userdata, so a Lua error while filling it cannot leak it ---------------
@@ -565,6 +568,315 @@ static int l_from_labels(lua_State *L) {
   return 1;
 }
 
+/* ---- model methods: m:set_heads, m:heads, and memory/generate wrapped to report CHAI ----------
+ */
+
+static const char *mode_name(chai_heads_mode mode) {
+  return mode == CHAI_HEADS_STATIC ? "static" : mode == CHAI_HEADS_ONLINE ? "online" : "dense";
+}
+
+static int l_prune(lua_State *L);
+
+/* m:set_heads(plan_or_path_or_nil [, {mode="static"|"online"|"prune", keep=}]). "prune" leaves m
+ * as it is and returns a new, smaller model (chai.heads.prune). */
+static int m_set_heads(lua_State *L) {
+  const char *fname = "model:set_heads";
+  chai_opt_model *m = chai_bind_check_model(L, 1);
+  static const char *const known[] = {"mode", "keep", NULL};
+  chai_bind_check_options(L, 3, fname, known);
+  chai_heads_mode mode = CHAI_HEADS_STATIC;
+  if (lua_istable(L, 3)) {
+    lua_getfield(L, 3, "mode");
+    const char *name = luaL_optstring(L, -1, "static");
+    if (!strcmp(name, "static"))
+      mode = CHAI_HEADS_STATIC;
+    else if (!strcmp(name, "online"))
+      mode = CHAI_HEADS_ONLINE;
+    else if (!strcmp(name, "prune")) {
+      if (lua_isnoneornil(L, 2)) return luaL_error(L, "%s: mode \"prune\" needs a plan", fname);
+      lua_settop(L, 3);
+      lua_createtable(L, 0, 1); /* {keep = opts.keep} for chai.heads.prune */
+      lua_getfield(L, 3, "keep");
+      lua_setfield(L, -2, "keep");
+      lua_replace(L, 3);
+      return l_prune(L);
+    } else
+      return luaL_error(L, "%s: unknown mode \"%s\" (static, online)", fname, name);
+    lua_pop(L, 1);
+    lua_getfield(L, 3, "keep");
+    if (!lua_isnil(L, -1)) return luaL_error(L, "%s: keep applies to mode \"prune\" only", fname);
+    lua_pop(L, 1);
+  }
+  if (lua_isnoneornil(L, 2)) {
+    if (chai_opt_set_heads(m, NULL, CHAI_HEADS_DENSE)) return chai_bind_fail(L);
+    return 0;
+  }
+  const chai_opt_config *c = chai_opt_get_config(m);
+  chai_heads_plan *p = chai_bind_push_plan_box(L);
+  if (lua_type(L, 2) == LUA_TSTRING) {
+    chai_heads_dims d = {c->num_hidden_layers, c->num_attention_heads, 0};
+    if (chai_heads_plan_load(p, lua_tostring(L, 2), &d)) return chai_bind_fail(L);
+  } else if (lua_istable(L, 2)) {
+    chai_bind_check_plan(L, 2, p, fname);
+    chai_heads_dims d = {c->num_hidden_layers, c->num_attention_heads, 1};
+    if (chai_heads_plan_validate(p, &d)) return luaL_error(L, "%s: %s", fname, chai_last_error());
+  } else {
+    return luaL_error(L, "%s: expected a plan table, a plan file path or nil, got %s", fname,
+                      luaL_typename(L, 2));
+  }
+  if (chai_opt_set_heads(m, p, mode)) return luaL_error(L, "%s: %s", fname, chai_last_error());
+  return 0;
+}
+
+/* m:heads() → {mode=, plan=, fallback=, membership={[layer]=clusters}, kv_cache_bytes_per_token=}
+ */
+static int m_heads(lua_State *L) {
+  chai_opt_model *m = chai_bind_check_model(L, 1);
+  chai_heads_mode mode;
+  const chai_heads_plan *plan = chai_opt_get_heads(m, &mode);
+  lua_createtable(L, 0, 5);
+  lua_pushstring(L, mode_name(mode));
+  lua_setfield(L, -2, "mode");
+  lua_pushinteger(L, (lua_Integer)chai_opt_kv_bytes_per_token(m));
+  lua_setfield(L, -2, "kv_cache_bytes_per_token");
+  if (!plan) return 1;
+  chai_bind_push_plan(L, plan);
+  lua_setfield(L, -2, "plan");
+  lua_pushboolean(L, chai_opt_heads_fallback(m));
+  lua_setfield(L, -2, "fallback");
+  /* the membership in force per clustered layer (online: the last request's), 1-based */
+  const chai_opt_config *c = chai_opt_get_config(m);
+  int H = c->num_attention_heads;
+  int *slot = lua_newuserdatauv(L, sizeof(int) * (size_t)H, 0);
+  lua_newtable(L);
+  for (int l = 0; l < c->num_hidden_layers; l++) {
+    int K;
+    if (chai_opt_heads_membership(m, l, &K, slot)) return chai_bind_fail(L);
+    if (K == 0) continue;
+    lua_createtable(L, K, 0);
+    for (int s = 0; s < K; s++) {
+      lua_newtable(L);
+      int n = 0;
+      /* representative first, then the other members in index order */
+      int rep = -1;
+      const chai_heads_layer *pl = chai_heads_plan_find(plan, l);
+      if (mode == CHAI_HEADS_STATIC && pl && pl->has_clusters) rep = pl->order[pl->start[s]];
+      for (int h = 0; h < H && rep < 0; h++)
+        if (slot[h] == s) rep = h;
+      lua_pushinteger(L, rep + 1);
+      lua_rawseti(L, -2, ++n);
+      for (int h = 0; h < H; h++)
+        if (slot[h] == s && h != rep) {
+          lua_pushinteger(L, h + 1);
+          lua_rawseti(L, -2, ++n);
+        }
+      lua_rawseti(L, -2, s + 1);
+    }
+    lua_rawseti(L, -2, l + 1);
+  }
+  lua_setfield(L, -3, "membership");
+  lua_pop(L, 1); /* slot scratch */
+  return 1;
+}
+
+/* memory(): the model's own table plus kv_cache_bytes_per_token under the current plan. */
+static int m_memory_heads(lua_State *L) {
+  chai_opt_model *m = chai_bind_check_model(L, 1);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushvalue(L, 1);
+  lua_call(L, 1, 1);
+  if (lua_istable(L, -1)) {
+    lua_pushinteger(L, (lua_Integer)chai_opt_kv_bytes_per_token(m));
+    lua_setfield(L, -2, "kv_cache_bytes_per_token");
+  }
+  return 1;
+}
+
+/* generate(): the model's own result; an online request that fell back to dense says so in it. */
+static int m_generate_heads(lua_State *L) {
+  chai_opt_model *m = chai_bind_check_model(L, 1);
+  int n = lua_gettop(L);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, n, 1);
+  chai_heads_mode mode;
+  if (chai_opt_get_heads(m, &mode) && mode == CHAI_HEADS_ONLINE && lua_istable(L, -1)) {
+    lua_pushboolean(L, chai_opt_heads_fallback(m));
+    lua_setfield(L, -2, "dense_fallback");
+  }
+  return 1;
+}
+
+/* heads.capture_begin(model, T) / capture_end(model) */
+static int l_capture_begin(lua_State *L) {
+  chai_opt_model *m = chai_bind_check_model(L, 1);
+  lua_Integer T = luaL_checkinteger(L, 2);
+  if (T < 1 || T > 1 << 20) return luaL_error(L, "chai.heads.calibrate: tokens %I must be >= 1", T);
+  if (chai_opt_capture_begin(m, (int)T)) return chai_bind_fail(L);
+  return 0;
+}
+
+static int l_capture_end(lua_State *L) {
+  chai_opt_capture_end(chai_bind_check_model(L, 1));
+  return 0;
+}
+
+/* heads.capture_store(model, rows, s, means) → T: copies the last forward's captured rows into
+ * rows[l] (a (S,H,N) f32 tensor per layer) at sample s (1-based) and adds each row's mean to
+ * means[l][h]. */
+static int l_capture_store(lua_State *L) {
+  chai_opt_model *m = chai_bind_check_model(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_Integer s = luaL_checkinteger(L, 3);
+  luaL_checktype(L, 4, LUA_TTABLE);
+  const chai_opt_config *c = chai_opt_get_config(m);
+  int Lyr = c->num_hidden_layers, H = c->num_attention_heads, T = 0, width = 0;
+  const float *rows = chai_opt_capture_rows(m, &T, &width);
+  if (!rows || T == 0) return luaL_error(L, "chai.heads.calibrate: nothing captured");
+  for (int l = 0; l < Lyr; l++) {
+    lua_geti(L, 2, l + 1);
+    chai_tensor *t = chai_bind_check_tensor(L, -1);
+    if (t->ndim != 3 || t->dtype != CHAI_F32 || !chai_tensor_is_contiguous(t) || t->shape[1] != H ||
+        t->shape[2] != width || s < 1 || s > t->shape[0])
+      return luaL_error(L, "chai.heads.calibrate: bad statistics tensor for layer %d", l + 1);
+    int64_t N = t->shape[2];
+    float *dst = (float *)chai_tensor_data(t) + (size_t)(s - 1) * H * N;
+    lua_pop(L, 1);
+    lua_geti(L, 4, l + 1);
+    for (int h = 0; h < H; h++) {
+      /* the capture buffer's width is the N given to capture_begin */
+      const float *src = rows + ((size_t)l * H + h) * (size_t)N;
+      memcpy(dst + (size_t)h * N, src, sizeof(float) * (size_t)N);
+      double mean = 0;
+      for (int j = 0; j < T; j++)
+        mean += src[j];
+      mean /= T;
+      lua_geti(L, -1, h + 1);
+      double prev = lua_tonumber(L, -1);
+      lua_pop(L, 1);
+      lua_pushnumber(L, prev + mean);
+      lua_seti(L, -2, h + 1);
+    }
+    lua_pop(L, 1);
+  }
+  lua_pushinteger(L, T);
+  return 1;
+}
+
+static void wrap_method(lua_State *L, int methods, const char *name, lua_CFunction fn) {
+  lua_getfield(L, methods, name);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pushcclosure(L, fn, 1);
+  lua_setfield(L, methods, name);
+}
+
+/* Adds the CHAI methods to chai.Model (its method table is the upvalue of its __index). */
+static void add_model_methods(lua_State *L) {
+  if (luaL_getmetatable(L, "chai.Model") != LUA_TTABLE) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_getfield(L, -1, "__index");
+  if (!lua_iscfunction(L, -1) || !lua_getupvalue(L, -1, 1)) {
+    lua_pop(L, 2);
+    return;
+  }
+  int methods = lua_gettop(L);
+  if (lua_istable(L, methods)) {
+    lua_pushcfunction(L, m_set_heads);
+    lua_setfield(L, methods, "set_heads");
+    lua_pushcfunction(L, m_heads);
+    lua_setfield(L, methods, "heads");
+    wrap_method(L, methods, "memory", m_memory_heads);
+    wrap_method(L, methods, "generate", m_generate_heads);
+  }
+  lua_pop(L, 3);
+}
+
+/* heads.prune(model, plan_or_path [, {keep=1}]) → a new, smaller chai.Model. */
+static int l_prune(lua_State *L) {
+  const char *fname = "chai.heads.prune";
+  chai_opt_model *m = chai_bind_check_model(L, 1);
+  static const char *const known[] = {"keep", NULL};
+  chai_bind_check_options(L, 3, fname, known);
+  lua_Integer keep = chai_bind_opt_integer(L, 3, "keep", 1, fname);
+  if (keep < 1 || keep > 1 << 16)
+    return luaL_error(L, "%s: keep must be >= 1, got %I", fname, keep);
+  const chai_opt_config *c = chai_opt_get_config(m);
+  chai_heads_plan *p = chai_bind_push_plan_box(L);
+  if (lua_type(L, 2) == LUA_TSTRING) {
+    chai_heads_dims d = {c->num_hidden_layers, c->num_attention_heads, 0};
+    if (chai_heads_plan_load(p, lua_tostring(L, 2), &d)) return chai_bind_fail(L);
+  } else {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    chai_bind_check_plan(L, 2, p, fname);
+    chai_heads_dims d = {c->num_hidden_layers, c->num_attention_heads, 1};
+    if (chai_heads_plan_validate(p, &d)) return luaL_error(L, "%s: %s", fname, chai_last_error());
+  }
+  chai_opt_model **slot = chai_bind_push_model(L);
+  if (chai_opt_prune_heads(slot, m, p, (int)keep))
+    return luaL_error(L, "%s: %s", fname, chai_last_error());
+  return 1;
+}
+
+/* heads.layer_heads(model) → {heads of layer 1, ...} */
+static int l_layer_heads(lua_State *L) {
+  chai_opt_model *m = chai_bind_check_model(L, 1);
+  int n = chai_opt_get_config(m)->num_hidden_layers;
+  lua_createtable(L, n, 0);
+  for (int l = 0; l < n; l++) {
+    lua_pushinteger(L, chai_opt_layer_heads(m, l));
+    lua_rawseti(L, -2, l + 1);
+  }
+  return 1;
+}
+
+/* heads.bench_decode(model, context, steps) → prefill seconds, min step seconds, median step
+ * seconds: one sequence of `context` token ids (2, then 100 + (7919·t) mod 40000) prefilled
+ * through the KV cache, then `steps` single-token decode steps, each timed on its own (the
+ * minimum is robust to other processes on a shared machine). A benchmark helper. */
+static double now_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static int l_bench_decode(lua_State *L) {
+  chai_opt_model *m = chai_bind_check_model(L, 1);
+  lua_Integer n = luaL_checkinteger(L, 2), steps = luaL_checkinteger(L, 3);
+  const chai_opt_config *c = chai_opt_get_config(m);
+  if (n < 1 || steps < 1 || n + steps > c->max_position_embeddings)
+    return luaL_error(L, "bench_decode: context %I + steps %I must fit in %d positions", n, steps,
+                      c->max_position_embeddings);
+  int32_t *ids = lua_newuserdatauv(L, sizeof(int32_t) * (size_t)(n + steps), 0);
+  double *t = lua_newuserdatauv(L, sizeof(double) * (size_t)steps, 0);
+  float *logits = lua_newuserdatauv(L, sizeof(float) * (size_t)c->vocab_size, 0);
+  for (lua_Integer i = 0; i < n + steps; i++)
+    ids[i] = i == 0 ? 2 : (int32_t)(100 + (i * 7919) % 40000) % c->vocab_size;
+  if (chai_opt_cache_begin(m, 1, (int)(n + steps))) return chai_bind_fail(L);
+  double t0 = now_seconds();
+  if (chai_opt_cache_step(m, logits, ids, NULL, 1, (int)n)) return chai_bind_fail(L);
+  double prefill = now_seconds() - t0;
+  for (lua_Integer s = 0; s < steps; s++) {
+    t0 = now_seconds();
+    if (chai_opt_cache_step(m, logits, ids + n + s, NULL, 1, 1)) return chai_bind_fail(L);
+    t[s] = now_seconds() - t0;
+  }
+  qsort(t, (size_t)steps, sizeof(double), cmp_double);
+  lua_pushnumber(L, prefill);
+  lua_pushnumber(L, t[0]);
+  lua_pushnumber(L, t[steps / 2]);
+  return 3;
+}
+
 void chai_bind_open_heads(lua_State *L, int table) {
   static const luaL_Reg fns[] = {
       {"parse", l_parse},
@@ -580,9 +892,16 @@ void chai_bind_open_heads(lua_State *L, int table) {
       {"agglomerative", l_agglomerative},
       {"ktq_rule", l_ktq_rule},
       {"from_labels", l_from_labels},
+      {"capture_begin", l_capture_begin},
+      {"capture_end", l_capture_end},
+      {"capture_store", l_capture_store},
+      {"prune", l_prune},
+      {"layer_heads", l_layer_heads},
+      {"bench_decode", l_bench_decode},
       {NULL, NULL},
   };
   lua_newtable(L);
   chai_bind_register(L, lua_gettop(L), fns);
   lua_setfield(L, table, "heads");
+  add_model_methods(L);
 }

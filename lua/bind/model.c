@@ -33,6 +33,14 @@ static lmodel *check_model(lua_State *L, int idx) {
   return u;
 }
 
+chai_opt_model **chai_bind_push_model(lua_State *L) {
+  return &push_model(L)->m;
+}
+
+chai_opt_model *chai_bind_check_model(lua_State *L, int idx) {
+  return check_model(L, idx)->m;
+}
+
 static void print_warnings(lmodel *u) {
   int n = chai_opt_warning_count(u->m);
   for (; u->printed < n; u->printed++)

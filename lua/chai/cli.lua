@@ -23,4 +23,34 @@ M.commands.download = {
   run = function(args) return require("chai.hub").cli_download(args) end,
 }
 
+-- One value as the REPL shows it: tables one level deep ({2, 2}, {live = 8, peak = 16}), strings
+-- quoted inside tables, anything else (tensors included) with tostring.
+local function show(v, nested)
+  local t = type(v)
+  if t == "string" then return nested and string.format("%q", v) or v end
+  if t ~= "table" or getmetatable(v) ~= nil and getmetatable(v).__tostring then return tostring(v) end
+  if nested then return "{...}" end
+  local parts, n = {}, #v
+  for i = 1, math.min(n, 20) do parts[#parts + 1] = show(v[i], true) end
+  if n > 20 then parts[#parts + 1] = "... (" .. n .. " items)" end
+  local keys = {}
+  for k in pairs(v) do
+    if not (math.type(k) == "integer" and k >= 1 and k <= n) then keys[#keys + 1] = k end
+  end
+  table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+  for i, k in ipairs(keys) do
+    if i > 20 then parts[#parts + 1] = "... (" .. #keys .. " keys)" break end
+    local name = type(k) == "string" and k:match("^[%a_][%w_]*$") and k or "[" .. show(k, true) .. "]"
+    parts[#parts + 1] = name .. " = " .. show(v[k], true)
+  end
+  return "{" .. table.concat(parts, ", ") .. "}"
+end
+
+--- What the REPL calls to print a chunk's results.
+function M.repl_print(...)
+  local out = {}
+  for i = 1, select("#", ...) do out[i] = show((select(i, ...)), false) end
+  print(table.concat(out, "\t"))
+end
+
 return M

@@ -237,7 +237,8 @@ end
 --- Rows of a dataset split through the datasets-server /rows API, cached under the HF cache as
 --- datasets--{org}--{name}/chai-rows/{revision}/{config}/{split}.jsonl. opts.revision pins a commit
 --- (default: the commit `main` points to, asked of the Hub). HF_HUB_OFFLINE=1 (or opts.offline)
---- reads the cache only; opts.cache_dir overrides the HF cache folder.
+--- reads the cache only; opts.cache_dir overrides the HF cache folder, opts.endpoint the Hub
+--- ($HF_ENDPOINT) and opts.server the datasets-server ($CHAI_DATASETS_SERVER).
 function M.rows_api(dataset, config, split, opts)
   opts = opts or {}
   local folder = (opts.cache_dir or hub_cache()) .. "/datasets--" .. dataset:gsub("/", "--") .. "/chai-rows"
@@ -253,7 +254,7 @@ function M.rows_api(dataset, config, split, opts)
       end
       revision = f:read("l"); f:close()
     else
-      local endpoint = env("HF_ENDPOINT") or "https://huggingface.co"
+      local endpoint = opts.endpoint or env("HF_ENDPOINT") or "https://huggingface.co"
       local info = http_get_json(endpoint .. "/api/datasets/" .. dataset .. "/revision/main")
       revision = info.sha or error("chai.data: the Hub gave no commit for dataset " .. dataset, 2)
       mkdir_p(folder .. "/refs")
@@ -266,7 +267,7 @@ function M.rows_api(dataset, config, split, opts)
     error(string.format("chai.data: %s %s/%s at %s is not cached and HF_HUB_OFFLINE=1 (looked for %s)",
                         dataset, config, split, revision, cached), 2)
   end
-  local server = env("CHAI_DATASETS_SERVER") or "https://datasets-server.huggingface.co"
+  local server = opts.server or env("CHAI_DATASETS_SERVER") or "https://datasets-server.huggingface.co"
   local rows, offset, total = {}, 0, nil
   repeat
     local url = string.format("%s/rows?dataset=%s&config=%s&split=%s&offset=%d&length=100", server,

@@ -166,4 +166,72 @@ function M.plan(stats, opts)
   return plan
 end
 
+-- Structural pruning: a new, smaller model keeping the first `keep` heads (default 1) of every
+-- cluster of the plan (representative first), sliced from the real weights; it saves and loads as
+-- a chai checkpoint (per-layer head counts in config.json as "chai_attention_heads").
+function M.prune(model, plan, opts) return C.prune(model, plan, opts) end
+
+-- Heads per layer of a model ({12, 12, ...}; fewer in a pruned model).
+function M.layer_heads(model) return C.layer_heads(model) end
+
+local calib_known = {tokens = true, max_samples = true}
+
+-- Attention statistics for chai.heads.plan, streamed one text at a time (memory: the statistics
+-- themselves, samples × layers × heads × tokens floats, plus one forward of `tokens` tokens).
+-- Each text is tokenized (tok:encode) and cut to its first `tokens` ids (default 32, as the
+-- paper's dumps); one dense forward records, per layer and head, the attention probabilities of the
+-- LAST of those tokens over all of them (zero-padded to `tokens` when the text is shorter; zero
+-- columns shared by all heads change no k-means inertia). Texts with fewer than 2 tokens are
+-- skipped. max_samples caps the number of texts used (default: all).
+-- Returns {n_layers=, n_heads=, tokens=, n_samples=, layers={[l]={rows=(S,H,tokens) tensor,
+-- mean={per-head mean of those rows over samples}}}}. The model must be dense (set_heads(nil)).
+-- Note: a softmax row sums to 1, so each head's mean over it is 1/T for every head: the seed
+-- project's "mean attention" feature carries no information (see docs/heads.md).
+function M.calibrate(model, tok, texts, opts)
+  opts = check_opts("chai.heads.calibrate", opts, calib_known)
+  if type(texts) ~= "table" then error("chai.heads.calibrate: texts must be a list of strings", 2) end
+  local N = opts.tokens or 32
+  if math.type(N) ~= "integer" or N < 2 then
+    error("chai.heads.calibrate: tokens must be an integer >= 2, got " .. tostring(N), 2)
+  end
+  local max = opts.max_samples or #texts
+  local cfg = model.config
+  local L, H = cfg.num_hidden_layers, cfg.num_attention_heads
+  local chosen = {}
+  for _, text in ipairs(texts) do
+    if #chosen >= max then break end
+    if type(text) ~= "string" then error("chai.heads.calibrate: texts must be strings", 2) end
+    local ids = tok:encode(text)
+    if #ids >= 2 then
+      local cut = {}
+      for i = 1, math.min(N, #ids) do cut[i] = ids[i] end
+      chosen[#chosen + 1] = cut
+    end
+  end
+  if #chosen == 0 then error("chai.heads.calibrate: no text has 2 or more tokens", 2) end
+  local S = #chosen
+  local core_chai = require "chai"
+  local rows, means = {}, {}
+  for l = 1, L do
+    rows[l] = core_chai.zeros({S, H, N})
+    means[l] = {}
+    for h = 1, H do means[l][h] = 0 end
+  end
+  C.capture_begin(model, N)
+  local ok, err = pcall(function()
+    for s, ids in ipairs(chosen) do
+      model:forward({ids})
+      C.capture_store(model, rows, s, means)
+    end
+  end)
+  C.capture_end(model)
+  if not ok then error(err, 2) end
+  local stats = {n_layers = L, n_heads = H, tokens = N, n_samples = S, layers = {}}
+  for l = 1, L do
+    for h = 1, H do means[l][h] = means[l][h] / S end
+    stats.layers[l] = {rows = rows[l], mean = means[l]}
+  end
+  return stats
+end
+
 return M

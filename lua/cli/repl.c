@@ -205,12 +205,27 @@ static int loadline(lua_State *L) {
   return status;
 }
 
-/* Prints the chunk's results with the global print (tostring on each, tab-separated). */
+/* Pushes require("chai.cli").repl_print, or the global print when that module cannot load. */
+static int push_printer(lua_State *L) {
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "chai.cli");
+  if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_istable(L, -1)) {
+    lua_getfield(L, -1, "repl_print");
+    lua_remove(L, -2);
+    if (lua_isfunction(L, -1)) return 1;
+  }
+  lua_pop(L, 1);
+  lua_getglobal(L, "print");
+  return 1;
+}
+
+/* Prints the chunk's results, tab-separated: tables shown shallowly ({2, 2}, {live = 8}), other
+ * values with tostring. */
 static void print_results(lua_State *L) {
   int n = lua_gettop(L);
   if (n == 0) return;
   luaL_checkstack(L, LUA_MINSTACK, "too many results to print");
-  lua_getglobal(L, "print");
+  push_printer(L);
   lua_insert(L, 1);
   chai_cli_report(L, chai_cli_docall(L, n, 0));
 }

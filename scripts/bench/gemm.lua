@@ -1,6 +1,8 @@
 -- GEMM benchmark: chai.matmul GFLOP/s at 512/1024/2048 beside raw cblas_sgemm in the same process,
--- with the OpenBLAS core chai picks and with OpenBLAS's own default choice, and PyTorch's torch.mm
--- on the same machine when /usr/bin/python3 has torch.
+-- with the OpenBLAS core chai picks, OpenBLAS's own default choice, the Haswell kernel some machines
+-- here force through OPENBLAS_CORETYPE, and OpenBLAS's generic fallback; and PyTorch's torch.mm on
+-- the same machine when /usr/bin/python3 has torch. OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE are unset
+-- for every child except where a configuration sets them.
 --   chai script scripts/bench/gemm.lua [--threads N] [--reps R]
 -- Each configuration runs in a child process, because OpenBLAS fixes its kernel when it loads.
 local chai = require "chai"
@@ -85,16 +87,24 @@ for n in (512, 1024, 2048):
   return rows
 end
 
-local picked = run_child("")
-local default = run_child("CHAI_BLAS_CORE=openblas")
+local configs = {
+  {"chai's choice (default)", ""},
+  {"OpenBLAS's own choice", "CHAI_BLAS_CORE=openblas"},
+  {"OPENBLAS_CORETYPE=Haswell", "OPENBLAS_CORETYPE=Haswell"},
+  {"generic fallback (Prescott)", "OPENBLAS_CORETYPE=Prescott"},
+}
+local results = {}
+for i, c in ipairs(configs) do results[i] = run_child(c[2]) end
 local torch = torch_gflops()
 
-print(string.format("GEMM, %d threads, median of %d runs, GFLOP/s (OPENBLAS_CORETYPE unset)", opts.threads, opts.reps))
-print(string.format("%-6s %-12s %10s %10s %7s | %-12s %10s | %10s %8s",
-  "n", "chai core", "chai", "raw sgemm", "ratio", "default core", "raw sgemm", "torch.mm", "chai/pt"))
-for _, n in ipairs(sizes) do
-  local p, d, t = picked[n], default[n], torch[n]
-  print(string.format("%-6d %-12s %10.1f %10.1f %6.1f%% | %-12s %10.1f | %10s %8s",
-    n, p.core, p.chai, p.raw, 100 * p.chai / p.raw, d.core, d.raw,
-    t and string.format("%.1f", t) or "n/a", t and string.format("%.2fx", p.chai / t) or "n/a"))
+print(string.format("GEMM n×n×n, %d threads, median of %d runs, GFLOP/s", opts.threads, opts.reps))
+print(string.format("%-30s %-11s %6s %9s %9s %7s %9s %8s", "configuration", "core", "n", "chai",
+                    "raw sgemm", "ratio", "torch.mm", "chai/pt"))
+for i, c in ipairs(configs) do
+  for _, n in ipairs(sizes) do
+    local r, t = results[i][n], torch[n]
+    print(string.format("%-30s %-11s %6d %9.1f %9.1f %6.1f%% %9s %8s", c[1], r.core, n, r.chai, r.raw,
+      100 * r.chai / r.raw, t and string.format("%.1f", t) or "n/a",
+      t and string.format("%.2fx", r.chai / t) or "n/a"))
+  end
 end

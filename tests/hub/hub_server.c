@@ -345,6 +345,41 @@ static void serve_hub(int fd, const req *r) {
     reply(fd, r, 302, "Found", h, "");
     return;
   }
+  /* The datasets-server and Hub API for chai.data's /rows client: dataset org/rows-data, config
+   * "default", split "validation", 250 rows "s<i> " with label i % 2; pages of at most 100. */
+  if (!strcmp(r->path, "/api/datasets/org/rows-data/revision/main")) {
+    reply(fd, r, 200, "OK", "Content-Type: application/json\r\n",
+          "{\"id\": \"org/rows-data\", \"sha\": \"" FX_C_DATA "\"}");
+    return;
+  }
+  if (!strncmp(r->path, "/rows?", 6)) {
+    int offset = -1, length = -1;
+    const char *o = strstr(r->path, "offset="), *l = strstr(r->path, "length=");
+    if (o) offset = atoi(o + 7);
+    if (l) length = atoi(l + 7);
+    if (!strstr(r->path, "dataset=org%2Frows-data") || !strstr(r->path, "config=default") ||
+        !strstr(r->path, "split=validation")) {
+      reply(fd, r, 404, "Not Found", "Content-Type: application/json\r\n",
+            "{\"error\": \"The dataset does not exist.\"}");
+      return;
+    }
+    if (offset < 0 || length < 1 || length > 100) {
+      reply(fd, r, 422, "Unprocessable Entity", "Content-Type: application/json\r\n",
+            "{\"error\": \"length must be 1..100\"}");
+      return;
+    }
+    static char body[65536];
+    int n = snprintf(body, sizeof body, "{\"features\": [], \"rows\": [");
+    for (int i = offset; i < offset + length && i < 250; i++)
+      n += snprintf(body + n, sizeof body - (size_t)n,
+                    "%s{\"row_idx\": %d, \"row\": {\"sentence\": \"s%d \", \"label\": %d, "
+                    "\"idx\": %d}, \"truncated_cells\": []}",
+                    i > offset ? ", " : "", i, i, i % 2, i);
+    snprintf(body + n, sizeof body - (size_t)n,
+             "], \"num_rows_total\": 250, \"num_rows_per_page\": 100, \"partial\": false}");
+    reply(fd, r, 200, "OK", "Content-Type: application/json\r\n", body);
+    return;
+  }
   /* /[datasets/]org/name/resolve/rest */
   const char *p = r->path + 1;
   char repo[600];

@@ -165,6 +165,7 @@ chai_status chai_opt_config_validate(const chai_opt_config *c, const char *origi
 /* Keys of Hugging Face's PretrainedConfig (and generation settings older configs carry) that say
  * nothing about the OPT architecture: kept for saving, no warning. */
 static const char *const generic_keys[] = {"_name_or_path",
+                                           "chai_attention_heads", /* read by heads/opt_prune.c */
                                            "architectures",
                                            "transformers_version",
                                            "prefix",

@@ -3,6 +3,7 @@
  * forward (keys and values in the arena) and incremental decoding (keys and values in the KV cache,
  * see opt_kvcache.c). */
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 #include "chai/blas.h"
@@ -97,7 +98,8 @@ static size_t round16(size_t n) {
   return (n + 15) & ~(size_t)15;
 }
 
-chai_status opt_acts_reserve(chai_opt_model *m, size_t tokens, size_t mask, size_t rows) {
+chai_status opt_acts_reserve(chai_opt_model *m, size_t tokens, size_t mask, size_t rows,
+                             size_t keys) {
   if (m->dtype != CHAI_F32) {
     size_t widest = (size_t)m->cfg.hidden_size;
     if ((size_t)m->cfg.ffn_dim > widest) widest = (size_t)m->cfg.ffn_dim;
@@ -107,16 +109,23 @@ chai_status opt_acts_reserve(chai_opt_model *m, size_t tokens, size_t mask, size
     if (st) return st;
   }
   opt_acts *A = &m->acts;
-  if (A->storage && tokens <= A->tokens && mask <= A->mask_cap && rows <= A->rows) return CHAI_OK;
+  size_t threads = (size_t)omp_get_max_threads();
+  if (A->storage && tokens <= A->tokens && mask <= A->mask_cap && rows <= A->rows &&
+      keys <= A->keys && threads <= A->threads)
+    return CHAI_OK;
   if (A->storage) { /* grow to cover both the old and the new request */
     if (A->tokens > tokens) tokens = A->tokens;
     if (A->mask_cap > mask) mask = A->mask_cap;
     if (A->rows > rows) rows = A->rows;
+    if (A->keys > keys) keys = A->keys;
+    if (A->threads > threads) threads = A->threads;
   }
   size_t C = (size_t)m->cfg.hidden_size, F = (size_t)m->cfg.ffn_dim;
   size_t P = (size_t)m->cfg.word_embed_proj_dim, N = tokens;
-  size_t sizes[] = {N * C, N * C,    N * C,    N * C,    N * C, N * C, N * F,
-                    N * P, rows * C, rows * P, rows * C, mask,  N,     rows};
+  size_t score_floats = opt_attention_scratch_floats((int)keys, (int)threads);
+  /* x, h, q, k, v, att, ffh, emb, rowsC, rowsP, rowsC2, keymask, scores, pos, rowidx */
+  size_t sizes[] = {N * C,    N * C,    N * C,    N * C, N * C,        N * C, N * F, N * P,
+                    rows * C, rows * P, rows * C, mask,  score_floats, N,     rows};
   size_t nb = sizeof sizes / sizeof sizes[0], total = 0;
   for (size_t i = 0; i < nb; i++)
     total += round16(sizes[i] ? sizes[i] : 1);
@@ -127,15 +136,18 @@ chai_status opt_acts_reserve(chai_opt_model *m, size_t tokens, size_t mask, size
   A->tokens = tokens;
   A->mask_cap = mask;
   A->rows = rows;
+  A->keys = keys;
+  A->threads = threads;
   float *p = (float *)s->data;
-  float **dst[] = {&A->x,   &A->h,   &A->q,     &A->k,     &A->v,      &A->att,
-                   &A->ffh, &A->emb, &A->rowsC, &A->rowsP, &A->rowsC2, &A->keymask};
-  for (size_t i = 0; i < sizeof dst / sizeof dst[0]; i++) {
+  float **dst[] = {&A->x,   &A->h,     &A->q,     &A->k,      &A->v,       &A->att,   &A->ffh,
+                   &A->emb, &A->rowsC, &A->rowsP, &A->rowsC2, &A->keymask, &A->scores};
+  size_t i = 0;
+  for (; i < sizeof dst / sizeof dst[0]; i++) {
     *dst[i] = p;
     p += round16(sizes[i] ? sizes[i] : 1);
   }
   A->pos = (int32_t *)p; /* int32 and float share a size */
-  p += round16(N ? N : 1);
+  p += round16(sizes[i++]);
   A->rowidx = (int *)p;
   return CHAI_OK;
 }
@@ -179,6 +191,64 @@ static void swap(float **a, float **b) {
   *b = t;
 }
 
+/* The layer's Q, K, V projections and attention over all heads; att (B·T,C) receives the output. */
+static chai_status dense_attention(chai_opt_model *m, int l, int B, int T, bool use_cache,
+                                   const float *in, const float *keymask) {
+  const chai_opt_config *c = &m->cfg;
+  const opt_layer *ly = &m->layers[l];
+  opt_acts *A = &m->acts;
+  opt_kv *kv = &m->kv;
+  int C = c->hidden_size, D = C / c->num_attention_heads, N = B * T;
+  int H = opt_layer_heads(m, l), HD = H * D; /* HD = C unless the model is pruned */
+  int kw = opt_heads_k_width(m, l), vw = opt_heads_v_width(m, l);
+  int past = use_cache ? kv->len : 0;
+  float *kd = A->k, *vd = A->v;
+  if (use_cache && B == 1) { /* straight into the cache */
+    kd = kv->k[l] + (size_t)past * kw;
+    vd = kv->v[l] + (size_t)past * vw;
+  }
+  linear(m, A->q, in, ly->q_w, ly->q_b, N, C, HD, false, ACT_NONE);
+  linear(m, kd, in, ly->k_w, ly->k_b, N, C, HD, false, ACT_NONE);
+  linear(m, vd, in, ly->v_w, ly->v_b, N, C, HD, false, ACT_NONE);
+
+  chai_attention_args a = {.B = B,
+                           .Tq = T,
+                           .Tk = T,
+                           .H = H,
+                           .D = D,
+                           .q_ts = HD,
+                           .k_ts = HD,
+                           .v_ts = HD,
+                           .scale = 1.0f / sqrtf((float)D),
+                           .causal = true,
+                           .key_mask = keymask,
+                           .score_head = m->score_head ? m->score_head[l] : NULL};
+  chai_status st = CHAI_OK;
+  size_t sf = opt_attention_scratch_floats((int)A->keys, (int)A->threads);
+  if (!use_cache) {
+    st = opt_attention_forward(A->att, A->q, A->k, A->v, &a, A->scores, sf);
+  } else {
+    a.B = 1;
+    a.Tk = past + T;
+    a.k_ts = kw;
+    a.v_ts = vw;
+    for (int b = 0; b < B && !st; b++) {
+      float *kc = kv->k[l] + (size_t)b * kv->capacity * kw;
+      float *vc = kv->v[l] + (size_t)b * kv->capacity * vw;
+      if (B > 1) {
+        for (int t = 0; t < T; t++) {
+          memcpy(kc + (size_t)(past + t) * kw, A->k + ((size_t)b * T + t) * HD, HD * sizeof(float));
+          memcpy(vc + (size_t)(past + t) * vw, A->v + ((size_t)b * T + t) * HD, HD * sizeof(float));
+        }
+      }
+      a.key_mask = kv->mask + (size_t)b * kv->capacity;
+      st = opt_attention_forward(A->att + (size_t)b * T * HD, A->q + (size_t)b * T * HD, kc, vc,
+                                 &a, A->scores, sf);
+    }
+  }
+  return st;
+}
+
 /* x (N,C) → x after layer l, N = B·T. Without a cache the keys and values are the layer's own
  * (B,T,C) in the arena; with one they are appended at position `past` of each row's cache. */
 static chai_status layer_forward(chai_opt_model *m, int l, int B, int T, bool use_cache,
@@ -186,58 +256,22 @@ static chai_status layer_forward(chai_opt_model *m, int l, int B, int T, bool us
   const chai_opt_config *c = &m->cfg;
   const opt_layer *ly = &m->layers[l];
   opt_acts *A = &m->acts;
-  opt_kv *kv = &m->kv;
-  int C = c->hidden_size, F = c->ffn_dim, H = c->num_attention_heads, D = C / H, N = B * T;
+  int C = c->hidden_size, F = c->ffn_dim, N = B * T;
   bool pre = c->do_layer_norm_before;
-  int past = use_cache ? kv->len : 0;
 
   const float *in = A->x;
   if (pre) {
     layernorm(A->h, A->x, ly->ln1_w, ly->ln1_b, N, C);
     in = A->h;
   }
-  float *kd = A->k, *vd = A->v;
-  if (use_cache && B == 1) { /* straight into the cache */
-    kd = kv->k[l] + (size_t)past * C;
-    vd = kv->v[l] + (size_t)past * C;
-  }
-  linear(m, A->q, in, ly->q_w, ly->q_b, N, C, C, false, ACT_NONE);
-  linear(m, kd, in, ly->k_w, ly->k_b, N, C, C, false, ACT_NONE);
-  linear(m, vd, in, ly->v_w, ly->v_b, N, C, C, false, ACT_NONE);
-
-  chai_attention_args a = {.B = B,
-                           .Tq = T,
-                           .Tk = T,
-                           .H = H,
-                           .D = D,
-                           .q_ts = C,
-                           .k_ts = C,
-                           .v_ts = C,
-                           .scale = 1.0f / sqrtf((float)D),
-                           .causal = true,
-                           .key_mask = keymask,
-                           .score_head = m->score_head ? m->score_head[l] : NULL};
+  bool done = false;
   chai_status st = CHAI_OK;
-  if (!use_cache) {
-    st = chai_attention_forward(A->att, NULL, A->q, A->k, A->v, &a);
-  } else {
-    a.B = 1;
-    a.Tk = past + T;
-    for (int b = 0; b < B && !st; b++) {
-      float *kc = kv->k[l] + (size_t)b * kv->capacity * C;
-      float *vc = kv->v[l] + (size_t)b * kv->capacity * C;
-      if (B > 1) {
-        memcpy(kc + (size_t)past * C, A->k + (size_t)b * T * C, (size_t)T * C * sizeof(float));
-        memcpy(vc + (size_t)past * C, A->v + (size_t)b * T * C, (size_t)T * C * sizeof(float));
-      }
-      a.key_mask = kv->mask + (size_t)b * kv->capacity;
-      st = chai_attention_forward(A->att + (size_t)b * T * C, NULL, A->q + (size_t)b * T * C, kc,
-                                  vc, &a);
-    }
-  }
+  if (m->heads && (st = opt_heads_attention(m, l, B, T, use_cache, in, keymask, &done))) return st;
+  if (!done) st = dense_attention(m, l, B, T, use_cache, in, keymask);
   if (st) return st;
   /* x += out_proj(att); post-LN normalises the sum. */
-  linear(m, A->x, A->att, ly->o_w, ly->o_b, N, C, C, true, ACT_NONE);
+  int HD = opt_layer_heads(m, l) * (C / c->num_attention_heads); /* C unless pruned */
+  linear(m, A->x, A->att, ly->o_w, ly->o_b, N, HD, C, true, ACT_NONE);
   if (!pre) {
     layernorm(A->h, A->x, ly->ln1_w, ly->ln1_b, N, C);
     swap(&A->x, &A->h);
@@ -284,7 +318,8 @@ chai_status opt_acts_reserve_run(chai_opt_model *m, int B, int T, const int32_t 
   if (B < 1 || T < 1 || (int64_t)B * T > (1 << 24))
     return chai_error(CHAI_ERR_ARG, "OPT: batch %d x %d tokens is not a valid size", B, T);
   size_t N = (size_t)B * T;
-  return opt_acts_reserve(m, N, use_cache || !mask ? 0 : N, (size_t)n_rows);
+  size_t keys = use_cache ? (size_t)m->kv.capacity : (size_t)T;
+  return opt_acts_reserve(m, N, use_cache || !mask ? 0 : N, (size_t)n_rows, keys);
 }
 
 chai_status opt_decoder_run(chai_opt_model *m, const int32_t *ids, const int32_t *mask, int B,

@@ -17,9 +17,12 @@ chai_status chai_opt_cache_begin(chai_opt_model *m, int B, int capacity) {
                       "%d",
                       capacity, c->max_position_embeddings);
   int L = c->num_hidden_layers;
-  size_t C = (size_t)c->hidden_size;
-  size_t per = (size_t)B * capacity * C;
-  size_t bytes = (2 * (size_t)L * per + (size_t)B * capacity + (size_t)B) * sizeof(float);
+  /* K of a clustered layer holds its representatives only (opt_heads_k_width floats a token);
+   * a pruned layer's K and V hold its own heads. */
+  size_t kvfloats = 0;
+  for (int l = 0; l < L; l++)
+    kvfloats += (size_t)B * capacity * (size_t)(opt_heads_k_width(m, l) + opt_heads_v_width(m, l));
+  size_t bytes = (kvfloats + (size_t)B * capacity + (size_t)B) * sizeof(float);
   opt_kv *kv = &m->kv;
   if (!kv->k) {
     kv->k = calloc((size_t)L, sizeof(float *));
@@ -36,8 +39,9 @@ chai_status chai_opt_cache_begin(chai_opt_model *m, int B, int capacity) {
   float *p = (float *)kv->storage->data;
   for (int l = 0; l < L; l++) {
     kv->k[l] = p;
-    kv->v[l] = p + per;
-    p += 2 * per;
+    p += (size_t)B * capacity * (size_t)opt_heads_k_width(m, l);
+    kv->v[l] = p;
+    p += (size_t)B * capacity * (size_t)opt_heads_v_width(m, l);
   }
   kv->mask = p;
   kv->count = (int *)(p + (size_t)B * capacity);

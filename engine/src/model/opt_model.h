@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "chai/ops.h"
 #include "chai/opt.h"
 #include "chai/tensor.h"
 
@@ -51,6 +52,8 @@ typedef struct opt_acts {
   float *keymask;                /* (mask_cap) */
   int32_t *pos;                  /* (N) position ids + 2 */
   int *rowidx;                   /* (R) flat token indices of the gathered rows */
+  float *scores;                 /* attention scores: opt_attention_scratch_floats(keys, threads) */
+  size_t keys, threads;          /* what `scores` was sized for */
 } opt_acts;
 
 /* The KV cache: K and V for every layer, (B, capacity, C) each, plus the key mask (B, capacity)
@@ -79,6 +82,11 @@ struct chai_opt_model {
   /* Per-layer head-cluster maps for attention (chai_attention_args.score_head), NULL = every head
    * scores for itself. Set by head clustering (issue 6); owned by whoever sets them. */
   const int **score_head;
+  /* CHAI head clustering and attention capture (engine/src/heads/opt_heads.c); NULL = dense. */
+  struct opt_heads *heads;
+  /* Heads per layer of a pruned model (config key "chai_attention_heads"), NULL = every layer has
+   * num_attention_heads. Layer l's q/k/v project to layer_heads[l]·head_dim. */
+  int *layer_heads;
   chai_opt_warnings warnings;
   opt_acts acts;
   opt_kv kv;
@@ -102,8 +110,21 @@ opt_param *opt_param_find(chai_opt_model *m, const char *name);
 /* out (N,OC) = inp (N,C) · W (OC,C)ᵀ + bias (OC); W f32, f16 or bf16 (converted in row blocks). */
 void opt_linear(chai_opt_model *m, float *out, const float *inp, const opt_param *w,
                 const opt_param *bias, int N, int C, int OC);
-/* Makes the arena hold `tokens` tokens, `mask` key-mask floats and `rows` gathered rows. */
-chai_status opt_acts_reserve(chai_opt_model *m, size_t tokens, size_t mask, size_t rows);
+/* Makes the arena hold `tokens` tokens, `mask` key-mask floats, `rows` gathered rows and attention
+ * scores over `keys` keys for the current thread count. */
+chai_status opt_acts_reserve(chai_opt_model *m, size_t tokens, size_t mask, size_t rows,
+                             size_t keys);
+
+/* Queries per attention task. */
+#define OPT_ATTN_QBLOCK 64
+/* Scratch floats opt_attention_forward needs for Tk keys on `threads` threads. */
+size_t opt_attention_scratch_floats(int Tk, int threads);
+/* chai_attention_forward's contract (chai/ops.h) with probs == NULL, computed with two sgemm
+ * calls per (row, score head, block of OPT_ATTN_QBLOCK queries); requires Tk >= Tq.
+ * CHAI_ERR_ARG for bad sizes or a bad score_head map, CHAI_ERR_STATE when scratch is too small. */
+chai_status opt_attention_forward(float *out, const float *q, const float *k, const float *v,
+                                  const chai_attention_args *a, float *scratch,
+                                  size_t scratch_floats);
 
 /* The arena request of a decoder run over B·T tokens gathering n_rows rows. */
 chai_status opt_acts_reserve_run(chai_opt_model *m, int B, int T, const int32_t *mask,
@@ -115,5 +136,23 @@ chai_status opt_acts_reserve_run(chai_opt_model *m, int B, int T, const int32_t 
 chai_status opt_decoder_run(chai_opt_model *m, const int32_t *ids, const int32_t *mask, int B,
                             int T, bool use_cache, const int *rows, int n_rows,
                             const float **feats);
+
+/* ---- CHAI hooks (engine/src/heads/opt_heads.c, opt_prune.c) -------------------------------- */
+
+/* Layer l's attention when head clustering or capture is on: from the attention input `in`
+ * (B·T,C) it writes the heads' outputs (B·T,C) into m->acts.att (and the layer's K and V into the
+ * cache when use_cache) and sets *done; *done false means "run the dense path". */
+chai_status opt_heads_attention(chai_opt_model *m, int l, int B, int T, bool use_cache,
+                                const float *in, const float *keymask, bool *done);
+/* Reads "chai_attention_heads" (one count per layer, 1..num_attention_heads) from the config's
+ * extra keys into m->layer_heads; CHAI_ERR_ARG naming a bad value. */
+chai_status opt_layer_heads_parse(chai_opt_model *m);
+/* Heads of layer l (num_attention_heads unless the model is pruned). */
+int opt_layer_heads(const chai_opt_model *m, int l);
+/* Floats per token of layer l's K cache: heads·D when dense, representatives·D when clustered;
+ * and of its V cache: heads·D. */
+int opt_heads_k_width(const chai_opt_model *m, int l);
+int opt_heads_v_width(const chai_opt_model *m, int l);
+void opt_heads_free(chai_opt_model *m);
 
 #endif

@@ -46,6 +46,8 @@ chai_status opt_params_build(chai_opt_model *m) {
   m->params = calloc((size_t)max, sizeof *m->params);
   m->layers = calloc((size_t)L, sizeof *m->layers);
   if (!m->params || !m->layers) return chai_error(CHAI_ERR_NOMEM, "out of memory for OPT params");
+  chai_status st = opt_layer_heads_parse(m);
+  if (st) return st;
   table_builder tb = {m, 0};
   m->embed_tokens = add(&tb, true, V, P, DEC "embed_tokens.weight");
   m->embed_positions =
@@ -64,9 +66,12 @@ chai_status opt_params_build(chai_opt_model *m) {
     opt_param **w[4] = {&ly->k_w, &ly->v_w, &ly->q_w, &ly->o_w};
     opt_param **b[4] = {&ly->k_b, &ly->v_b, &ly->q_b, &ly->o_b};
     const char *names[4] = {"k_proj", "v_proj", "q_proj", "out_proj"};
+    int64_t A = (int64_t)opt_layer_heads(m, l) * (C / c->num_attention_heads); /* C unless pruned */
     for (int i = 0; i < 4; i++) {
-      *w[i] = add(&tb, true, C, C, "%s.%d.self_attn.%s.weight", pre, l, names[i]);
-      if (bias) *b[i] = add(&tb, false, C, 0, "%s.%d.self_attn.%s.bias", pre, l, names[i]);
+      *w[i] = add(&tb, true, i == 3 ? C : A, i == 3 ? A : C, "%s.%d.self_attn.%s.weight", pre, l,
+                  names[i]);
+      if (bias)
+        *b[i] = add(&tb, false, i == 3 ? C : A, 0, "%s.%d.self_attn.%s.bias", pre, l, names[i]);
     }
     if (aff) {
       ly->ln1_w = add(&tb, false, C, 0, "%s.%d.self_attn_layer_norm.weight", pre, l);
@@ -113,11 +118,13 @@ static chai_status model_new(chai_opt_model **out, const chai_opt_config *cfg, c
 
 void opt_model_destroy(chai_opt_model *m) {
   if (!m) return;
+  opt_heads_free(m);
   opt_train_free(m);
   for (int i = 0; i < m->n_params; i++)
     chai_tensor_release(&m->params[i].t);
   free(m->params);
   free(m->layers);
+  free(m->layer_heads);
   chai_storage_release(m->acts.storage);
   chai_storage_release(m->kv.storage);
   free(m->kv.k);

@@ -6,18 +6,17 @@
 #include <string.h>
 
 #include "chai/opt.h"
+#include "kernels/kernels.h"
 #include "model/opt_model.h"
 
-/* log softmax(row)[target] in double, and whether target is the first maximum (torch.argmax). */
+/* log softmax(row)[target] (the sum of exponentials in double), and whether target is the first
+ * maximum (torch.argmax). */
 static double target_logprob(const float *row, int V, int target, bool *is_argmax) {
-  float mx = row[0];
+  float mx = chai_max(row, (size_t)V);
   int arg = 0;
-  for (int v = 1; v < V; v++)
-    if (row[v] > mx) mx = row[v], arg = v;
-  double sum = 0;
-  for (int v = 0; v < V; v++) sum += exp((double)row[v] - (double)mx);
+  while (row[arg] != mx) arg++;
   *is_argmax = arg == target;
-  return (double)row[target] - (double)mx - log(sum);
+  return (double)row[target] - (double)mx - log(chai_sumexp(row, mx, (size_t)V));
 }
 
 /* Drops the last `T` cached tokens of every row (their real-token counts given by `mask`). */
@@ -46,8 +45,10 @@ static chai_status score_batch(chai_opt_model *m, const chai_opt_score_item *ite
   float *logits = chai_alloc(sizeof(float) * (size_t)B * (Lmax > 1 ? Lmax - 1 : 1) * V,
                              "continuation logits");
   int *rows = malloc(sizeof(int) * cont_n);
+  double *lp = malloc(sizeof(double) * cont_n);
+  bool *g = malloc(sizeof(bool) * cont_n);
   chai_status st = CHAI_OK;
-  if (!ids || !mask || !logits || !rows) {
+  if (!ids || !mask || !logits || !rows || !lp || !g) {
     st = chai_error(CHAI_ERR_NOMEM, "out of memory scoring %d items", B);
     goto done;
   }
@@ -65,9 +66,9 @@ static chai_status score_batch(chai_opt_model *m, const chai_opt_score_item *ite
   /* The last context position predicts every continuation's first token. */
   for (int b = 0; b < B; b++)
     for (int j = 0; j < items[b].n_choices; j++) {
-      bool g;
-      items[b].ll[j] = target_logprob(logits + (size_t)b * V, V, items[b].cont[j][0], &g);
-      items[b].greedy[j] = g;
+      bool first_greedy;
+      items[b].ll[j] = target_logprob(logits + (size_t)b * V, V, items[b].cont[j][0], &first_greedy);
+      items[b].greedy[j] = first_greedy;
     }
   /* Each choice: its tokens but the last, right-padded, after the cached context. */
   for (int j = 0; j < J; j++) {
@@ -99,11 +100,16 @@ static chai_status score_batch(chai_opt_model *m, const chai_opt_score_item *ite
       for (int t = 0; t < T; t++) kv->count[b] += mask[b * T + t];
     kv->len += T;
     opt_linear(m, logits, feats, m->lm_head, NULL, R, P, V);
+    /* Rows in parallel into per-row slots, then summed in row order (thread-count independent). */
+#pragma omp parallel for schedule(static) if (R > 8)
     for (int r = 0; r < R; r++) {
       int b = rows[r] / T, t = rows[r] % T;
-      bool g;
-      items[b].ll[j] += target_logprob(logits + (size_t)r * V, V, items[b].cont[j][t + 1], &g);
-      items[b].greedy[j] = items[b].greedy[j] && g;
+      lp[r] = target_logprob(logits + (size_t)r * V, V, items[b].cont[j][t + 1], &g[r]);
+    }
+    for (int r = 0; r < R; r++) {
+      int b = rows[r] / T;
+      items[b].ll[j] += lp[r];
+      items[b].greedy[j] = items[b].greedy[j] && g[r];
     }
     cache_rollback(kv, mask, B, T);
   }
@@ -111,6 +117,8 @@ done:
   free(ids);
   free(mask);
   free(rows);
+  free(lp);
+  free(g);
   chai_free(logits, sizeof(float) * (size_t)B * (Lmax > 1 ? Lmax - 1 : 1) * V);
   return st;
 }

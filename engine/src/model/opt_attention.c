@@ -1,0 +1,92 @@
+/* Inference attention through GEMMs: the same contract as chai_attention_forward (chai/ops.h) with
+ * probs == NULL, but the scores and the weighted values of each (batch row, score head, block of
+ * queries) are two small sgemm calls instead of per-key dot products, and the causal mask limits
+ * the keys each block multiplies. Tasks run in parallel under OpenMP; OpenBLAS runs single-threaded
+ * inside them. Clustered heads (score_head) share one score computation, as in ops. */
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#include "chai/blas.h"
+#include "chai/ops.h"
+#include "model/opt_model.h"
+
+size_t opt_attention_scratch_floats(int Tk, int threads) {
+  return (size_t)threads * OPT_ATTN_QBLOCK * (size_t)(Tk > 0 ? Tk : 1);
+}
+
+/* Softmax of row p (n) in place; -inf entries become 0; an all -inf row becomes all 0. */
+static void softmax_masked(float *p, int n) {
+  float mx = -INFINITY;
+  for (int j = 0; j < n; j++)
+    mx = p[j] > mx ? p[j] : mx;
+  if (mx == -INFINITY) {
+    memset(p, 0, (size_t)n * sizeof(float));
+    return;
+  }
+  float sum = 0;
+  for (int j = 0; j < n; j++) {
+    float e = p[j] == -INFINITY ? 0.0f : expf(p[j] - mx);
+    p[j] = e;
+    sum += e;
+  }
+  float inv = 1.0f / sum;
+  for (int j = 0; j < n; j++)
+    p[j] *= inv;
+}
+
+chai_status opt_attention_forward(float *out, const float *q, const float *k, const float *v,
+                                  const chai_attention_args *a, float *scratch,
+                                  size_t scratch_floats) {
+  int B = a->B, Tq = a->Tq, Tk = a->Tk, H = a->H, D = a->D;
+  if (B < 1 || Tq < 1 || Tk < Tq || H < 1 || D < 1 || a->q_ts < H * D || a->k_ts < H * D ||
+      a->v_ts < H * D)
+    return chai_error(CHAI_ERR_ARG, "attention: bad sizes B=%d Tq=%d Tk=%d H=%d D=%d", B, Tq, Tk, H,
+                      D);
+  if (a->score_head)
+    for (int h = 0; h < H; h++) {
+      int r = a->score_head[h];
+      if (r < 0 || r >= H || a->score_head[r] != r)
+        return chai_error(CHAI_ERR_ARG,
+                          "attention: score_head[%d] = %d is not a representative head", h, r);
+    }
+  int nblk = (Tq + OPT_ATTN_QBLOCK - 1) / OPT_ATTN_QBLOCK;
+  long ntask = (long)B * H * nblk;
+  int threads = omp_get_max_threads();
+  if (scratch_floats < opt_attention_scratch_floats(Tk, threads))
+    return chai_error(CHAI_ERR_STATE, "attention: scratch too small for %d keys x %d threads", Tk,
+                      threads);
+  int off = Tk - Tq; /* query i sits at key position off + i */
+#pragma omp parallel for schedule(dynamic, 1) if (ntask > 1 && (long)Tq * Tk * D > 8192)
+  for (long t = 0; t < ntask; t++) {
+    int blk = (int)(t % nblk), r = (int)((t / nblk) % H), b = (int)(t / ((long)nblk * H));
+    if (a->score_head && a->score_head[r] != r) continue;
+    int i0 = blk * OPT_ATTN_QBLOCK, nq = Tq - i0 < OPT_ATTN_QBLOCK ? Tq - i0 : OPT_ATTN_QBLOCK;
+    /* Keys any query of the block may see. */
+    int kmax = a->causal ? off + i0 + nq : Tk;
+    float *S = scratch + (size_t)omp_get_thread_num() * OPT_ATTN_QBLOCK * Tk;
+    const float *qb = q + ((size_t)b * Tq + i0) * a->q_ts + (size_t)r * D;
+    const float *kb = k + (size_t)b * Tk * a->k_ts + (size_t)r * D;
+    /* S (nq, kmax) = scale · Q_r Kᵀ_r */
+    chai_sgemm(false, true, nq, kmax, D, a->scale, qb, a->q_ts, kb, a->k_ts, 0.0f, S, kmax);
+    const float *mask = a->key_mask ? a->key_mask + (size_t)b * Tk : NULL;
+    for (int i = 0; i < nq; i++) {
+      float *row = S + (size_t)i * kmax;
+      int lim = a->causal ? off + i0 + i + 1 : Tk;
+      for (int j = lim; j < kmax; j++)
+        row[j] = -INFINITY;
+      if (mask)
+        for (int j = 0; j < lim; j++)
+          if (mask[j] == 0.0f) row[j] = -INFINITY;
+      softmax_masked(row, kmax);
+    }
+    /* O_h (nq, D) = P V_h for every head h scored by r */
+    for (int h = 0; h < H; h++) {
+      if ((a->score_head ? a->score_head[h] : h) != r) continue;
+      const float *vb = v + (size_t)b * Tk * a->v_ts + (size_t)h * D;
+      float *ob = out + ((size_t)b * Tq + i0) * H * D + (size_t)h * D;
+      chai_sgemm(false, false, nq, D, kmax, 1.0f, S, kmax, vb, a->v_ts, 0.0f, ob, H * D);
+    }
+  }
+  return CHAI_OK;
+}

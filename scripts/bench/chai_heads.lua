@@ -1,0 +1,107 @@
+-- CHAI benchmark: KV-cache bytes per plan, time-to-next-token against context length and prefill
+-- time, clustered against dense, on a randomly initialised opt-125m-shaped model (12 layers, 12
+-- heads, d_model 768, FFN 3072; position table stretched to 2112 rows so a 2048-token context
+-- still has room for the new tokens; weights random, so only speed and bytes mean anything).
+--   chai script scripts/bench/chai_heads.lua [--threads N] [--contexts 128,256,...] [--new N]
+--                                            [--reps R] [--dtype f32|f16]
+-- For each context length: the prompt goes through the KV cache in one prefill, then `new`
+-- single-token decode steps (default 32) are timed one by one (LM head included: the real time to next token).
+-- Reported: the fastest step and the fastest prefill over `reps` (2) runs; minima, because the
+-- machine may be shared and the minimum is what contention cannot inflate.
+local chai = require "chai"
+local bench = require("chai.core").bench
+
+local opts = {threads = 2, contexts = {128, 256, 512, 1024, 2048}, new = 32, dtype = "f32", reps = 2}
+local i = 1
+while i <= #arg do
+  local a, v = arg[i], arg[i + 1]
+  if a == "--threads" then opts.threads = tonumber(v)
+  elseif a == "--new" then opts.new = tonumber(v)
+  elseif a == "--reps" then opts.reps = tonumber(v)
+  elseif a == "--dtype" then opts.dtype = v
+  elseif a == "--contexts" then
+    opts.contexts = {}
+    for n in v:gmatch("%d+") do opts.contexts[#opts.contexts + 1] = tonumber(n) end
+  else error("chai_heads.lua: unknown option '" .. a .. "' (--threads, --contexts, --new, --reps, --dtype)") end
+  i = i + 2
+end
+chai.threads(opts.threads)
+
+local L, H, D = 12, 12, 64
+local config = {vocab_size = 50272, hidden_size = 768, num_hidden_layers = L, num_attention_heads = H,
+                ffn_dim = 3072, max_position_embeddings = 2112, word_embed_proj_dim = 768,
+                do_layer_norm_before = true}
+local m = chai.opt.create(config, {dtype = opts.dtype, seed = 1})
+
+-- Plans: k clusters of consecutive heads in the listed layers (a random model has no redundancy
+-- to find, so membership is arbitrary; speed and bytes depend only on k).
+local function uniform_plan(first_layer, k)
+  local plan = {layers = {}}
+  for l = first_layer, L do
+    local clusters = {}
+    for c = 1, k do clusters[c] = {} end
+    for h = 1, H do table.insert(clusters[(h - 1) % k + 1], h) end
+    plan.layers[#plan.layers + 1] = {layer = l, clusters = clusters}
+  end
+  return plan
+end
+local plans = {
+  {name = "dense", plan = nil},
+  {name = "layers 7-12 at k=4 (paper-style: late layers only)", plan = uniform_plan(7, 4)},
+  {name = "all layers at k=6", plan = uniform_plan(1, 6)},
+  {name = "all layers at k=3", plan = uniform_plan(1, 3)},
+}
+
+print(string.format("chai %s, %s (%s), %d threads, dtype %s", chai.version, chai.cpu().simd, chai.cpu().vendor, opts.threads, opts.dtype))
+print("\n## KV-cache bytes per token (f32 cache, one sequence)")
+print("| plan | K bytes/token | K+V bytes/token | K cache saved | K+V saved |")
+print("|---|---|---|---|---|")
+local dense_total
+for _, p in ipairs(plans) do
+  m:set_heads(p.plan)
+  local total = m:memory().kv_cache_bytes_per_token
+  local v_bytes = L * H * D * 4
+  dense_total = dense_total or total
+  local k_bytes = total - v_bytes
+  print(string.format("| %s | %d | %d | %.1f%% | %.1f%% |", p.name, k_bytes, total,
+                      100 * (1 - k_bytes / (dense_total - v_bytes)), 100 * (1 - total / dense_total)))
+end
+
+local bench_decode = require("chai.core").heads.bench_decode
+
+print("\n## Time to next token (min over decode steps) and prefill, ms")
+local header, sep = "| context |", "|---|"
+for _, p in ipairs(plans) do
+  header = header .. " " .. p.name .. ": decode | prefill |"
+  sep = sep .. "---|---|"
+end
+print(header)
+print(sep)
+local results = {}
+for _, n in ipairs(opts.contexts) do
+  local row = string.format("| %d |", n)
+  for pi, p in ipairs(plans) do
+    m:set_heads(p.plan)
+    local best_prefill, best_step = math.huge, math.huge
+    for _ = 1, opts.reps do
+      local prefill, step = bench_decode(m, n, opts.new)
+      best_prefill, best_step = math.min(best_prefill, prefill), math.min(best_step, step)
+    end
+    results[pi] = results[pi] or {}
+    results[pi][n] = best_step
+    row = row .. string.format(" %.2f | %.0f |", best_step * 1e3, best_prefill * 1e3)
+  end
+  print(row)
+  io.stdout:flush()
+end
+print("\n## Decode speedup over dense (dense step time / clustered step time)")
+local line = "| context |"
+for pi = 2, #plans do line = line .. " " .. plans[pi].name .. " |" end
+print(line)
+print("|---|" .. string.rep("---|", #plans - 1))
+for _, n in ipairs(opts.contexts) do
+  local r = string.format("| %d |", n)
+  for pi = 2, #plans do r = r .. string.format(" %.3f× |", results[1][n] / results[pi][n]) end
+  print(r)
+end
+m:set_heads(nil)

@@ -1,0 +1,84 @@
+/* The model's GEMM attention (engine/src/model/opt_attention.c) against the ops reference
+ * chai_attention_forward: causal and not, key masks with fully masked rows, fewer queries than keys
+ * (a KV cache), strided q/k/v slices of one buffer, several query blocks, clustered score heads. */
+#include "../../engine/src/model/opt_model.h"
+#include "opt_fixture.h"
+
+static void one_case(int B, int Tq, int Tk, int H, int D, bool causal, bool masked,
+                     const int *score_head) {
+  int hd = H * D, ts = 3 * hd; /* q, k, v interleaved per token, as a fused QKV buffer */
+  size_t nq = (size_t)B * Tq * ts, nk = (size_t)B * Tk * ts;
+  float *qbuf = malloc(nq * 4), *kvbuf = malloc(nk * 4);
+  chai_rng rng;
+  chai_rng_init(&rng, (uint64_t)(B * 1000 + Tq * 10 + Tk));
+  chai_rng_fill_normal(&rng, qbuf, nq, 0, 1);
+  chai_rng_fill_normal(&rng, kvbuf, nk, 0, 1);
+  float *mask = malloc((size_t)B * Tk * 4);
+  for (int b = 0; b < B; b++)
+    for (int j = 0; j < Tk; j++)
+      mask[b * Tk + j] = !(masked && (j < b + 1 || j == Tk / 2));
+  chai_attention_args a = {.B = B,
+                           .Tq = Tq,
+                           .Tk = Tk,
+                           .H = H,
+                           .D = D,
+                           .q_ts = ts,
+                           .k_ts = ts,
+                           .v_ts = ts,
+                           .scale = 0.3f,
+                           .causal = causal,
+                           .key_mask = masked ? mask : NULL,
+                           .score_head = score_head};
+  size_t no = (size_t)B * Tq * hd;
+  float *want = malloc(no * 4), *got = malloc(no * 4);
+  CHECK_OK(chai_attention_forward(want, NULL, qbuf, kvbuf + hd, kvbuf + 2 * hd, &a));
+  size_t sf = opt_attention_scratch_floats(Tk, 8);
+  float *scratch = malloc(sf * 4);
+  CHECK_OK(opt_attention_forward(got, qbuf, kvbuf + hd, kvbuf + 2 * hd, &a, scratch, sf));
+  double d = chai_test_max_abs_diff_f(got, want, no);
+  if (d > 1e-5)
+    printf("B=%d Tq=%d Tk=%d H=%d causal=%d masked=%d clustered=%d: %.3g\n", B, Tq, Tk, H, causal,
+           masked, score_head != NULL, d);
+  CHECK(d <= 1e-5);
+  CHECK_ERR(opt_attention_forward(got, qbuf, kvbuf + hd, kvbuf + 2 * hd, &a, scratch, 1),
+            CHAI_ERR_STATE, "scratch too small");
+  free(qbuf);
+  free(kvbuf);
+  free(mask);
+  free(want);
+  free(got);
+  free(scratch);
+}
+
+int main(void) {
+  if (chai_blas_init() != CHAI_OK) return 2;
+  int heads[4] = {0, 0, 2, 2}; /* two clusters: head 0 scores for 0-1, head 2 for 2-3 */
+  for (int causal = 0; causal < 2; causal++)
+    for (int masked = 0; masked < 2; masked++) {
+      one_case(2, 7, 7, 4, 8, causal, masked, NULL);
+      one_case(3, 1, 9, 4, 8, causal, masked, NULL);      /* one decode step */
+      one_case(2, 5, 12, 4, 8, causal, masked, NULL);     /* prefill after a cache */
+      one_case(1, 150, 150, 2, 16, causal, masked, NULL); /* three query blocks */
+      one_case(2, 7, 10, 4, 8, causal, masked, heads);
+    }
+  int bad[4] = {1, 0, 2, 2}; /* head 1 is not a representative */
+  chai_attention_args a = {.B = 1,
+                           .Tq = 2,
+                           .Tk = 2,
+                           .H = 4,
+                           .D = 2,
+                           .q_ts = 8,
+                           .k_ts = 8,
+                           .v_ts = 8,
+                           .scale = 1,
+                           .causal = true,
+                           .score_head = bad};
+  float buf[64] = {0}, scratch[1024];
+  CHECK_ERR(opt_attention_forward(buf, buf, buf, buf, &a, scratch, 1024), CHAI_ERR_ARG,
+            "score_head[0] = 1");
+  a.score_head = NULL;
+  a.Tk = 1;
+  CHECK_ERR(opt_attention_forward(buf, buf, buf, buf, &a, scratch, 1024), CHAI_ERR_ARG,
+            "bad sizes");
+  return chai_test_finish();
+}
