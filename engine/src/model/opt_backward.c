@@ -107,6 +107,14 @@ static void scatter_rows(opt_train *tr, float *g, int M, int N, int C) {
     memcpy(g + (size_t)tr->rows[r] * C, tr->g_res2 + (size_t)r * C, (size_t)C * sizeof(float));
 }
 
+/* The gradient of a dropped branch's output, given the gradient g after the dropout: g itself
+ * without dropout, else a masked copy in tr->g_drop. */
+static const float *dropped(opt_train *tr, int l, int site, const float *g, size_t n) {
+  if (!(tr->dropout > 0)) return g;
+  opt_train_dropout_grad(tr, l, site, tr->g_drop, g, n);
+  return tr->g_drop;
+}
+
 static bool any_trainable(const chai_opt_model *m, const opt_param *const *ps, int n) {
   for (int i = 0; i < n; i++)
     if (opt_train_trainable(m, ps[i])) return true;
@@ -134,13 +142,14 @@ static void layer_backward(chai_opt_model *m, opt_train *tr, int l, bool need_in
     /* out = res1 + fc2(act(fc1(LN2(res1)))); res1 = xin + out_proj(attn(LN1(xin))). */
     bool need_res1 = need_input || t_attn || t_ln1;
     if (need_res1 || t_ln2) zero(tr->g_ln, MC);
-    ffn_backward(m, tr, l, M, tr->g_res, a->ln2, need_res1 || t_ln2 ? tr->g_ln : NULL);
+    ffn_backward(m, tr, l, M, dropped(tr, l, 1, tr->g_res, MC), a->ln2,
+                 need_res1 || t_ln2 ? tr->g_ln : NULL);
     if (need_res1 || t_ln2) /* g_res += LN2's input gradient: g_res becomes d res1 */
       chai_layernorm_backward(need_res1 ? tr->g_res : NULL, opt_grad(m, ly->ln2_w),
                               opt_grad(m, ly->ln2_b), tr->g_ln, a->res1, W(ly->ln2_w), a->mean2,
                               a->rstd2, M, C);
     if (!need_res1) return;
-    out_proj_backward(m, tr, l, M, tr->g_res, rows);
+    out_proj_backward(m, tr, l, M, dropped(tr, l, 0, tr->g_res, MC), rows);
     if (rows && need_input) scatter_rows(tr, tr->g_res, M, N, C); /* the residual into xin */
     bool need_ln1_out = need_input || t_ln1;
     if (need_ln1_out) zero(tr->g_ln, NC);
@@ -157,14 +166,14 @@ static void layer_backward(chai_opt_model *m, opt_train *tr, int l, bool need_in
     bool need_res1 = need_input || t_attn;
     bool need_ln1 = need_res1 || t_ln1;
     if (need_ln1) memcpy(tr->g_res, tr->g_ln, MC * sizeof(float)); /* s2's residual path */
-    ffn_backward(m, tr, l, M, tr->g_ln, a->ln1, need_ln1 ? tr->g_res : NULL);
+    ffn_backward(m, tr, l, M, dropped(tr, l, 1, tr->g_ln, MC), a->ln1, need_ln1 ? tr->g_res : NULL);
     if (!need_ln1) return;
     if (need_res1) zero(tr->g_ln, MC);
     chai_layernorm_backward(need_res1 ? tr->g_ln : NULL, opt_grad(m, ly->ln1_w),
                             opt_grad(m, ly->ln1_b), tr->g_res, a->res1, W(ly->ln1_w), a->mean1,
                             a->rstd1, M, C);
     if (!need_res1) return;
-    out_proj_backward(m, tr, l, M, tr->g_ln, rows);
+    out_proj_backward(m, tr, l, M, dropped(tr, l, 0, tr->g_ln, MC), rows);
     if (need_input) { /* res1's residual path into xin */
       memcpy(tr->g_res, tr->g_ln, MC * sizeof(float));
       if (rows) scatter_rows(tr, tr->g_res, M, N, C);

@@ -5,6 +5,7 @@
 #include "chai/blas.h"
 #include "chai/memory.h"
 #include "chai/ops.h"
+#include "chai/rng.h"
 #include "model/opt_train.h"
 
 /* ---- state ----------------------------------------------------------------------------------- */
@@ -279,6 +280,8 @@ static size_t carve(chai_opt_model *m, opt_train *tr, float *base, int B, int T,
   TAKE_INT(&tr->rows, int, (size_t)B);
   TAKE(&tr->rowsP, (size_t)B * P);
   TAKE(&tr->att_r, (size_t)B * C);
+  TAKE(&tr->dmask, N * C);
+  TAKE(&tr->g_drop, N * C);
   TAKE(&tr->xin_r, (size_t)B * C);
   size_t nlog = head == CHAI_OPT_HEAD_LM ? N * V : (size_t)B * NL;
   TAKE(&tr->logits, nlog);
@@ -314,6 +317,31 @@ chai_status opt_train_layout(chai_opt_model *m, opt_train *tr, int B, int T, cha
   tr->T = T;
   tr->head = head;
   return CHAI_OK;
+}
+
+/* ---- dropout ------------------------------------------------------------------------------- */
+
+static void dropout_draws(opt_train *tr, int l, int site, size_t n) {
+  chai_rng r = {.seed = tr->dropout_seed, .counter = ((uint64_t)(2 * l + site)) << 40};
+  chai_rng_fill_uniform(&r, tr->dmask, n, 0.0f, 1.0f);
+}
+
+void opt_train_dropout(opt_train *tr, int l, int site, float *x, size_t n) {
+  dropout_draws(tr, l, site, n);
+  float p = tr->dropout, scale = 1.0f / (1.0f - p);
+  const float *u = tr->dmask;
+#pragma omp parallel for if (n > (1 << 16))
+  for (size_t i = 0; i < n; i++)
+    x[i] = u[i] >= p ? x[i] * scale : 0.0f;
+}
+
+void opt_train_dropout_grad(opt_train *tr, int l, int site, float *out, const float *g, size_t n) {
+  dropout_draws(tr, l, site, n);
+  float p = tr->dropout, scale = 1.0f / (1.0f - p);
+  const float *u = tr->dmask;
+#pragma omp parallel for if (n > (1 << 16))
+  for (size_t i = 0; i < n; i++)
+    out[i] = u[i] >= p ? g[i] * scale : 0.0f;
 }
 
 /* ---- forward + loss + backward --------------------------------------------------------------- */
@@ -374,6 +402,9 @@ chai_status chai_opt_forward_backward(chai_opt_model *m, const chai_opt_batch *b
     return chai_error(CHAI_ERR_ARG,
                       "OPT forward_backward: %d tokens exceed max_position_embeddings %d", b->T,
                       c->max_position_embeddings);
+  if (!(b->dropout >= 0 && b->dropout < 1))
+    return chai_error(CHAI_ERR_ARG, "OPT forward_backward: dropout must be in [0, 1), got %g",
+                      (double)b->dropout);
   if (b->head != CHAI_OPT_HEAD_LM && b->head != CHAI_OPT_HEAD_CLASSIFY)
     return chai_error(CHAI_ERR_ARG, "OPT forward_backward: unknown head %d", (int)b->head);
   if (b->head == CHAI_OPT_HEAD_CLASSIFY && c->num_labels < 2)
@@ -396,6 +427,8 @@ chai_status chai_opt_forward_backward(chai_opt_model *m, const chai_opt_batch *b
   if ((st = make_targets(m, tr, b, &nrows))) return st;
   int B = b->B, T = b->T, N = B * T, P = c->word_embed_proj_dim;
   tr->rows_mode = false;
+  tr->dropout = b->dropout;
+  tr->dropout_seed = b->dropout_seed;
   if (b->head == CHAI_OPT_HEAD_CLASSIFY) {
     int pad = c->pad_token_id;
     for (int r = 0; r < B; r++) { /* HF: the rightmost non-pad token (0 when all are pad) */

@@ -56,9 +56,13 @@ typedef struct opt_train {
    * layer (out_proj, residual, LayerNorms, FFN), the final LayerNorm and project_out run on those
    * B rows only; their buffers hold B rows, gathered here: */
   bool rows_mode;
-  float *att_r, *xin_r; /* (B,C) the last layer's attention output and input at the rows */
-  float *rowsP;               /* (B,P) their features */
-  float *logits, *dlogits;    /* (N,V) or (B,num_labels) */
+  float dropout; /* residual dropout p of this step (0 = off) */
+  uint64_t dropout_seed;
+  float *dmask;            /* (N,C) uniform draws of one dropout site (regenerated in backward) */
+  float *g_drop;           /* (N,C) the gradient of a dropped branch */
+  float *att_r, *xin_r;    /* (B,C) the last layer's attention output and input at the rows */
+  float *rowsP;            /* (B,P) their features */
+  float *logits, *dlogits; /* (N,V) or (B,num_labels) */
   /* backward scratch */
   float *g_res, *g_res2, *g_ln, *g_q, *g_k, *g_v, *g_att; /* (N,C) */
   float *g_fch, *g_fpre;                                  /* (N,F) */
@@ -79,6 +83,12 @@ bool opt_train_trainable(const chai_opt_model *m, const opt_param *p);
 bool opt_train_need_below(const chai_opt_model *m, int l);
 /* Whether anything inside the decoder (below the head) needs a gradient. */
 bool opt_train_need_decoder(const chai_opt_model *m);
+
+/* Residual dropout of layer l, site s (0: out_proj, 1: fc2) over n = M·C values: fills tr->dmask
+ * with the site's draws; then x[i] = keep ? x[i]/(1−p) : 0 (opt_train_dropout, forward) or
+ * out[i] = keep ? g[i]/(1−p) : 0 (opt_train_dropout_grad, backward). */
+void opt_train_dropout(opt_train *tr, int l, int site, float *x, size_t n);
+void opt_train_dropout_grad(opt_train *tr, int l, int site, float *out, const float *g, size_t n);
 
 /* CHAI_ERR_ARG naming an id outside the vocabulary or a mask value other than 0/1. */
 chai_status opt_train_check_inputs(const chai_opt_model *m, const int32_t *ids, const int32_t *mask,
