@@ -63,9 +63,9 @@ static bool field(lua_State *L, const char *key) {
 }
 
 static int m_forward_backward(lua_State *L) {
-  static const char *const known[] = {"input_ids", "attention_mask",  "labels",
-                                      "head",      "teacher",         "T",
-                                      "alpha",     "label_smoothing", NULL};
+  static const char *const known[] = {
+      "input_ids", "attention_mask",  "labels",  "head",         "teacher", "T",
+      "alpha",     "label_smoothing", "dropout", "dropout_seed", NULL};
   const char *fname = "model:forward_backward";
   chai_opt_model *m = check_model(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
