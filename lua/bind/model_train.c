@@ -1,7 +1,8 @@
 /* Training methods of the chai.Model userdata (chai/opt_train.h), added to the method table that
  * lua/bind/model.c creates:
  *   m:forward_backward{input_ids=, attention_mask=, labels=, head="classify"|"lm", teacher=,
- *                      T=2, alpha=0.5, label_smoothing=0} → loss, {kl=, ce=, count=}
+ *                      T=2, alpha=0.5, label_smoothing=0, dropout=0, dropout_seed=0}
+ *                      → loss, {kl=, ce=, count=}
  *   m:zero_grad()   m:params() / m:grads() → {Hugging Face name = tensor view}
  *   m:freeze{layers={…}, parts={…}}   m:unfreeze{…}   m:trainable() → {names}, count
  *   m:train_memory() → {grads=, activations=}   m:release_training()
@@ -62,9 +63,9 @@ static bool field(lua_State *L, const char *key) {
 }
 
 static int m_forward_backward(lua_State *L) {
-  static const char *const known[] = {"input_ids", "attention_mask",  "labels",
-                                      "head",      "teacher",         "T",
-                                      "alpha",     "label_smoothing", NULL};
+  static const char *const known[] = {
+      "input_ids", "attention_mask",  "labels",  "head",         "teacher", "T",
+      "alpha",     "label_smoothing", "dropout", "dropout_seed", NULL};
   const char *fname = "model:forward_backward";
   chai_opt_model *m = check_model(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
@@ -76,6 +77,8 @@ static int m_forward_backward(lua_State *L) {
   b.kd_T = (float)chai_bind_opt_number(L, 2, "T", 2.0, fname);
   b.kd_alpha = (float)chai_bind_opt_number(L, 2, "alpha", 0.5, fname);
   b.label_smoothing = (float)chai_bind_opt_number(L, 2, "label_smoothing", 0.0, fname);
+  b.dropout = (float)chai_bind_opt_number(L, 2, "dropout", 0.0, fname);
+  b.dropout_seed = (uint64_t)chai_bind_opt_integer(L, 2, "dropout_seed", 0, fname);
   const char *head = "lm";
   if (field(L, "head")) {
     if (lua_type(L, -1) != LUA_TSTRING)

@@ -13,6 +13,8 @@
 --   model            a chai.Model (f32): trained in place
 --   head             "classify" ["classify"] or "lm"
 --   train, eval      encoded rows {ids = {...}, label = n} (see encode); eval may be nil
+--   dropout          residual dropout p, as HF's OPT layers in training [0: off]; the masks are
+--                    drawn from the seed and the step, so a resumed run draws the same ones
 --   teacher, T, alpha, label_smoothing   distillation from another chai.Model (forward only), or
 --                    teacher = "rows": logits stored in the rows by chai.train.annotate
 --   batch_size [32], epochs [1] or max_steps, grad_accum [1], seed [0]
@@ -332,7 +334,8 @@ end
 -- The loop
 
 local RUN_KNOWN = {model = true, head = true, train = true, eval = true, teacher = true, T = true,
-                   alpha = true, label_smoothing = true, batch_size = true, epochs = true,
+                   alpha = true, label_smoothing = true, dropout = true, batch_size = true,
+                   epochs = true,
                    max_steps = true, grad_accum = true, seed = true, optimizer = true,
                    eval_every = true, eval_batch_size = true, early_stopping = true,
                    checkpoint = true, save_every = true, resume = true, log = true,
@@ -464,7 +467,8 @@ function M.run(opts)
         end
         local loss, info = m:forward_backward{input_ids = ids, attention_mask = mask,
           labels = head == "classify" and labels or nil, head = head, teacher = teacher,
-          T = opts.T, alpha = opts.alpha, label_smoothing = opts.label_smoothing}
+          T = opts.T, alpha = opts.alpha, label_smoothing = opts.label_smoothing,
+          dropout = opts.dropout, dropout_seed = (seed * 1000003 + state.step) * 64 + a}
         if loss ~= loss or loss == math.huge or loss == -math.huge then
           write_log({step = state.step + 1, epoch = state.epoch, error = "non-finite loss",
                      loss = tostring(loss)})

@@ -9,6 +9,8 @@
 --     --seeds 1,2,3      student seeds                         --epochs N   student epochs [1]
 --     --teacher-epochs N [2]    --minutes M  time budget per student run [20]
 --     --threads N        --quick (a 2,000-row smoke run)       --out DIR (models_dir override)
+--     --batch N [32]     --lr X [1e-3]     --wd X [0.01]     --label-smoothing X [0]
+--     --dropout P [0.1]  (residual dropout, as the OPT configs)
 -- Data: CHAI_DATA_DIR (sst2/glue_train.tsv, sst2/glue_dev.tsv); tokenizer: $CHAI_DATA_DIR/opt-tokenizer.
 -- Logs: <models_dir>/logs/*.jsonl; results: <models_dir>/sst2-results.json. See docs/training.md.
 local chai = require "chai"
@@ -17,7 +19,8 @@ local json = require("chai.core").json
 local args = {...}
 local phase = "all"
 local o = {seeds = {1, 2, 3}, epochs = 1, teacher_epochs = 2, minutes = 20, threads = nil,
-           quick = false, out = nil}
+           quick = false, out = nil, batch = 32, lr = 1e-3, wd = 0.01, ls = 0,
+           dropout = 0.1}
 local i = 1
 while i <= #args do
   local a = args[i]
@@ -34,6 +37,11 @@ while i <= #args do
   elseif a == "--minutes" then o.minutes = tonumber(val())
   elseif a == "--threads" then o.threads = tonumber(val())
   elseif a == "--out" then o.out = val()
+  elseif a == "--batch" then o.batch = tonumber(val())
+  elseif a == "--lr" then o.lr = tonumber(val())
+  elseif a == "--wd" then o.wd = tonumber(val())
+  elseif a == "--dropout" then o.dropout = tonumber(val())
+  elseif a == "--label-smoothing" then o.ls = tonumber(val())
   elseif a == "--quick" then o.quick = true
   elseif a:sub(1, 2) ~= "--" then phase = a
   else error("train_sst2: unknown option " .. a, 0) end
@@ -84,13 +92,13 @@ local function save_result(key, rec)
   f:close()
 end
 
-local OPT = {kind = "adamw", lr = 1e-3, weight_decay = 0.01, schedule = "linear",
+local OPT = {kind = "adamw", lr = o.lr, weight_decay = o.wd, schedule = "linear",
              max_grad_norm = 1.0}
 
 local function train(name, cfg, seed, epochs, extra)
   local m = chai.opt.create(cfg, {seed = seed})
   local opts = {model = m, head = "classify", train = train_rows, eval = dev_rows,
-                batch_size = 32, epochs = epochs, seed = seed, optimizer = OPT,
+                batch_size = o.batch, epochs = epochs, label_smoothing = o.ls, dropout = o.dropout, seed = seed, optimizer = OPT,
                 eval_every = o.quick and 20 or 500, eval_batch_size = 128,
                 log = dir .. "/logs/" .. name .. ".jsonl",
                 checkpoint = dir .. "/runs/" .. name, resume = true,

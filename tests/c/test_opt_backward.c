@@ -500,6 +500,76 @@ static void central_differences(bool pre, chai_opt_head head) {
   chai_opt_free(m);
 }
 
+/* With dropout the masks are a function of the seed, so the training loss is a deterministic
+ * function of the weights: central differences of it (forward_backward's own loss) against its
+ * gradient, on a micro model, both heads. */
+static void dropout_differences(bool pre, chai_opt_head head) {
+  chai_opt_config cfg;
+  chai_opt_config_defaults(&cfg);
+  cfg.vocab_size = 12;
+  cfg.hidden_size = 8;
+  cfg.num_hidden_layers = 2;
+  cfg.num_attention_heads = 2;
+  cfg.ffn_dim = 12;
+  cfg.max_position_embeddings = 8;
+  cfg.word_embed_proj_dim = pre ? 8 : 4;
+  cfg.do_layer_norm_before = pre;
+  cfg.activation_function = CHAI_OPT_ACT_GELU;
+  cfg.num_labels = 3;
+  cfg.init_std = 0.5;
+  chai_rng rng;
+  chai_rng_init(&rng, 21);
+  chai_opt_model *m;
+  CHECK_OK(chai_opt_create(&m, &cfg, CHAI_F32, &rng));
+  if (!m) return;
+  int32_t ids[10] = {2, 5, 7, 3, 9, 2, 11, 4, 1, 1}, mask[10] = {1, 1, 1, 1, 1, 1, 1, 1, 0, 0};
+  int32_t labels[2] = {2, 0};
+  chai_opt_batch b = {.ids = ids,
+                      .mask = mask,
+                      .B = 2,
+                      .T = 5,
+                      .head = head,
+                      .labels = head == CHAI_OPT_HEAD_CLASSIFY ? labels : NULL,
+                      .dropout = 0.3f,
+                      .dropout_seed = 99};
+  chai_kd_result r0, r1, r2;
+  b.dropout = 0;
+  CHECK_OK(chai_opt_forward_backward(m, &b, &r0));
+  b.dropout = 0.3f;
+  b.dropout_seed = 98;
+  CHECK_OK(chai_opt_forward_backward(m, &b, &r1));
+  b.dropout_seed = 99;
+  chai_opt_zero_grad(m);
+  CHECK_OK(chai_opt_forward_backward(m, &b, &r2));
+  CHECK(r1.loss != r2.loss && r0.loss != r2.loss); /* the masks depend on the seed */
+  float **g = snapshot(m);
+  double worst = 0;
+  for (int i = 0; i < chai_opt_param_count(m); i++) {
+    chai_tensor t;
+    chai_opt_param(m, i, &t);
+    float *p = chai_tensor_data(&t);
+    for (int64_t k = 0; k < chai_tensor_numel(&t) && g[i]; k += 3) {
+      float keep = p[k], h = 1e-2f;
+      chai_kd_result rp, rm;
+      p[k] = keep + h;
+      CHECK_OK(chai_opt_forward_backward(m, &b, &rp));
+      p[k] = keep - h;
+      CHECK_OK(chai_opt_forward_backward(m, &b, &rm));
+      p[k] = keep;
+      double num = ((double)rp.loss - rm.loss) / (2.0 * h);
+      double err = fabs(num - g[i][k]) / fmax(1e-2, fabs(num) + fabs(g[i][k]));
+      worst = fmax(worst, err);
+    }
+  }
+  if (worst > 2e-2) fprintf(stderr, "dropout differences: worst %g\n", worst);
+  CHECK(worst <= 2e-2);
+  b.dropout = 1.0f;
+  CHECK_ERR(chai_opt_forward_backward(m, &b, NULL), CHAI_ERR_ARG,
+            "dropout must be in [0, 1), got 1");
+  snapshot_free(m, g);
+  chai_opt_free(m);
+}
+
 int main(void) {
   CHECK_OK(chai_blas_init());
   oracle_cases();
@@ -509,6 +579,8 @@ int main(void) {
   central_differences(true, CHAI_OPT_HEAD_CLASSIFY);
   central_differences(false, CHAI_OPT_HEAD_LM);
   central_differences(false, CHAI_OPT_HEAD_CLASSIFY);
+  dropout_differences(true, CHAI_OPT_HEAD_LM);
+  dropout_differences(false, CHAI_OPT_HEAD_CLASSIFY);
   CHECK(chai_memory_live() == 0);
   return chai_test_finish();
 }

@@ -63,6 +63,16 @@ do
   local lk2 = m:forward_backward{input_ids = ids, attention_mask = mask, labels = {1, 0},
                                  head = "classify", teacher = tl, T = 2, alpha = 0.5}
   T.close(lk2, lk, 1e-6, "teacher logits = teacher model")
+  -- dropout: the masks follow the seed
+  local d1 = m:forward_backward{input_ids = ids, attention_mask = mask, labels = {1, 0},
+                                head = "classify", dropout = 0.3, dropout_seed = 5}
+  local d2 = m:forward_backward{input_ids = ids, attention_mask = mask, labels = {1, 0},
+                                head = "classify", dropout = 0.3, dropout_seed = 5}
+  local d3 = m:forward_backward{input_ids = ids, attention_mask = mask, labels = {1, 0},
+                                head = "classify", dropout = 0.3, dropout_seed = 6}
+  T.check(d1 == d2 and d1 ~= d3, "dropout masks from the seed")
+  T.raises(function() m:forward_backward{input_ids = ids, labels = {1, 0}, head = "classify",
+                                         dropout = 1} end, {"dropout must be in [0, 1), got 1"})
   -- freezing
   m:freeze{layers = {1}, parts = {"attention", "ffn"}}
   local names, count = m:trainable()
@@ -127,12 +137,29 @@ do
   T.eq(r2.step, 40, "stopped at the second evaluation")
 end
 
+-- the LM head: a tiny model learns to continue counting sequences (eval = mean next-token loss)
+do
+  local m = model(8)
+  local rows = {}
+  for k = 1, 64 do
+    local ids, start = {2}, 3 + k % 20
+    for t = 0, 6 + k % 4 do ids[#ids + 1] = start + t end
+    rows[k] = {ids = ids}
+  end
+  local before = chai.train.evaluate(m, rows, {head = "lm"})
+  local res = chai.train.run{model = m, head = "lm", train = rows, eval = rows, epochs = 15,
+                             batch_size = 8, optimizer = {lr = 1e-2}, progress = false}
+  T.check(before.loss > 3 and res.eval.loss < 1.0,
+          string.format("lm learns: %.3f -> %.3f", before.loss, res.eval.loss))
+  T.check(res.eval.accuracy == nil and res.eval.count > 400, "lm eval counts next tokens")
+end
+
 -- resume: 6 steps in two runs of 3 = 6 steps in one run, bit for bit
 do
   local opts = function(m, ck, extra)
     local o = {model = m, train = train_rows, eval = eval_rows, max_steps = 6, batch_size = 8,
                optimizer = {lr = 1e-2, schedule = "cosine", warmup = 2}, checkpoint = ck,
-               progress = false, seed = 9, save_every = 3}
+               progress = false, seed = 9, save_every = 3, dropout = 0.1}
     for k, v in pairs(extra or {}) do o[k] = v end
     return o
   end

@@ -35,7 +35,7 @@ typedef enum chai_opt_head {
  *  classify: labels (B) class ids 0..num_labels−1 (-100 ignored), required; teacher (B,num_labels)
  *      or NULL.
  * The loss is kd (chai/train.h) over the counted rows: plain (label-smoothed) cross-entropy when
- * teacher is NULL (alpha and T are then unused). */
+ * teacher is NULL (alpha and T are then unused). CHAI_ERR_ARG for dropout outside [0, 1). */
 typedef struct chai_opt_batch {
   const int32_t *ids, *mask;
   int B, T;
@@ -43,6 +43,12 @@ typedef struct chai_opt_batch {
   const int32_t *labels;
   const float *teacher;
   float kd_T, kd_alpha, label_smoothing;
+  /* Residual dropout as Hugging Face's OPT layers apply it in training (config "dropout"): on the
+   * out_proj and fc2 outputs before each residual add, kept values scaled by 1/(1−p). 0 = off.
+   * The masks come from chai_rng seeded with dropout_seed (draws depend on the seed, the layer and
+   * the site only), so a step is reproducible. */
+  float dropout;
+  uint64_t dropout_seed;
 } chai_opt_batch;
 
 /* Runs the training forward, the loss and the backward; adds the gradients of the mean loss to

@@ -17,48 +17,63 @@ static void zero(float *p, size_t n) {
   memset(p, 0, n * sizeof(float));
 }
 
-/* The FFN's backward from g_out (the gradient of fc2's output): weight gradients of fc2 and fc1,
- * and (when dx is not NULL) dx += the gradient of fc1's input. */
-static void ffn_backward(chai_opt_model *m, opt_train *tr, int l, const float *g_out,
+/* The FFN's backward over M rows from g_out (the gradient of fc2's output): weight gradients of
+ * fc2 and fc1, and (when dx is not NULL) dx += the gradient of fc1's input x. */
+static void ffn_backward(chai_opt_model *m, opt_train *tr, int l, int M, const float *g_out,
                          const float *x, float *dx) {
   const chai_opt_config *c = &m->cfg;
   const opt_layer *ly = &m->layers[l];
   opt_layer_acts *a = &tr->layer[l];
-  int N = tr->B * tr->T, C = c->hidden_size, F = c->ffn_dim;
-  size_t NF = (size_t)N * F;
-  zero(tr->g_fch, NF);
+  int C = c->hidden_size, F = c->ffn_dim;
+  size_t MF = (size_t)M * F;
+  zero(tr->g_fch, MF);
   chai_linear_backward(tr->g_fch, opt_grad(m, ly->fc2_w), opt_grad(m, ly->fc2_b), g_out, a->fch,
-                       W(ly->fc2_w), N, F, C);
+                       W(ly->fc2_w), M, F, C);
   const float *g_pre;
   if (c->activation_function == CHAI_OPT_ACT_GELU) {
-    zero(tr->g_fpre, NF);
-    chai_gelu_backward(tr->g_fpre, tr->g_fch, a->fpre, NF);
+    zero(tr->g_fpre, MF);
+    chai_gelu_backward(tr->g_fpre, tr->g_fch, a->fpre, MF);
     g_pre = tr->g_fpre;
   } else { /* ReLU in place: fch > 0 exactly where fc1's output was > 0 */
     float *g = tr->g_fch;
     const float *h = a->fch;
-#pragma omp parallel for if (NF > (1 << 16))
-    for (size_t i = 0; i < NF; i++)
+#pragma omp parallel for if (MF > (1 << 16))
+    for (size_t i = 0; i < MF; i++)
       if (!(h[i] > 0)) g[i] = 0;
     g_pre = g;
   }
   chai_linear_backward(dx, opt_grad(m, ly->fc1_w), opt_grad(m, ly->fc1_b), g_pre, x, W(ly->fc1_w),
-                       N, C, F);
+                       M, C, F);
 }
 
-/* The attention block's backward from g_att_out (the gradient of out_proj's output): weight
- * gradients of out_proj, q/k/v, and (when dx is not NULL) dx += the gradient of the projections'
- * input `x`. */
-static void attention_backward(chai_opt_model *m, opt_train *tr, int l, const float *g_out,
-                               const float *x, float *dx) {
+/* out_proj's backward over M rows from g_out: its weight gradients, and tr->g_att (N,C) = the
+ * gradient of the attention output (scattered to the head's rows in rows mode). */
+static void out_proj_backward(chai_opt_model *m, opt_train *tr, int l, int M, const float *g_out,
+                              bool rows) {
+  const opt_layer *ly = &m->layers[l];
+  int N = tr->B * tr->T, C = m->cfg.hidden_size;
+  zero(tr->g_att, (size_t)N * C);
+  if (!rows) {
+    chai_linear_backward(tr->g_att, opt_grad(m, ly->o_w), opt_grad(m, ly->o_b), g_out,
+                         tr->layer[l].att, W(ly->o_w), N, C, C);
+    return;
+  }
+  float *g_r = tr->g_q; /* (M,C) scratch: g_q is filled only later */
+  zero(g_r, (size_t)M * C);
+  chai_linear_backward(g_r, opt_grad(m, ly->o_w), opt_grad(m, ly->o_b), g_out, tr->att_r,
+                       W(ly->o_w), M, C, C);
+  for (int r = 0; r < M; r++)
+    memcpy(tr->g_att + (size_t)tr->rows[r] * C, g_r + (size_t)r * C, (size_t)C * sizeof(float));
+}
+
+/* The attention's backward from tr->g_att: the q/k/v weight gradients and (when dx is not NULL)
+ * dx += the gradient of the projections' input x (N,C). */
+static void attention_backward(chai_opt_model *m, opt_train *tr, int l, const float *x, float *dx) {
   const chai_opt_config *c = &m->cfg;
   const opt_layer *ly = &m->layers[l];
   opt_layer_acts *a = &tr->layer[l];
   int B = tr->B, T = tr->T, N = B * T, C = c->hidden_size, H = c->num_attention_heads, D = C / H;
   size_t NC = (size_t)N * C;
-  zero(tr->g_att, NC);
-  chai_linear_backward(tr->g_att, opt_grad(m, ly->o_w), opt_grad(m, ly->o_b), g_out, a->att,
-                       W(ly->o_w), N, C, C);
   zero(tr->g_q, NC);
   zero(tr->g_k, NC);
   zero(tr->g_v, NC);
@@ -83,21 +98,41 @@ static void attention_backward(chai_opt_model *m, opt_train *tr, int l, const fl
                        C);
 }
 
+/* In rows mode, `g` holds the M rows' gradient of the residual stream; this turns it into the
+ * (N,C) gradient (zero elsewhere). Uses g_res2 as scratch. */
+static void scatter_rows(opt_train *tr, float *g, int M, int N, int C) {
+  memcpy(tr->g_res2, g, (size_t)M * C * sizeof(float));
+  zero(g, (size_t)N * C);
+  for (int r = 0; r < M; r++)
+    memcpy(g + (size_t)tr->rows[r] * C, tr->g_res2 + (size_t)r * C, (size_t)C * sizeof(float));
+}
+
+/* The gradient of a dropped branch's output, given the gradient g after the dropout: g itself
+ * without dropout, else a masked copy in tr->g_drop. */
+static const float *dropped(opt_train *tr, int l, int site, const float *g, size_t n) {
+  if (!(tr->dropout > 0)) return g;
+  opt_train_dropout_grad(tr, l, site, tr->g_drop, g, n);
+  return tr->g_drop;
+}
+
 static bool any_trainable(const chai_opt_model *m, const opt_param *const *ps, int n) {
   for (int i = 0; i < n; i++)
     if (opt_train_trainable(m, ps[i])) return true;
   return false;
 }
 
-/* On entry tr->g_res is the gradient of layer l's output; on return it is the gradient of the
- * layer's input when `need_input` (else it is left undefined). Work that feeds neither a
- * trainable parameter nor that input gradient is skipped. */
+/* On entry tr->g_res is the gradient of layer l's output (M rows: N, or the head's B rows in rows
+ * mode); on return it is the (N,C) gradient of the layer's input when `need_input` (else it is
+ * left undefined). Work that feeds neither a trainable parameter nor that input gradient is
+ * skipped. */
 static void layer_backward(chai_opt_model *m, opt_train *tr, int l, bool need_input) {
   const chai_opt_config *c = &m->cfg;
   const opt_layer *ly = &m->layers[l];
   opt_layer_acts *a = &tr->layer[l];
   int N = tr->B * tr->T, C = c->hidden_size;
-  size_t NC = (size_t)N * C;
+  bool rows = tr->rows_mode && l == c->num_hidden_layers - 1;
+  int M = rows ? tr->B : N;
+  size_t NC = (size_t)N * C, MC = (size_t)M * C;
   const opt_param *attn[] = {ly->q_w, ly->q_b, ly->k_w, ly->k_b,
                              ly->v_w, ly->v_b, ly->o_w, ly->o_b};
   const opt_param *ln1[] = {ly->ln1_w, ly->ln1_b}, *ln2[] = {ly->ln2_w, ly->ln2_b};
@@ -106,37 +141,44 @@ static void layer_backward(chai_opt_model *m, opt_train *tr, int l, bool need_in
   if (c->do_layer_norm_before) {
     /* out = res1 + fc2(act(fc1(LN2(res1)))); res1 = xin + out_proj(attn(LN1(xin))). */
     bool need_res1 = need_input || t_attn || t_ln1;
-    if (need_res1 || t_ln2) zero(tr->g_ln, NC);
-    ffn_backward(m, tr, l, tr->g_res, a->ln2, need_res1 || t_ln2 ? tr->g_ln : NULL);
+    if (need_res1 || t_ln2) zero(tr->g_ln, MC);
+    ffn_backward(m, tr, l, M, dropped(tr, l, 1, tr->g_res, MC), a->ln2,
+                 need_res1 || t_ln2 ? tr->g_ln : NULL);
     if (need_res1 || t_ln2) /* g_res += LN2's input gradient: g_res becomes d res1 */
       chai_layernorm_backward(need_res1 ? tr->g_res : NULL, opt_grad(m, ly->ln2_w),
                               opt_grad(m, ly->ln2_b), tr->g_ln, a->res1, W(ly->ln2_w), a->mean2,
-                              a->rstd2, N, C);
+                              a->rstd2, M, C);
     if (!need_res1) return;
+    out_proj_backward(m, tr, l, M, dropped(tr, l, 0, tr->g_res, MC), rows);
+    if (rows && need_input) scatter_rows(tr, tr->g_res, M, N, C); /* the residual into xin */
     bool need_ln1_out = need_input || t_ln1;
     if (need_ln1_out) zero(tr->g_ln, NC);
-    attention_backward(m, tr, l, tr->g_res, a->ln1, need_ln1_out ? tr->g_ln : NULL);
+    attention_backward(m, tr, l, a->ln1, need_ln1_out ? tr->g_ln : NULL);
     if (need_ln1_out) /* g_res (the residual) += LN1's input gradient: d xin */
       chai_layernorm_backward(need_input ? tr->g_res : NULL, opt_grad(m, ly->ln1_w),
                               opt_grad(m, ly->ln1_b), tr->g_ln, a->xin, W(ly->ln1_w), a->mean1,
                               a->rstd1, N, C);
   } else {
     /* out = LN2(s2), s2 = ln1 + fc2(act(fc1(ln1))); ln1 = LN1(res1), res1 = xin + attn(xin). */
-    zero(tr->g_ln, NC);
+    zero(tr->g_ln, MC);
     chai_layernorm_backward(tr->g_ln, opt_grad(m, ly->ln2_w), opt_grad(m, ly->ln2_b), tr->g_res,
-                            a->ln2, W(ly->ln2_w), a->mean2, a->rstd2, N, C);
+                            a->ln2, W(ly->ln2_w), a->mean2, a->rstd2, M, C);
     bool need_res1 = need_input || t_attn;
     bool need_ln1 = need_res1 || t_ln1;
-    if (need_ln1) memcpy(tr->g_res, tr->g_ln, NC * sizeof(float)); /* s2's residual path */
-    ffn_backward(m, tr, l, tr->g_ln, a->ln1, need_ln1 ? tr->g_res : NULL);
+    if (need_ln1) memcpy(tr->g_res, tr->g_ln, MC * sizeof(float)); /* s2's residual path */
+    ffn_backward(m, tr, l, M, dropped(tr, l, 1, tr->g_ln, MC), a->ln1, need_ln1 ? tr->g_res : NULL);
     if (!need_ln1) return;
-    if (need_res1) zero(tr->g_ln, NC);
+    if (need_res1) zero(tr->g_ln, MC);
     chai_layernorm_backward(need_res1 ? tr->g_ln : NULL, opt_grad(m, ly->ln1_w),
                             opt_grad(m, ly->ln1_b), tr->g_res, a->res1, W(ly->ln1_w), a->mean1,
-                            a->rstd1, N, C);
+                            a->rstd1, M, C);
     if (!need_res1) return;
-    if (need_input) memcpy(tr->g_res, tr->g_ln, NC * sizeof(float)); /* res1's residual path */
-    attention_backward(m, tr, l, tr->g_ln, a->xin, need_input ? tr->g_res : NULL);
+    out_proj_backward(m, tr, l, M, dropped(tr, l, 0, tr->g_ln, MC), rows);
+    if (need_input) { /* res1's residual path into xin */
+      memcpy(tr->g_res, tr->g_ln, MC * sizeof(float));
+      if (rows) scatter_rows(tr, tr->g_res, M, N, C);
+    }
+    attention_backward(m, tr, l, a->xin, need_input ? tr->g_res : NULL);
   }
 }
 
@@ -154,7 +196,8 @@ void opt_train_backward(chai_opt_model *m, opt_train *tr, const int32_t *ids) {
   const chai_opt_config *c = &m->cfg;
   int N = tr->B * tr->T, C = c->hidden_size, P = c->word_embed_proj_dim;
   int L = c->num_hidden_layers;
-  size_t NC = (size_t)N * C;
+  int Mf = tr->rows_mode ? tr->B : N; /* rows of the decoder's output */
+  size_t NC = (size_t)Mf * C;
   /* feats = project_out(LNf(xL)) (each step optional): g_res becomes d xL. */
   bool final_ln = m->final_ln_w || (c->do_layer_norm_before && !c->remove_final_layer_norm);
   const float *src = final_ln ? tr->lnf : tr->xL;
@@ -165,7 +208,7 @@ void opt_train_backward(chai_opt_model *m, opt_train *tr, const int32_t *ids) {
   if (m->project_out) {
     if (need_src) zero(g_src, NC);
     chai_linear_backward(need_src ? g_src : NULL, opt_grad(m, m->project_out), NULL, tr->g_feats,
-                         src, W(m->project_out), N, C, P);
+                         src, W(m->project_out), Mf, C, P);
   } else {
     memcpy(g_src, tr->g_feats, NC * sizeof(float));
   }
@@ -174,7 +217,7 @@ void opt_train_backward(chai_opt_model *m, opt_train *tr, const int32_t *ids) {
     if (below) zero(tr->g_res, NC);
     chai_layernorm_backward(below ? tr->g_res : NULL, opt_grad(m, m->final_ln_w),
                             opt_grad(m, m->final_ln_b), g_src, tr->xL, W(m->final_ln_w), tr->meanf,
-                            tr->rstdf, N, C);
+                            tr->rstdf, Mf, C);
   }
   if (!below) return;
   for (int l = L - 1; l >= 0; l--) {

@@ -5,6 +5,7 @@
 #include "chai/blas.h"
 #include "chai/memory.h"
 #include "chai/ops.h"
+#include "chai/rng.h"
 #include "model/opt_train.h"
 
 /* ---- state ----------------------------------------------------------------------------------- */
@@ -83,9 +84,18 @@ static chai_status alloc_grads(chai_opt_model *m, opt_train *tr) {
 void chai_opt_zero_grad(chai_opt_model *m) {
   opt_train *tr = m->train;
   if (!tr) return;
-  for (int i = 0; i < m->n_params; i++)
-    if (tr->grad[i].storage)
-      memset(chai_tensor_data(&tr->grad[i]), 0, chai_tensor_nbytes(&tr->grad[i]));
+  for (int i = 0; i < m->n_params; i++) {
+    if (!tr->grad[i].storage) continue;
+    char *p = chai_tensor_data(&tr->grad[i]);
+    size_t bytes = chai_tensor_nbytes(&tr->grad[i]), chunk = (size_t)1 << 20;
+    long chunks = (long)((bytes + chunk - 1) / chunk);
+    /* large gradients (the embeddings) are cleared by every thread: memory bandwidth adds up */
+#pragma omp parallel for schedule(static) if (chunks > 1)
+    for (long k = 0; k < chunks; k++) {
+      size_t off = (size_t)k * chunk;
+      memset(p + off, 0, bytes - off < chunk ? bytes - off : chunk);
+    }
+  }
 }
 
 chai_status chai_opt_param_grad(const chai_opt_model *m, int i, chai_tensor *out) {
@@ -269,6 +279,10 @@ static size_t carve(chai_opt_model *m, opt_train *tr, float *base, int B, int T,
   TAKE_INT(&tr->targets, int32_t, N);
   TAKE_INT(&tr->rows, int, (size_t)B);
   TAKE(&tr->rowsP, (size_t)B * P);
+  TAKE(&tr->att_r, (size_t)B * C);
+  TAKE(&tr->dmask, N * C);
+  TAKE(&tr->g_drop, N * C);
+  TAKE(&tr->xin_r, (size_t)B * C);
   size_t nlog = head == CHAI_OPT_HEAD_LM ? N * V : (size_t)B * NL;
   TAKE(&tr->logits, nlog);
   TAKE(&tr->dlogits, nlog);
@@ -303,6 +317,31 @@ chai_status opt_train_layout(chai_opt_model *m, opt_train *tr, int B, int T, cha
   tr->T = T;
   tr->head = head;
   return CHAI_OK;
+}
+
+/* ---- dropout ------------------------------------------------------------------------------- */
+
+static void dropout_draws(opt_train *tr, int l, int site, size_t n) {
+  chai_rng r = {.seed = tr->dropout_seed, .counter = ((uint64_t)(2 * l + site)) << 40};
+  chai_rng_fill_uniform(&r, tr->dmask, n, 0.0f, 1.0f);
+}
+
+void opt_train_dropout(opt_train *tr, int l, int site, float *x, size_t n) {
+  dropout_draws(tr, l, site, n);
+  float p = tr->dropout, scale = 1.0f / (1.0f - p);
+  const float *u = tr->dmask;
+#pragma omp parallel for if (n > (1 << 16))
+  for (size_t i = 0; i < n; i++)
+    x[i] = u[i] >= p ? x[i] * scale : 0.0f;
+}
+
+void opt_train_dropout_grad(opt_train *tr, int l, int site, float *out, const float *g, size_t n) {
+  dropout_draws(tr, l, site, n);
+  float p = tr->dropout, scale = 1.0f / (1.0f - p);
+  const float *u = tr->dmask;
+#pragma omp parallel for if (n > (1 << 16))
+  for (size_t i = 0; i < n; i++)
+    out[i] = u[i] >= p ? g[i] * scale : 0.0f;
 }
 
 /* ---- forward + loss + backward --------------------------------------------------------------- */
@@ -365,6 +404,9 @@ chai_status chai_opt_forward_backward(chai_opt_model *m, const chai_opt_batch *b
     return chai_error(CHAI_ERR_ARG,
                       "OPT forward_backward: %d tokens exceed max_position_embeddings %d", b->T,
                       c->max_position_embeddings);
+  if (!(b->dropout >= 0 && b->dropout < 1))
+    return chai_error(CHAI_ERR_ARG, "OPT forward_backward: dropout must be in [0, 1), got %g",
+                      (double)b->dropout);
   if (b->head != CHAI_OPT_HEAD_LM && b->head != CHAI_OPT_HEAD_CLASSIFY)
     return chai_error(CHAI_ERR_ARG, "OPT forward_backward: unknown head %d", (int)b->head);
   if (b->head == CHAI_OPT_HEAD_CLASSIFY && c->num_labels < 2)
@@ -385,12 +427,10 @@ chai_status chai_opt_forward_backward(chai_opt_model *m, const chai_opt_batch *b
   int nrows = 0;
   if ((st = opt_train_check_inputs(m, b->ids, b->mask, b->B, b->T))) return st;
   if ((st = make_targets(m, tr, b, &nrows))) return st;
-  if ((st = opt_train_forward(m, tr, b->ids, b->mask))) return st;
-
   int B = b->B, T = b->T, N = B * T, P = c->word_embed_proj_dim;
-  int V = b->head == CHAI_OPT_HEAD_LM ? c->vocab_size : c->num_labels;
-  const opt_param *W = b->head == CHAI_OPT_HEAD_LM ? m->lm_head : m->score;
-  const float *hin = tr->feats; /* the head's input rows */
+  tr->rows_mode = false;
+  tr->dropout = b->dropout;
+  tr->dropout_seed = b->dropout_seed;
   if (b->head == CHAI_OPT_HEAD_CLASSIFY) {
     int pad = c->pad_token_id;
     for (int r = 0; r < B; r++) { /* HF: the rightmost non-pad token (0 when all are pad) */
@@ -401,9 +441,17 @@ chai_status chai_opt_forward_backward(chai_opt_model *m, const chai_opt_batch *b
           break;
         }
       tr->rows[r] = r * T + last;
+    }
+    tr->rows_mode = c->num_hidden_layers > 0;
+  }
+  if ((st = opt_train_forward(m, tr, b->ids, b->mask))) return st;
+  int V = b->head == CHAI_OPT_HEAD_LM ? c->vocab_size : c->num_labels;
+  const opt_param *W = b->head == CHAI_OPT_HEAD_LM ? m->lm_head : m->score;
+  const float *hin = tr->feats; /* the head's input rows */
+  if (b->head == CHAI_OPT_HEAD_CLASSIFY && !tr->rows_mode) {
+    for (int r = 0; r < B; r++)
       memcpy(tr->rowsP + (size_t)r * P, tr->feats + (size_t)tr->rows[r] * P,
              (size_t)P * sizeof(float));
-    }
     hin = tr->rowsP;
   }
   chai_linear_forward(tr->logits, hin, chai_tensor_data(&W->t), NULL, nrows, P, V);
@@ -424,11 +472,16 @@ chai_status chai_opt_forward_backward(chai_opt_model *m, const chai_opt_batch *b
 
   /* The head's backward: its weight gradient and the gradient of the decoder's output. */
   bool need_feats = opt_train_need_decoder(m);
-  memset(tr->g_feats, 0, (size_t)N * P * sizeof(float));
   if (b->head == CHAI_OPT_HEAD_LM) {
+    memset(tr->g_feats, 0, (size_t)N * P * sizeof(float));
     chai_linear_backward(need_feats ? tr->g_feats : NULL, opt_grad(m, W), NULL, tr->dlogits,
                          tr->feats, chai_tensor_data(&W->t), N, P, V);
+  } else if (tr->rows_mode) { /* the decoder's output is the B rows */
+    memset(tr->g_feats, 0, (size_t)B * P * sizeof(float));
+    chai_linear_backward(need_feats ? tr->g_feats : NULL, opt_grad(m, W), NULL, tr->dlogits,
+                         tr->feats, chai_tensor_data(&W->t), B, P, V);
   } else {
+    memset(tr->g_feats, 0, (size_t)N * P * sizeof(float));
     memset(tr->g_rows, 0, (size_t)B * P * sizeof(float));
     chai_linear_backward(need_feats ? tr->g_rows : NULL, opt_grad(m, W), NULL, tr->dlogits,
                          tr->rowsP, chai_tensor_data(&W->t), B, P, V);

@@ -52,8 +52,17 @@ typedef struct opt_train {
   int32_t *pos;               /* (N) position ids + 2 */
   int32_t *targets;           /* (N) LM targets (shifted labels) or (B) class labels */
   int *rows;                  /* (B) classify: flat token index of each row's last non-pad token */
-  float *rowsP;               /* (B,P) their features */
-  float *logits, *dlogits;    /* (N,V) or (B,num_labels) */
+  /* Rows mode (classify): the score head reads one token per row, so after its attention the last
+   * layer (out_proj, residual, LayerNorms, FFN), the final LayerNorm and project_out run on those
+   * B rows only; their buffers hold B rows, gathered here: */
+  bool rows_mode;
+  float dropout; /* residual dropout p of this step (0 = off) */
+  uint64_t dropout_seed;
+  float *dmask;            /* (N,C) uniform draws of one dropout site (regenerated in backward) */
+  float *g_drop;           /* (N,C) the gradient of a dropped branch */
+  float *att_r, *xin_r;    /* (B,C) the last layer's attention output and input at the rows */
+  float *rowsP;            /* (B,P) their features */
+  float *logits, *dlogits; /* (N,V) or (B,num_labels) */
   /* backward scratch */
   float *g_res, *g_res2, *g_ln, *g_q, *g_k, *g_v, *g_att; /* (N,C) */
   float *g_fch, *g_fpre;                                  /* (N,F) */
@@ -75,11 +84,17 @@ bool opt_train_need_below(const chai_opt_model *m, int l);
 /* Whether anything inside the decoder (below the head) needs a gradient. */
 bool opt_train_need_decoder(const chai_opt_model *m);
 
+/* Residual dropout of layer l, site s (0: out_proj, 1: fc2) over n = M·C values: fills tr->dmask
+ * with the site's draws; then x[i] = keep ? x[i]/(1−p) : 0 (opt_train_dropout, forward) or
+ * out[i] = keep ? g[i]/(1−p) : 0 (opt_train_dropout_grad, backward). */
+void opt_train_dropout(opt_train *tr, int l, int site, float *x, size_t n);
+void opt_train_dropout_grad(opt_train *tr, int l, int site, float *out, const float *g, size_t n);
+
 /* CHAI_ERR_ARG naming an id outside the vocabulary or a mask value other than 0/1. */
-chai_status opt_train_check_inputs(const chai_opt_model *m, const int32_t *ids,
-                                   const int32_t *mask, int B, int T);
+chai_status opt_train_check_inputs(const chai_opt_model *m, const int32_t *ids, const int32_t *mask,
+                                   int B, int T);
 /* The forward over checked ids (B,T) keeping activations in the arena (laid out already); fills
- * tr->feats. */
+ * tr->feats: (N,P), or (B,P) for tr->rows in rows mode. */
 chai_status opt_train_forward(chai_opt_model *m, opt_train *tr, const int32_t *ids,
                               const int32_t *mask);
 /* The backward from tr->g_feats (N,P), accumulating into the parameter gradients. ids are the

@@ -35,10 +35,13 @@ static void ffn_up(const chai_opt_config *c, opt_layer_acts *a, const opt_layer 
   }
 }
 
-/* res = base + (inp·Wᵀ + b): the residual add after a projection. */
-static void lin_residual(float *res, const float *base, const float *inp, const opt_param *w,
-                         const opt_param *b, int N, int C, int OC) {
+/* res = base + dropout(inp·Wᵀ + b): the residual add after a projection (site 0: out_proj, 1:
+ * fc2 of layer l; no dropout when the step's p is 0). */
+static void lin_residual(opt_train *tr, int l, int site, float *res, const float *base,
+                         const float *inp, const opt_param *w, const opt_param *b, int N, int C,
+                         int OC) {
   lin(res, inp, w, b, N, C, OC);
+  if (tr->dropout > 0) opt_train_dropout(tr, l, site, res, (size_t)N * OC);
   chai_add_forward(res, res, base, (size_t)N * OC);
 }
 
@@ -71,16 +74,31 @@ static chai_status layer_forward(chai_opt_model *m, opt_train *tr, int l, float 
                               .score_head = m->score_head ? m->score_head[l] : NULL};
   chai_status st = chai_attention_forward(a->att, a->probs, a->q, a->k, a->v, &args);
   if (st) return st;
-  lin_residual(a->res1, a->xin, a->att, ly->o_w, ly->o_b, N, C, C);
+  /* Past the attention every op is row-wise: in rows mode the last layer continues on the B rows
+   * the head reads (M rows below). */
+  const float *att = a->att, *xin = a->xin;
+  int M = N;
+  if (tr->rows_mode && l == c->num_hidden_layers - 1) {
+    for (int r = 0; r < B; r++) {
+      memcpy(tr->att_r + (size_t)r * C, a->att + (size_t)tr->rows[r] * C,
+             (size_t)C * sizeof(float));
+      memcpy(tr->xin_r + (size_t)r * C, a->xin + (size_t)tr->rows[r] * C,
+             (size_t)C * sizeof(float));
+    }
+    att = tr->att_r;
+    xin = tr->xin_r;
+    M = B;
+  }
+  lin_residual(tr, l, 0, a->res1, xin, att, ly->o_w, ly->o_b, M, C, C);
   if (pre) {
-    ln(a->ln2, a->mean2, a->rstd2, a->res1, ly->ln2_w, ly->ln2_b, N, C);
-    ffn_up(c, a, ly, a->ln2, N);
-    lin_residual(out, a->res1, a->fch, ly->fc2_w, ly->fc2_b, N, F, C);
+    ln(a->ln2, a->mean2, a->rstd2, a->res1, ly->ln2_w, ly->ln2_b, M, C);
+    ffn_up(c, a, ly, a->ln2, M);
+    lin_residual(tr, l, 1, out, a->res1, a->fch, ly->fc2_w, ly->fc2_b, M, F, C);
   } else {
-    ln(a->ln1, a->mean1, a->rstd1, a->res1, ly->ln1_w, ly->ln1_b, N, C);
-    ffn_up(c, a, ly, a->ln1, N);
-    lin_residual(a->ln2, a->ln1, a->fch, ly->fc2_w, ly->fc2_b, N, F, C);
-    ln(out, a->mean2, a->rstd2, a->ln2, ly->ln2_w, ly->ln2_b, N, C);
+    ln(a->ln1, a->mean1, a->rstd1, a->res1, ly->ln1_w, ly->ln1_b, M, C);
+    ffn_up(c, a, ly, a->ln1, M);
+    lin_residual(tr, l, 1, a->ln2, a->ln1, a->fch, ly->fc2_w, ly->fc2_b, M, F, C);
+    ln(out, a->mean2, a->rstd2, a->ln2, ly->ln2_w, ly->ln2_b, M, C);
   }
   return CHAI_OK;
 }
