@@ -207,10 +207,6 @@ end
 
 local function env(name) local v = os.getenv(name); return v ~= "" and v or nil end
 
-local function hub_cache()
-  return env("HF_HUB_CACHE") or ((env("HF_HOME") or ((env("HOME") or ".") .. "/.cache/huggingface")) .. "/hub")
-end
-
 local function mkdir_p(path)
   local ok = os.execute("mkdir -p '" .. path:gsub("'", "'\\''") .. "'")
   if not ok then error("chai.data: cannot create folder '" .. path .. "'", 3) end
@@ -241,7 +237,7 @@ end
 --- ($HF_ENDPOINT) and opts.server the datasets-server ($CHAI_DATASETS_SERVER).
 function M.rows_api(dataset, config, split, opts)
   opts = opts or {}
-  local folder = (opts.cache_dir or hub_cache()) .. "/datasets--" .. dataset:gsub("/", "--") .. "/chai-rows"
+  local folder = (opts.cache_dir or require("chai.hub").cache_dir()) .. "/datasets--" .. dataset:gsub("/", "--") .. "/chai-rows"
   local offline = opts.offline or env("HF_HUB_OFFLINE") == "1"
   local revision = opts.revision
   if not revision then
