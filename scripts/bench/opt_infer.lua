@@ -236,23 +236,42 @@ if opts.torch then
 end
 local chai_cores = opts.all_cores and {false, "Haswell", "SkylakeX", "Cooperlake"} or {false}
 local chai_info
-for _ = 1, opts.rounds do
+local function loadavg()
+  local f = io.open("/proc/loadavg")
+  local l = f and f:read("l"):match("^(%S+)") or "?"
+  if f then f:close() end
+  return l
+end
+print(string.format("%-34s %-6s %22s %22s %22s", "round / setting", "load", "classify ms (c/t)",
+                    "prefill ms (c/t)", "decode t/s (c/t)"))
+for round = 1, opts.rounds do
   for _, policy in ipairs({false, "passive"}) do
     local pl = policy and (", OMP_WAIT_POLICY=" .. policy) or ""
+    local load = loadavg()
+    local last_chai
     for _, core in ipairs(chai_cores) do
       local res = chai_run(core or nil, policy or nil)
       if res then
         keep("chai", res, (core or ("chai's choice (" .. tostring(res.core) .. ")")) .. pl)
         chai_info = chai_info or res
         if res.bandwidth and res.bandwidth > chai_info.bandwidth then chai_info.bandwidth = res.bandwidth end
+        last_chai = res
       else
         print("chai run failed (core " .. tostring(core) .. pl .. ")")
       end
     end
+    local tres
     if opts.torch and torch_core ~= nil then
-      local tres = torch_run(torch_core or nil, nil, policy or nil)
+      tres = torch_run(torch_core or nil, nil, policy or nil)
       if tres then keep("torch", tres, (torch_core or "OpenBLAS's choice") .. pl) end
     end
+    local c, t = last_chai or {}, tres or {}
+    local function pair(k, scale)
+      if not c[k] or not t[k] then return "-" end
+      return string.format("%.0f / %.0f", c[k] * scale, t[k] * scale)
+    end
+    print(string.format("%-34s %-6s %22s %22s %22s", round .. (policy and " passive" or " default"),
+                        load, pair("classify", 1e3), pair("prefill", 1e3), pair("decode", 1)))
   end
 end
 os.remove(pyfile)
