@@ -69,10 +69,13 @@ end
 -- Data
 
 --- Tokenizes rows once: {ids = token ids (BOS first, at most max_length), label = row.label}.
---- opts.text is a field name ["sentence"] or a function(row) → string.
+--- opts.text is a field name ["sentence"] or a function(row) → string; opts.add_eos appends
+--- eos_id [2, OPT's </s>] (after truncation), so a classifier reads the same summary token at
+--- the end of every row.
 function M.encode(rows, tok, opts)
   opts = opts or {}
-  check_opts("chai.train.encode", opts, {text = true, max_length = true, add_bos = true})
+  check_opts("chai.train.encode", opts, {text = true, max_length = true, add_bos = true,
+                                         add_eos = true, eos_id = true})
   local text = opts.text or "sentence"
   local get = type(text) == "function" and text or function(r) return r[text] end
   local maxlen = opts.max_length or 128
@@ -83,11 +86,13 @@ function M.encode(rows, tok, opts)
       error(string.format("chai.train.encode: row %d has no text (%s)", i, tostring(text)), 2)
     end
     local ids = tok:encode(s, {add_bos = opts.add_bos ~= false})
-    if #ids > maxlen then
+    local keep = opts.add_eos and maxlen - 1 or maxlen
+    if #ids > keep then
       local cut = {}
-      for j = 1, maxlen do cut[j] = ids[j] end
+      for j = 1, keep do cut[j] = ids[j] end
       ids = cut
     end
+    if opts.add_eos then ids[#ids + 1] = opts.eos_id or 2 end
     out[i] = {ids = ids, label = r.label}
   end
   return out

@@ -211,6 +211,24 @@ do
   T.eq(st.step, 2, "checkpoint intact")
 end
 
+-- encode: truncation, BOS from the tokenizer, the optional EOS (a stand-in tokenizer)
+do
+  local tok = {encode = function(_, text, o)
+    local ids = o.add_bos and {2} or {}
+    for w in text:gmatch("%S+") do ids[#ids + 1] = #w + 3 end
+    return ids
+  end}
+  local rows = {{sentence = "a bb ccc dddd", label = 1}, {sentence = "x", label = 0}}
+  local e = chai.train.encode(rows, tok, {max_length = 4})
+  T.eq(e[1].ids, {2, 4, 5, 6}, "truncated after BOS")
+  T.eq(e[2], {ids = {2, 4}, label = 0}, "short row")
+  local e2 = chai.train.encode(rows, tok, {max_length = 4, add_eos = true})
+  T.eq(e2[1].ids, {2, 4, 5, 2}, "EOS after truncation")
+  T.eq(e2[2].ids, {2, 4, 2}, "EOS appended")
+  T.raises(function() chai.train.encode({{text = "x"}}, tok) end, {"row 1 has no text (sentence)"})
+  T.raises(function() chai.train.encode(rows, tok, {max_len = 3}) end, {"unknown option 'max_len'"})
+end
+
 -- option errors
 T.raises(function() chai.train.run{model = model(), train = train_rows, bach_size = 4} end,
          {"unknown option 'bach_size'"})
