@@ -13,6 +13,9 @@
 --   model            a chai.Model (f32): trained in place
 --   head             "classify" ["classify"] or "lm"
 --   train, eval      encoded rows {ids = {...}, label = n} (see encode); eval may be nil
+--   ema              average the weights (Polyak): ema <- d*ema + (1-d)*w after every step, with
+--                    d = min(ema, (1+step)/(10+step)); evaluations, the best model and the
+--                    final model use the average (the checkpoint keeps both) [off]
 --   dropout          residual dropout p, as HF's OPT layers in training [0: off]; the masks are
 --                    drawn from the seed and the step, so a resumed run draws the same ones
 --   teacher, T, alpha, label_smoothing   distillation from another chai.Model (forward only), or
@@ -251,10 +254,11 @@ end
 
 -- Writes <dir>/last: a new folder is completed first and then renamed over the old one, so an
 -- interrupted save leaves the previous checkpoint intact.
-local function save_checkpoint(dir, m, opt, state)
+local function save_checkpoint(dir, m, opt, state, ema)
   local tmp, last, old = dir .. "/last.tmp", dir .. "/last", dir .. "/last.old"
   rm_rf(tmp)
   m:save(tmp)
+  if ema then core.save_safetensors(tmp .. "/ema.safetensors", ema) end
   local st = opt:state()
   core.save_safetensors(tmp .. "/optimizer.safetensors", st.tensors)
   state.optimizer_step = st.step
@@ -267,7 +271,7 @@ local function save_checkpoint(dir, m, opt, state)
   rm_rf(old)
 end
 
-local function load_checkpoint(dir, m, opt)
+local function load_checkpoint(dir, m, opt, ema)
   local last = dir .. "/last"
   local state = json.decode(read_file(last .. "/trainer_state.json"))
   local want, have = state.model_shape or {}, shape_of(m)
@@ -288,6 +292,16 @@ local function load_checkpoint(dir, m, opt)
                           name, table.concat(ws, ","), table.concat(ps, ",")), 3)
     end
     p:copy(w)
+  end
+  if ema then
+    if not exists(last .. "/ema.safetensors") then
+      error("chai.train: the checkpoint " .. last .. " has no weight average (ema.safetensors); "
+            .. "resume it without ema", 3)
+    end
+    for name, t in pairs(core.load_safetensors(last .. "/ema.safetensors")) do
+      if not ema[name] then error("chai.train: ema.safetensors has an unknown tensor " .. name, 3) end
+      ema[name]:copy(t)
+    end
   end
   opt:load_state({tensors = core.load_safetensors(last .. "/optimizer.safetensors"),
                   step = math.tointeger(state.optimizer_step)})
@@ -344,7 +358,8 @@ local RUN_KNOWN = {model = true, head = true, train = true, eval = true, teacher
                    max_steps = true, grad_accum = true, seed = true, optimizer = true,
                    eval_every = true, eval_batch_size = true, early_stopping = true,
                    checkpoint = true, save_every = true, resume = true, log = true,
-                   progress = true, stop_after = true, time_budget = true, on_step = true}
+                   progress = true, stop_after = true, time_budget = true, on_step = true,
+                   ema = true}
 
 local function better(metric, a, b, min_delta)
   if b == nil then return true end
@@ -403,10 +418,32 @@ function M.run(opts)
 
   local state = {step = 0, epoch = 0, pos = 0, seed = seed, best = nil, bad_evals = 0,
                  total_steps = total, history = {}}
+  local params = m:params()
+  local ema = nil
+  if opts.ema then
+    if type(opts.ema) ~= "number" or opts.ema <= 0 or opts.ema >= 1 then
+      error(fname .. ": ema must be a decay in (0, 1), got " .. tostring(opts.ema), 2)
+    end
+    ema = {}
+    for name, p in pairs(params) do ema[name] = p:clone() end
+  end
+  -- Runs fn with the averaged weights in the model (then puts the trained ones back).
+  local function with_average(fn)
+    if not ema then return fn() end
+    local keep = {}
+    for name, p in pairs(params) do
+      keep[name] = p:clone()
+      p:copy(ema[name])
+    end
+    local ok, res = pcall(fn)
+    for name, p in pairs(params) do p:copy(keep[name]) end
+    if not ok then error(res, 0) end
+    return res
+  end
   if ckdir then
     mkdir_p(ckdir)
     if opts.resume ~= false and exists(ckdir .. "/last/trainer_state.json") then
-      state = load_checkpoint(ckdir, m, opt)
+      state = load_checkpoint(ckdir, m, opt, ema)
       for _, k in ipairs({"step", "epoch", "pos", "bad_evals", "total_steps"}) do
         state[k] = math.tointeger(state[k])
       end
@@ -427,7 +464,9 @@ function M.run(opts)
 
   local function evaluate_now()
     if not opts.eval then return nil end
-    local r = M.evaluate(m, opts.eval, {head = head, batch_size = opts.eval_batch_size})
+    local r = with_average(function()
+      return M.evaluate(m, opts.eval, {head = head, batch_size = opts.eval_batch_size})
+    end)
     r.step = state.step
     state.history[#state.history + 1] = r
     write_log({step = state.step, eval = r, time = core.bench.now() - t0})
@@ -436,7 +475,7 @@ function M.run(opts)
       state.best = v
       state.best_step = state.step
       state.bad_evals = 0
-      if ckdir then m:save(ckdir .. "/best") end
+      if ckdir then with_average(function() m:save(ckdir .. "/best") end) end
     else
       state.bad_evals = state.bad_evals + 1
     end
@@ -450,7 +489,7 @@ function M.run(opts)
 
   local function checkpoint_now()
     if ckdir then
-      save_checkpoint(ckdir, m, opt, state)
+      save_checkpoint(ckdir, m, opt, state, ema)
       last_saved = state.step
     end
   end
@@ -488,8 +527,11 @@ function M.run(opts)
         count = count + #batch
       end
       local lr = opt:lr()
-      local st = opt:step(m:params(), m:grads(), {scale = 1 / accum})
+      local st = opt:step(params, m:grads(), {scale = 1 / accum})
       state.step = state.step + 1
+      if ema then
+        core.ema_update(ema, params, math.min(opts.ema, (1 + state.step) / (10 + state.step)))
+      end
       state.pos = state.pos + accum
       items = items + count
       local now = core.bench.now()
@@ -531,6 +573,9 @@ function M.run(opts)
     if not (last_eval and last_eval.step == state.step) then last_eval = evaluate_now() end
   end
   checkpoint_now()
+  if ema then -- the model leaves with the averaged weights
+    for name, p in pairs(params) do p:copy(ema[name]) end
+  end
   if log then log:close() end
   return {step = state.step, epoch = state.epoch, total_steps = total, eval = last_eval,
           best = state.best, best_step = state.best_step, history = state.history,

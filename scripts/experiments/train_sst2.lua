@@ -11,7 +11,8 @@
 --     --threads N        --quick (a 2,000-row smoke run)       --out DIR (models_dir override)
 --     --batch N [32]     --lr X [1e-3]     --wd X [0.1]      --label-smoothing X [0.1]
 --     --dropout P [0.1]  (residual dropout, as the OPT configs)
---     --no-eos           do not end every row with </s> (the token the score head reads)
+--     --eos              end every row with </s> (the token the score head reads)
+--     --ema D [0.999]    weight averaging decay (0 = off)
 -- Data: CHAI_DATA_DIR (sst2/glue_train.tsv, sst2/glue_dev.tsv); tokenizer: $CHAI_DATA_DIR/opt-tokenizer.
 -- Logs: <models_dir>/logs/*.jsonl; results: <models_dir>/sst2-results.json. See docs/training.md.
 local chai = require "chai"
@@ -21,7 +22,7 @@ local args = {...}
 local phase = "all"
 local o = {seeds = {1, 2, 3}, epochs = 2, teacher_epochs = 2, minutes = 20, threads = nil,
            quick = false, out = nil, batch = 32, lr = 1e-3, wd = 0.1, ls = 0.1,
-           dropout = 0.1, eos = true}
+           dropout = 0.1, eos = false, ema = 0.999}
 local i = 1
 while i <= #args do
   local a = args[i]
@@ -44,7 +45,8 @@ while i <= #args do
   elseif a == "--dropout" then o.dropout = tonumber(val())
   elseif a == "--label-smoothing" then o.ls = tonumber(val())
   elseif a == "--quick" then o.quick = true
-  elseif a == "--no-eos" then o.eos = false
+  elseif a == "--eos" then o.eos = true
+  elseif a == "--ema" then o.ema = tonumber(val())
   elseif a:sub(1, 2) ~= "--" then phase = a
   else error("train_sst2: unknown option " .. a, 0) end
   i = i + 1
@@ -101,7 +103,8 @@ local OPT = {kind = "adamw", lr = o.lr, weight_decay = o.wd, schedule = "linear"
 local function train(name, cfg, seed, epochs, extra)
   local m = chai.opt.create(cfg, {seed = seed})
   local opts = {model = m, head = "classify", train = train_rows, eval = dev_rows,
-                batch_size = o.batch, epochs = epochs, label_smoothing = o.ls, dropout = o.dropout, seed = seed, optimizer = OPT,
+                batch_size = o.batch, epochs = epochs, label_smoothing = o.ls, dropout = o.dropout,
+                ema = o.ema > 0 and o.ema or nil, seed = seed, optimizer = OPT,
                 eval_every = o.quick and 20 or 500, eval_batch_size = 128,
                 log = dir .. "/logs/" .. name .. ".jsonl",
                 checkpoint = dir .. "/runs/" .. name, resume = true,

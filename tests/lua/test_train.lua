@@ -159,7 +159,7 @@ do
   local opts = function(m, ck, extra)
     local o = {model = m, train = train_rows, eval = eval_rows, max_steps = 6, batch_size = 8,
                optimizer = {lr = 1e-2, schedule = "cosine", warmup = 2}, checkpoint = ck,
-               progress = false, seed = 9, save_every = 3, dropout = 0.1}
+               progress = false, seed = 9, save_every = 3, dropout = 0.1, ema = 0.9}
     for k, v in pairs(extra or {}) do o[k] = v end
     return o
   end
@@ -189,6 +189,13 @@ do
            {"hidden_size = 16", "this model has 32", "refusing to resume"})
   T.raises(function() chai.train.run(opts(model(4), tmp .. "/ckB", {max_steps = 7})) end,
            {"made for 6 steps, this run has 7"})
+  -- without the average the same run ends elsewhere: the model leaves with the averaged weights
+  local c = model(4)
+  chai.train.run(opts(c, tmp .. "/ckC", {ema = false}))
+  T.check(not T.deep_eq(c:params()["score.weight"]:totable(), pa["score.weight"]:totable()),
+          "ema changes the final weights")
+  T.raises(function() chai.train.run(opts(model(4), tmp .. "/ckD", {ema = 1.5})) end,
+           {"ema must be a decay in (0, 1)"})
 end
 
 -- a NaN loss stops training; the last checkpoint stays as it was
