@@ -34,6 +34,9 @@ for _, r in ipairs(runs) do
   local ema, n = nil, 0
   for line in io.lines(r.path) do
     local rec = json.decode(line)
+    if rec.step == 1 and not rec.eval then -- a log appended to by a new run: keep the last run
+      r.loss, r.eval, ema, n = {}, {}, nil, 0
+    end
     if rec.eval and rec.eval[metric] then
       r.eval[#r.eval + 1] = {rec.step, rec.eval[metric]}
     elseif rec.loss and type(rec.loss) == "number" then
