@@ -271,9 +271,13 @@ local function save_checkpoint(dir, m, opt, state, ema)
   rm_rf(old)
 end
 
-local function load_checkpoint(dir, m, opt, ema)
+local function load_checkpoint(dir, m, opt, ema, total)
   local last = dir .. "/last"
   local state = json.decode(read_file(last .. "/trainer_state.json"))
+  if math.tointeger(state.total_steps) ~= total then -- refused before anything is touched
+    error(string.format("chai.train.run: the checkpoint %s was made for %s steps, this run has %d",
+                        last, tostring(state.total_steps), total), 3)
+  end
   local want, have = state.model_shape or {}, shape_of(m)
   for _, k in ipairs(SHAPE_KEYS) do
     if want[k] ~= have[k] then
@@ -443,13 +447,9 @@ function M.run(opts)
   if ckdir then
     mkdir_p(ckdir)
     if opts.resume ~= false and exists(ckdir .. "/last/trainer_state.json") then
-      state = load_checkpoint(ckdir, m, opt, ema)
+      state = load_checkpoint(ckdir, m, opt, ema, total)
       for _, k in ipairs({"step", "epoch", "pos", "bad_evals", "total_steps"}) do
         state[k] = math.tointeger(state[k])
-      end
-      if state.total_steps ~= total then
-        error(string.format("%s: the checkpoint %s/last was made for %d steps, this run has %d",
-                            fname, ckdir, state.total_steps, total), 2)
       end
       state.history = state.history or {}
     end
