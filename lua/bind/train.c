@@ -447,6 +447,35 @@ static int l_schedule_factor(lua_State *L) {
   return 1;
 }
 
+/* core.ema_update(ema, params, decay): for every name of params, ema[name] ← decay·ema[name] +
+ * (1−decay)·params[name] (same sizes, f32, contiguous). */
+static int l_ema_update(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_Number decay = luaL_checknumber(L, 3);
+  if (!(decay >= 0 && decay <= 1)) return luaL_error(L, "ema_update: decay %f outside 0..1", decay);
+  int n;
+  const char **names = sorted_keys(L, 2, &n, "ema_update");
+  for (int i = 0; i < n; i++) {
+    lua_getfield(L, 2, names[i]);
+    chai_tensor *p = chai_bind_test_tensor(L, -1);
+    lua_getfield(L, 1, names[i]);
+    chai_tensor *e = chai_bind_test_tensor(L, -1);
+    if (!p || !p->storage || !e || !e->storage)
+      return luaL_error(L, "ema_update: %s is missing or not a live chai.Tensor", names[i]);
+    if (chai_tensor_check(p, names[i], CHAI_F32, true) ||
+        chai_tensor_check(e, names[i], CHAI_F32, true))
+      return chai_bind_fail(L);
+    if (chai_tensor_numel(p) != chai_tensor_numel(e))
+      return luaL_error(L, "ema_update: %s has %I values, its average %I", names[i],
+                        (lua_Integer)chai_tensor_numel(p), (lua_Integer)chai_tensor_numel(e));
+    chai_ema_update(chai_tensor_data(e), chai_tensor_data(p), (size_t)chai_tensor_numel(p),
+                    (float)decay);
+    lua_pop(L, 2);
+  }
+  return 0;
+}
+
 /* ---- files and state for checkpoints -------------------------------------------------------- */
 
 /* core.save_safetensors(path, {name = tensor}): names sorted, written atomically. */
@@ -527,6 +556,7 @@ void chai_bind_open_train(lua_State *L, int table) {
                                  {"rng_state", l_rng_state},
                                  {"rng_set_state", l_rng_set_state},
                                  {"stderr_isatty", l_stderr_isatty},
+                                 {"ema_update", l_ema_update},
                                  {NULL, NULL}};
   chai_bind_register(L, table, fns);
   static const luaL_Reg methods[] = {{"step", l_optim_step},

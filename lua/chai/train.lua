@@ -13,6 +13,9 @@
 --   model            a chai.Model (f32): trained in place
 --   head             "classify" ["classify"] or "lm"
 --   train, eval      encoded rows {ids = {...}, label = n} (see encode); eval may be nil
+--   ema              average the weights (Polyak): ema <- d*ema + (1-d)*w after every step, with
+--                    d = min(ema, (1+step)/(10+step)); evaluations, the best model and the
+--                    final model use the average (the checkpoint keeps both) [off]
 --   dropout          residual dropout p, as HF's OPT layers in training [0: off]; the masks are
 --                    drawn from the seed and the step, so a resumed run draws the same ones
 --   teacher, T, alpha, label_smoothing   distillation from another chai.Model (forward only), or
@@ -69,10 +72,13 @@ end
 -- Data
 
 --- Tokenizes rows once: {ids = token ids (BOS first, at most max_length), label = row.label}.
---- opts.text is a field name ["sentence"] or a function(row) → string.
+--- opts.text is a field name ["sentence"] or a function(row) → string; opts.add_eos appends
+--- eos_id [2, OPT's </s>] (after truncation), so a classifier reads the same summary token at
+--- the end of every row.
 function M.encode(rows, tok, opts)
   opts = opts or {}
-  check_opts("chai.train.encode", opts, {text = true, max_length = true, add_bos = true})
+  check_opts("chai.train.encode", opts, {text = true, max_length = true, add_bos = true,
+                                         add_eos = true, eos_id = true})
   local text = opts.text or "sentence"
   local get = type(text) == "function" and text or function(r) return r[text] end
   local maxlen = opts.max_length or 128
@@ -83,11 +89,13 @@ function M.encode(rows, tok, opts)
       error(string.format("chai.train.encode: row %d has no text (%s)", i, tostring(text)), 2)
     end
     local ids = tok:encode(s, {add_bos = opts.add_bos ~= false})
-    if #ids > maxlen then
+    local keep = opts.add_eos and maxlen - 1 or maxlen
+    if #ids > keep then
       local cut = {}
-      for j = 1, maxlen do cut[j] = ids[j] end
+      for j = 1, keep do cut[j] = ids[j] end
       ids = cut
     end
+    if opts.add_eos then ids[#ids + 1] = opts.eos_id or 2 end
     out[i] = {ids = ids, label = r.label}
   end
   return out
@@ -246,10 +254,11 @@ end
 
 -- Writes <dir>/last: a new folder is completed first and then renamed over the old one, so an
 -- interrupted save leaves the previous checkpoint intact.
-local function save_checkpoint(dir, m, opt, state)
+local function save_checkpoint(dir, m, opt, state, ema)
   local tmp, last, old = dir .. "/last.tmp", dir .. "/last", dir .. "/last.old"
   rm_rf(tmp)
   m:save(tmp)
+  if ema then core.save_safetensors(tmp .. "/ema.safetensors", ema) end
   local st = opt:state()
   core.save_safetensors(tmp .. "/optimizer.safetensors", st.tensors)
   state.optimizer_step = st.step
@@ -262,9 +271,13 @@ local function save_checkpoint(dir, m, opt, state)
   rm_rf(old)
 end
 
-local function load_checkpoint(dir, m, opt)
+local function load_checkpoint(dir, m, opt, ema, total)
   local last = dir .. "/last"
   local state = json.decode(read_file(last .. "/trainer_state.json"))
+  if math.tointeger(state.total_steps) ~= total then -- refused before anything is touched
+    error(string.format("chai.train.run: the checkpoint %s was made for %s steps, this run has %d",
+                        last, tostring(state.total_steps), total), 3)
+  end
   local want, have = state.model_shape or {}, shape_of(m)
   for _, k in ipairs(SHAPE_KEYS) do
     if want[k] ~= have[k] then
@@ -283,6 +296,16 @@ local function load_checkpoint(dir, m, opt)
                           name, table.concat(ws, ","), table.concat(ps, ",")), 3)
     end
     p:copy(w)
+  end
+  if ema then
+    if not exists(last .. "/ema.safetensors") then
+      error("chai.train: the checkpoint " .. last .. " has no weight average (ema.safetensors); "
+            .. "resume it without ema", 3)
+    end
+    for name, t in pairs(core.load_safetensors(last .. "/ema.safetensors")) do
+      if not ema[name] then error("chai.train: ema.safetensors has an unknown tensor " .. name, 3) end
+      ema[name]:copy(t)
+    end
   end
   opt:load_state({tensors = core.load_safetensors(last .. "/optimizer.safetensors"),
                   step = math.tointeger(state.optimizer_step)})
@@ -339,7 +362,8 @@ local RUN_KNOWN = {model = true, head = true, train = true, eval = true, teacher
                    max_steps = true, grad_accum = true, seed = true, optimizer = true,
                    eval_every = true, eval_batch_size = true, early_stopping = true,
                    checkpoint = true, save_every = true, resume = true, log = true,
-                   progress = true, stop_after = true, time_budget = true, on_step = true}
+                   progress = true, stop_after = true, time_budget = true, on_step = true,
+                   ema = true}
 
 local function better(metric, a, b, min_delta)
   if b == nil then return true end
@@ -398,16 +422,34 @@ function M.run(opts)
 
   local state = {step = 0, epoch = 0, pos = 0, seed = seed, best = nil, bad_evals = 0,
                  total_steps = total, history = {}}
+  local params = m:params()
+  local ema = nil
+  if opts.ema then
+    if type(opts.ema) ~= "number" or opts.ema <= 0 or opts.ema >= 1 then
+      error(fname .. ": ema must be a decay in (0, 1), got " .. tostring(opts.ema), 2)
+    end
+    ema = {}
+    for name, p in pairs(params) do ema[name] = p:clone() end
+  end
+  -- Runs fn with the averaged weights in the model (then puts the trained ones back).
+  local function with_average(fn)
+    if not ema then return fn() end
+    local keep = {}
+    for name, p in pairs(params) do
+      keep[name] = p:clone()
+      p:copy(ema[name])
+    end
+    local ok, res = pcall(fn)
+    for name, p in pairs(params) do p:copy(keep[name]) end
+    if not ok then error(res, 0) end
+    return res
+  end
   if ckdir then
     mkdir_p(ckdir)
     if opts.resume ~= false and exists(ckdir .. "/last/trainer_state.json") then
-      state = load_checkpoint(ckdir, m, opt)
+      state = load_checkpoint(ckdir, m, opt, ema, total)
       for _, k in ipairs({"step", "epoch", "pos", "bad_evals", "total_steps"}) do
         state[k] = math.tointeger(state[k])
-      end
-      if state.total_steps ~= total then
-        error(string.format("%s: the checkpoint %s/last was made for %d steps, this run has %d",
-                            fname, ckdir, state.total_steps, total), 2)
       end
       state.history = state.history or {}
     end
@@ -422,7 +464,9 @@ function M.run(opts)
 
   local function evaluate_now()
     if not opts.eval then return nil end
-    local r = M.evaluate(m, opts.eval, {head = head, batch_size = opts.eval_batch_size})
+    local r = with_average(function()
+      return M.evaluate(m, opts.eval, {head = head, batch_size = opts.eval_batch_size})
+    end)
     r.step = state.step
     state.history[#state.history + 1] = r
     write_log({step = state.step, eval = r, time = core.bench.now() - t0})
@@ -431,7 +475,7 @@ function M.run(opts)
       state.best = v
       state.best_step = state.step
       state.bad_evals = 0
-      if ckdir then m:save(ckdir .. "/best") end
+      if ckdir then with_average(function() m:save(ckdir .. "/best") end) end
     else
       state.bad_evals = state.bad_evals + 1
     end
@@ -445,7 +489,7 @@ function M.run(opts)
 
   local function checkpoint_now()
     if ckdir then
-      save_checkpoint(ckdir, m, opt, state)
+      save_checkpoint(ckdir, m, opt, state, ema)
       last_saved = state.step
     end
   end
@@ -483,8 +527,11 @@ function M.run(opts)
         count = count + #batch
       end
       local lr = opt:lr()
-      local st = opt:step(m:params(), m:grads(), {scale = 1 / accum})
+      local st = opt:step(params, m:grads(), {scale = 1 / accum})
       state.step = state.step + 1
+      if ema then
+        core.ema_update(ema, params, math.min(opts.ema, (1 + state.step) / (10 + state.step)))
+      end
       state.pos = state.pos + accum
       items = items + count
       local now = core.bench.now()
@@ -526,6 +573,9 @@ function M.run(opts)
     if not (last_eval and last_eval.step == state.step) then last_eval = evaluate_now() end
   end
   checkpoint_now()
+  if ema then -- the model leaves with the averaged weights
+    for name, p in pairs(params) do p:copy(ema[name]) end
+  end
   if log then log:close() end
   return {step = state.step, epoch = state.epoch, total_steps = total, eval = last_eval,
           best = state.best, best_step = state.best_step, history = state.history,

@@ -6,11 +6,13 @@
 -- and the default copies sst2-opt-student / sst2-opt-student-kd (the first seed).
 --
 --   chai script experiments/train_sst2.lua [all|student|teacher|kd|report] [options]
---     --seeds 1,2,3      student seeds                         --epochs N   student epochs [1]
+--     --seeds 1,2,3      student seeds                         --epochs N   student epochs [2]
 --     --teacher-epochs N [2]    --minutes M  time budget per student run [20]
 --     --threads N        --quick (a 2,000-row smoke run)       --out DIR (models_dir override)
---     --batch N [32]     --lr X [1e-3]     --wd X [0.01]     --label-smoothing X [0]
+--     --batch N [32]     --lr X [1e-3]     --wd X [0.1]      --label-smoothing X [0.1]
 --     --dropout P [0.1]  (residual dropout, as the OPT configs)
+--     --eos              end every row with </s> (the token the score head reads)
+--     --ema D [0.999]    weight averaging decay (0 = off)
 -- Data: CHAI_DATA_DIR (sst2/glue_train.tsv, sst2/glue_dev.tsv); tokenizer: $CHAI_DATA_DIR/opt-tokenizer.
 -- Logs: <models_dir>/logs/*.jsonl; results: <models_dir>/sst2-results.json. See docs/training.md.
 local chai = require "chai"
@@ -18,9 +20,9 @@ local json = require("chai.core").json
 
 local args = {...}
 local phase = "all"
-local o = {seeds = {1, 2, 3}, epochs = 1, teacher_epochs = 2, minutes = 20, threads = nil,
-           quick = false, out = nil, batch = 32, lr = 1e-3, wd = 0.01, ls = 0,
-           dropout = 0.1}
+local o = {seeds = {1, 2, 3}, epochs = 2, teacher_epochs = 2, minutes = 20, threads = nil,
+           quick = false, out = nil, batch = 32, lr = 1e-3, wd = 0.1, ls = 0.1,
+           dropout = 0.1, eos = false, ema = 0.999}
 local i = 1
 while i <= #args do
   local a = args[i]
@@ -43,6 +45,8 @@ while i <= #args do
   elseif a == "--dropout" then o.dropout = tonumber(val())
   elseif a == "--label-smoothing" then o.ls = tonumber(val())
   elseif a == "--quick" then o.quick = true
+  elseif a == "--eos" then o.eos = true
+  elseif a == "--ema" then o.ema = tonumber(val())
   elseif a:sub(1, 2) ~= "--" then phase = a
   else error("train_sst2: unknown option " .. a, 0) end
   i = i + 1
@@ -54,8 +58,8 @@ local STUDENT = {vocab_size = 50272, hidden_size = 256, num_hidden_layers = 4,
                  num_attention_heads = 4, ffn_dim = 1024, max_position_embeddings = 128,
                  num_labels = 2, id2label = {["0"] = "negative", ["1"] = "positive"},
                  init_std = 0.02}
-local TEACHER = {vocab_size = 50272, hidden_size = 384, num_hidden_layers = 6,
-                 num_attention_heads = 6, ffn_dim = 1536, max_position_embeddings = 128,
+local TEACHER = {vocab_size = 50272, hidden_size = 320, num_hidden_layers = 6,
+                 num_attention_heads = 5, ffn_dim = 1280, max_position_embeddings = 128,
                  num_labels = 2, id2label = {["0"] = "negative", ["1"] = "positive"},
                  init_std = 0.02}
 local MAX_LEN = 64
@@ -66,8 +70,9 @@ os.execute("mkdir -p '" .. dir .. "/logs'")
 local data_dir = os.getenv("CHAI_DATA_DIR")
 if not data_dir or data_dir == "" then error("train_sst2: set CHAI_DATA_DIR (see docs/training.md)", 0) end
 local tok = chai.tokenizer.load(data_dir .. "/opt-tokenizer")
-local train_rows = chai.train.encode(chai.data.task("sst2", "train").rows, tok, {max_length = MAX_LEN})
-local dev_rows = chai.train.encode(chai.data.task("sst2", "validation").rows, tok, {max_length = MAX_LEN})
+local enc = {max_length = MAX_LEN, add_eos = o.eos}
+local train_rows = chai.train.encode(chai.data.task("sst2", "train").rows, tok, enc)
+local dev_rows = chai.train.encode(chai.data.task("sst2", "validation").rows, tok, enc)
 if o.quick then
   local sub = {}
   for k = 1, 2000 do sub[k] = train_rows[k] end
@@ -98,7 +103,8 @@ local OPT = {kind = "adamw", lr = o.lr, weight_decay = o.wd, schedule = "linear"
 local function train(name, cfg, seed, epochs, extra)
   local m = chai.opt.create(cfg, {seed = seed})
   local opts = {model = m, head = "classify", train = train_rows, eval = dev_rows,
-                batch_size = o.batch, epochs = epochs, label_smoothing = o.ls, dropout = o.dropout, seed = seed, optimizer = OPT,
+                batch_size = o.batch, epochs = epochs, label_smoothing = o.ls, dropout = o.dropout,
+                ema = o.ema > 0 and o.ema or nil, seed = seed, optimizer = OPT,
                 eval_every = o.quick and 20 or 500, eval_batch_size = 128,
                 log = dir .. "/logs/" .. name .. ".jsonl",
                 checkpoint = dir .. "/runs/" .. name, resume = true,

@@ -159,7 +159,7 @@ do
   local opts = function(m, ck, extra)
     local o = {model = m, train = train_rows, eval = eval_rows, max_steps = 6, batch_size = 8,
                optimizer = {lr = 1e-2, schedule = "cosine", warmup = 2}, checkpoint = ck,
-               progress = false, seed = 9, save_every = 3, dropout = 0.1}
+               progress = false, seed = 9, save_every = 3, dropout = 0.1, ema = 0.9}
     for k, v in pairs(extra or {}) do o[k] = v end
     return o
   end
@@ -189,6 +189,13 @@ do
            {"hidden_size = 16", "this model has 32", "refusing to resume"})
   T.raises(function() chai.train.run(opts(model(4), tmp .. "/ckB", {max_steps = 7})) end,
            {"made for 6 steps, this run has 7"})
+  -- without the average the same run ends elsewhere: the model leaves with the averaged weights
+  local c = model(4)
+  chai.train.run(opts(c, tmp .. "/ckC", {ema = false}))
+  T.check(not T.deep_eq(c:params()["score.weight"]:totable(), pa["score.weight"]:totable()),
+          "ema changes the final weights")
+  T.raises(function() chai.train.run(opts(model(4), tmp .. "/ckD", {ema = 1.5})) end,
+           {"ema must be a decay in (0, 1)"})
 end
 
 -- a NaN loss stops training; the last checkpoint stays as it was
@@ -209,6 +216,24 @@ do
   local st = json.decode(f:read("a"))
   f:close()
   T.eq(st.step, 2, "checkpoint intact")
+end
+
+-- encode: truncation, BOS from the tokenizer, the optional EOS (a stand-in tokenizer)
+do
+  local tok = {encode = function(_, text, o)
+    local ids = o.add_bos and {2} or {}
+    for w in text:gmatch("%S+") do ids[#ids + 1] = #w + 3 end
+    return ids
+  end}
+  local rows = {{sentence = "a bb ccc dddd", label = 1}, {sentence = "x", label = 0}}
+  local e = chai.train.encode(rows, tok, {max_length = 4})
+  T.eq(e[1].ids, {2, 4, 5, 6}, "truncated after BOS")
+  T.eq(e[2], {ids = {2, 4}, label = 0}, "short row")
+  local e2 = chai.train.encode(rows, tok, {max_length = 4, add_eos = true})
+  T.eq(e2[1].ids, {2, 4, 5, 2}, "EOS after truncation")
+  T.eq(e2[2].ids, {2, 4, 2}, "EOS appended")
+  T.raises(function() chai.train.encode({{text = "x"}}, tok) end, {"row 1 has no text (sentence)"})
+  T.raises(function() chai.train.encode(rows, tok, {max_len = 3}) end, {"unknown option 'max_len'"})
 end
 
 -- option errors

@@ -171,6 +171,10 @@ chai_status chai_optim_state_set(chai_optim *o, const char *name, const chai_ten
 /* Forgets all state (as a fresh optimizer). */
 void chai_optim_reset(chai_optim *o);
 
+/* Polyak averaging of weights: ema ← decay·ema + (1−decay)·p over n floats (elementwise, split
+ * over threads in fixed chunks). */
+void chai_ema_update(float *ema, const float *p, size_t n, float decay);
+
 /* ---- schedules and clipping ---------------------------------------------------------------- */
 
 typedef enum chai_schedule_kind {

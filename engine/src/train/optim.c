@@ -341,6 +341,17 @@ chai_status chai_optim_step(chai_optim *o, const chai_param *params, int count, 
   return CHAI_OK;
 }
 
+void chai_ema_update(float *ema, const float *p, size_t n, float decay) {
+  const float keep = decay, take = 1.0f - decay;
+  size_t chunks = (n + CHUNK - 1) / CHUNK;
+#pragma omp parallel for schedule(static) if (chunks > 1)
+  for (size_t q = 0; q < chunks; q++) {
+    size_t i0 = q * CHUNK, end = n - i0 < CHUNK ? n : i0 + CHUNK;
+    for (size_t i = i0; i < end; i++)
+      ema[i] = keep * ema[i] + take * p[i];
+  }
+}
+
 /* ---- state ---------------------------------------------------------------------------------- */
 
 int chai_optim_state_count(const chai_optim *o) {
