@@ -194,8 +194,9 @@ static int l_opt_load(lua_State *L) {
   const char *dir = luaL_checkstring(L, 1);
   chai_dtype dt = chai_bind_opt_dtype(L, 2, CHAI_F32);
   bool quiet = lua_toboolean(L, 3);
+  bool copy = lua_toboolean(L, 4);
   lmodel *u = push_model(L);
-  chai_opt_load_opts o = {.dtype = dt};
+  chai_opt_load_opts o = {.dtype = dt, .copy_weights = copy};
   if (chai_opt_load(&u->m, dir, &o)) return chai_bind_fail(L);
   u->quiet = quiet;
   print_warnings(u);

@@ -1,7 +1,7 @@
 -- chai.opt: OPT models in the Hugging Face layout (config.json + model.safetensors /
 -- pytorch_model.bin / a sharded index), as userdata "chai.Model". See docs/opt.md.
 --
---   local m = chai.opt.load(dir_or_hub_id, {dtype=, revision=, quiet=})
+--   local m = chai.opt.load(dir_or_hub_id, {dtype=, revision=, quiet=, mmap=})
 --   m.config                                   -- table, Hugging Face key names
 --   m:forward(ids, {attention_mask=, last_only=}) --> f32 tensor (B,T,vocab) ((B,vocab) last_only)
 --   m:classify(ids, {attention_mask=})         --> f32 tensor (B,num_labels)
@@ -42,12 +42,15 @@ end
 --- opts.quiet: do not print the model's warnings to stderr (m:warnings() still lists them).
 function M.load(dir_or_id, opts)
   local fname = "chai.opt.load"
-  opts = check_opts(fname, opts, {dtype = true, revision = true, quiet = true})
+  opts = check_opts(fname, opts, {dtype = true, revision = true, quiet = true, mmap = true})
   if type(dir_or_id) ~= "string" or dir_or_id == "" then
     error(fname .. ": expected a model folder or a Hub repo id, got " .. type(dir_or_id), 2)
   end
   if opts.dtype ~= nil and type(opts.dtype) ~= "string" then
     error(fname .. ": dtype must be a string (\"f32\", \"f16\" or \"bf16\")", 2)
+  end
+  if opts.mmap ~= nil and type(opts.mmap) ~= "boolean" then
+    error(fname .. ": mmap must be true or false, got " .. type(opts.mmap), 2)
   end
   local dir = dir_or_id
   if not is_model_dir(dir) then
@@ -61,7 +64,7 @@ function M.load(dir_or_id, opts)
       dir = hub.locate(dir, {revision = opts.revision})
     end
   end
-  local ok, m = pcall(core.opt_load, dir, opts.dtype, opts.quiet)
+  local ok, m = pcall(core.opt_load, dir, opts.dtype, opts.quiet, opts.mmap == false)
   if not ok then error(m, 2) end
   return m
 end

@@ -98,6 +98,11 @@ typedef struct chai_opt_load_opts {
   chai_dtype dtype;
   /* Draws for a score.weight the checkpoint lacks; NULL = chai_rng_global(). */
   chai_rng *rng;
+  /* Copy every weight out of the mmapped file into the process's own memory instead of using it
+   * in place. Costs the copy at load; decoding, which streams all weights per token, ran ~25%
+   * faster here from freshly allocated memory than from long-cached page-cache pages (measured in
+   * docs/benchmarks.md). false (the default) keeps the zero-copy mapping. */
+  bool copy_weights;
 } chai_opt_load_opts;
 
 /* Loads an OPT model from a folder holding config.json and a checkpoint (see chai/checkpoint.h:
@@ -107,7 +112,8 @@ typedef struct chai_opt_load_opts {
  * warning naming it); a missing score.weight is drawn from opts->rng (normal, init_std) and
  * classify() warns about it. Failures name the file and key: a missing key, a shape mismatch (both
  * shapes), an unsupported dtype. Unexpected keys become warnings. F32 tensors of an f32 load are
- * used in place (no copy of an mmapped safetensors file). *out is NULL on failure. */
+ * used in place (no copy of an mmapped safetensors file) unless opts->copy_weights. *out is NULL on
+ * failure. */
 chai_status chai_opt_load(chai_opt_model **out, const char *dir, const chai_opt_load_opts *opts);
 /* A new model with Hugging Face's initialisation (normal(0, init_std) matrices and embeddings,
  * zero biases, unit LayerNorms, a zero padding row) drawn from `rng` (NULL = global). */

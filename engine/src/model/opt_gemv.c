@@ -1,6 +1,6 @@
 /* Matrix-vector products for decoding, where one token's activations meet every weight matrix:
  * y (OC) (+)= W (OC,C) · x (C), W row-major in f32, f16 or bf16. The work is pure streaming of W,
- * so the kernels read four rows at a time with wide loads and the rows are split between threads
+ * so the kernels stream one row at a time with wide loads and the rows are split between threads
  * in contiguous ranges. Each y[r] is one thread's dot product in a fixed order, so results do not
  * depend on the thread count. f16/bf16 rows are widened in registers: half the bytes of f32. */
 #include <immintrin.h>
@@ -42,53 +42,46 @@ TGT512 static inline __m512 load16(const void *w, chai_dtype dt, size_t i, __mma
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-TGT512 static void rows_avx512(float *y, const void *W, chai_dtype dt, const float *x, int C,
-                               int r0, int r1, bool accumulate) {
-  int r = r0;
-  int full = C & ~15;
-  __mmask16 tail = (__mmask16)((1u << (C & 15)) - 1);
-  for (; r + 4 <= r1; r += 4) {
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    size_t b0 = (size_t)r * C, b1 = b0 + C, b2 = b1 + C, b3 = b2 + C;
-    int c = 0;
-    for (; c < full; c += 16) {
-      __m512 xv = _mm512_loadu_ps(x + c);
-      a0 = _mm512_fmadd_ps(load16(W, dt, b0 + c, 0xFFFF), xv, a0);
-      a1 = _mm512_fmadd_ps(load16(W, dt, b1 + c, 0xFFFF), xv, a1);
-      a2 = _mm512_fmadd_ps(load16(W, dt, b2 + c, 0xFFFF), xv, a2);
-      a3 = _mm512_fmadd_ps(load16(W, dt, b3 + c, 0xFFFF), xv, a3);
-    }
-    if (tail) {
-      __m512 xv = _mm512_maskz_loadu_ps(tail, x + c);
-      a0 = _mm512_fmadd_ps(load16(W, dt, b0 + c, tail), xv, a0);
-      a1 = _mm512_fmadd_ps(load16(W, dt, b1 + c, tail), xv, a1);
-      a2 = _mm512_fmadd_ps(load16(W, dt, b2 + c, tail), xv, a2);
-      a3 = _mm512_fmadd_ps(load16(W, dt, b3 + c, tail), xv, a3);
-    }
-    float s0 = _mm512_reduce_add_ps(a0), s1 = _mm512_reduce_add_ps(a1);
-    float s2 = _mm512_reduce_add_ps(a2), s3 = _mm512_reduce_add_ps(a3);
-    if (accumulate) {
-      s0 += y[r];
-      s1 += y[r + 1];
-      s2 += y[r + 2];
-      s3 += y[r + 3];
-    }
-    y[r] = s0;
-    y[r + 1] = s1;
-    y[r + 2] = s2;
-    y[r + 3] = s3;
-  }
-  for (; r < r1; r++) {
-    __m512 a = _mm512_setzero_ps();
+/* One row at a time: a single sequential stream per thread keeps the hardware prefetcher ahead
+ * (measured on this machine: decode 90 against 78 tokens/s with four rows interleaved); four
+ * accumulators hide the FMA latency. The summation order is fixed by C alone, never by the
+ * address of W, so a model gives the same bits wherever its weights live. */
+TGT512 static inline __attribute__((always_inline)) void
+rows512_impl(float *y, const void *W, const chai_dtype dt, const float *x, int C, int r0, int r1,
+             bool accumulate) {
+  for (int r = r0; r < r1; r++) {
     size_t b = (size_t)r * C;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     int c = 0;
-    for (; c < full; c += 16)
-      a = _mm512_fmadd_ps(load16(W, dt, b + c, 0xFFFF), _mm512_loadu_ps(x + c), a);
-    if (tail)
-      a = _mm512_fmadd_ps(load16(W, dt, b + c, tail), _mm512_maskz_loadu_ps(tail, x + c), a);
-    float s = _mm512_reduce_add_ps(a);
+    for (; c + 64 <= C; c += 64) {
+      a0 = _mm512_fmadd_ps(load16(W, dt, b + c, 0xFFFF), _mm512_loadu_ps(x + c), a0);
+      a1 = _mm512_fmadd_ps(load16(W, dt, b + c + 16, 0xFFFF), _mm512_loadu_ps(x + c + 16), a1);
+      a2 = _mm512_fmadd_ps(load16(W, dt, b + c + 32, 0xFFFF), _mm512_loadu_ps(x + c + 32), a2);
+      a3 = _mm512_fmadd_ps(load16(W, dt, b + c + 48, 0xFFFF), _mm512_loadu_ps(x + c + 48), a3);
+    }
+    for (; c + 16 <= C; c += 16)
+      a0 = _mm512_fmadd_ps(load16(W, dt, b + c, 0xFFFF), _mm512_loadu_ps(x + c), a0);
+    if (c < C) {
+      __mmask16 tm = (__mmask16)((1u << (C - c)) - 1);
+      a1 = _mm512_fmadd_ps(load16(W, dt, b + c, tm), _mm512_maskz_loadu_ps(tm, x + c), a1);
+    }
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
     y[r] = accumulate ? y[r] + s : s;
   }
+}
+
+/* One copy per dtype, so the dtype test leaves the inner loop. */
+TGT512 static void rows512_f32(float *y, const void *W, const float *x, int C, int r0, int r1,
+                               bool acc) {
+  rows512_impl(y, W, CHAI_F32, x, C, r0, r1, acc);
+}
+TGT512 static void rows512_f16(float *y, const void *W, const float *x, int C, int r0, int r1,
+                               bool acc) {
+  rows512_impl(y, W, CHAI_F16, x, C, r0, r1, acc);
+}
+TGT512 static void rows512_bf16(float *y, const void *W, const float *x, int C, int r0, int r1,
+                                bool acc) {
+  rows512_impl(y, W, CHAI_BF16, x, C, r0, r1, acc);
 }
 
 /* ---- AVX2 ------------------------------------------------------------------------------------ */
@@ -109,37 +102,38 @@ TGT2 static inline float hsum8(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-TGT2 static void rows_avx2(float *y, const void *W, chai_dtype dt, const float *x, int C, int r0,
-                           int r1, bool accumulate) {
-  int full = C & ~7;
-  int r = r0;
-  for (; r + 4 <= r1; r += 4) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    size_t b0 = (size_t)r * C, b1 = b0 + C, b2 = b1 + C, b3 = b2 + C;
-    for (int c = 0; c < full; c += 8) {
-      __m256 xv = _mm256_loadu_ps(x + c);
-      a0 = _mm256_fmadd_ps(load8(W, dt, b0 + c), xv, a0);
-      a1 = _mm256_fmadd_ps(load8(W, dt, b1 + c), xv, a1);
-      a2 = _mm256_fmadd_ps(load8(W, dt, b2 + c), xv, a2);
-      a3 = _mm256_fmadd_ps(load8(W, dt, b3 + c), xv, a3);
-    }
-    float s[4] = {hsum8(a0), hsum8(a1), hsum8(a2), hsum8(a3)};
-    for (int i = 0; i < 4; i++) {
-      for (int c = full; c < C; c++)
-        s[i] += widen(W, dt, (size_t)(r + i) * C + c) * x[c];
-      y[r + i] = accumulate ? y[r + i] + s[i] : s[i];
-    }
-  }
-  for (; r < r1; r++) {
-    __m256 a = _mm256_setzero_ps();
+TGT2 static inline __attribute__((always_inline)) void
+rows2_impl(float *y, const void *W, const chai_dtype dt, const float *x, int C, int r0, int r1,
+           bool accumulate) {
+  int full = C & ~31, rest8 = C & ~7;
+  for (int r = r0; r < r1; r++) {
     size_t b = (size_t)r * C;
-    for (int c = 0; c < full; c += 8)
-      a = _mm256_fmadd_ps(load8(W, dt, b + c), _mm256_loadu_ps(x + c), a);
-    float s = hsum8(a);
-    for (int c = full; c < C; c++)
-      s += widen(W, dt, b + c) * x[c];
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int c = 0;
+    for (; c < full; c += 32) {
+      a0 = _mm256_fmadd_ps(load8(W, dt, b + c), _mm256_loadu_ps(x + c), a0);
+      a1 = _mm256_fmadd_ps(load8(W, dt, b + c + 8), _mm256_loadu_ps(x + c + 8), a1);
+      a2 = _mm256_fmadd_ps(load8(W, dt, b + c + 16), _mm256_loadu_ps(x + c + 16), a2);
+      a3 = _mm256_fmadd_ps(load8(W, dt, b + c + 24), _mm256_loadu_ps(x + c + 24), a3);
+    }
+    for (; c < rest8; c += 8) a0 = _mm256_fmadd_ps(load8(W, dt, b + c), _mm256_loadu_ps(x + c), a0);
+    float s = hsum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    for (; c < C; c++) s += widen(W, dt, b + c) * x[c];
     y[r] = accumulate ? y[r] + s : s;
   }
+}
+
+TGT2 static void rows2_f32(float *y, const void *W, const float *x, int C, int r0, int r1,
+                           bool acc) {
+  rows2_impl(y, W, CHAI_F32, x, C, r0, r1, acc);
+}
+TGT2 static void rows2_f16(float *y, const void *W, const float *x, int C, int r0, int r1,
+                           bool acc) {
+  rows2_impl(y, W, CHAI_F16, x, C, r0, r1, acc);
+}
+TGT2 static void rows2_bf16(float *y, const void *W, const float *x, int C, int r0, int r1,
+                            bool acc) {
+  rows2_impl(y, W, CHAI_BF16, x, C, r0, r1, acc);
 }
 
 /* ---- dispatch -------------------------------------------------------------------------------- */
@@ -147,12 +141,17 @@ TGT2 static void rows_avx2(float *y, const void *W, chai_dtype dt, const float *
 void opt_gemv_rows(float *y, const void *W, chai_dtype dt, const float *x, int C, int r0, int r1,
                    bool accumulate) {
   chai_simd s = chai_simd_level();
-  if (s >= CHAI_SIMD_AVX512)
-    rows_avx512(y, W, dt, x, C, r0, r1, accumulate);
-  else if (s >= CHAI_SIMD_AVX2)
-    rows_avx2(y, W, dt, x, C, r0, r1, accumulate);
-  else
+  if (s >= CHAI_SIMD_AVX512) {
+    if (dt == CHAI_F32) rows512_f32(y, W, x, C, r0, r1, accumulate);
+    else if (dt == CHAI_F16) rows512_f16(y, W, x, C, r0, r1, accumulate);
+    else rows512_bf16(y, W, x, C, r0, r1, accumulate);
+  } else if (s >= CHAI_SIMD_AVX2) {
+    if (dt == CHAI_F32) rows2_f32(y, W, x, C, r0, r1, accumulate);
+    else if (dt == CHAI_F16) rows2_f16(y, W, x, C, r0, r1, accumulate);
+    else rows2_bf16(y, W, x, C, r0, r1, accumulate);
+  } else {
     opt_gemv_rows_ref(y, W, dt, x, C, r0, r1, accumulate);
+  }
 }
 
 void opt_gemv(float *y, const void *W, chai_dtype dt, const float *x, int OC, int C,

@@ -231,9 +231,9 @@ chai_status chai_opt_create(chai_opt_model **out, const chai_opt_config *cfg, ch
 /* ---- loading --------------------------------------------------------------------------------- */
 
 /* Converts a stored tensor to what the model keeps: f32, or the model dtype for matrices. An f32
- * (or already matching) contiguous tensor is referenced, not copied. */
+ * (or already matching) contiguous tensor is referenced, not copied, unless `copy`. */
 static chai_status adopt(chai_opt_model *m, opt_param *p, const chai_tensor *src, const char *key,
-                         const char *origin) {
+                         const char *origin, bool copy) {
   chai_dtype want = p->matrix ? m->dtype : CHAI_F32;
   if (src->dtype != CHAI_F32 && src->dtype != CHAI_F16 && src->dtype != CHAI_BF16)
     return chai_error(CHAI_ERR_FORMAT, "%s: %s has dtype %s; OPT weights must be F32, F16 or BF16",
@@ -247,7 +247,7 @@ static chai_status adopt(chai_opt_model *m, opt_param *p, const chai_tensor *src
                       origin, key, chai_shape_str(src->ndim, src->shape, got, sizeof got),
                       chai_shape_str(p->ndim, p->shape, exp, sizeof exp));
   }
-  if (src->dtype == want && chai_tensor_is_contiguous(src)) {
+  if (src->dtype == want && chai_tensor_is_contiguous(src) && !copy) {
     chai_tensor_ref(&p->t, src);
     return CHAI_OK;
   }
@@ -280,7 +280,7 @@ static void list_add(char *buf, size_t cap, int *count, const char *name) {
 }
 
 static chai_status load_weights(chai_opt_model *m, chai_checkpoint *ck, const char *origin,
-                                chai_rng *rng) {
+                                chai_rng *rng, bool copy) {
   /* "model.decoder." (OPTForCausalLM, OPTForSequenceClassification) or "decoder." (OPTModel, as
    * facebook/opt-* on the Hub). */
   const char *prefix = NULL;
@@ -313,7 +313,7 @@ static chai_status load_weights(chai_opt_model *m, chai_checkpoint *ck, const ch
     }
     chai_tensor src;
     if ((st = chai_checkpoint_get(ck, key, &src))) break;
-    st = adopt(m, p, &src, key, origin);
+    st = adopt(m, p, &src, key, origin, copy);
     chai_tensor_release(&src);
     if (p == m->score && !st) m->score_from_checkpoint = true;
   }
@@ -398,7 +398,7 @@ chai_status chai_opt_load(chai_opt_model **out, const char *dir, const chai_opt_
   if (!st) {
     char origin[4200];
     snprintf(origin, sizeof origin, "%s (%s)", dir, chai_checkpoint_format(ck));
-    st = load_weights(m, ck, origin, rng);
+    st = load_weights(m, ck, origin, rng, opts && opts->copy_weights);
     chai_checkpoint_close(ck);
   }
   if (st) {
