@@ -42,6 +42,18 @@ TGT512 static inline __m512 load16(const void *w, chai_dtype dt, size_t i, __mma
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
+/* Asks for the cache lines PREFETCH_BYTES past the `n` elements from element i of W. The hardware
+ * streamer stops at every 4 KiB page; reading 2 KiB ahead in software carries the stream across
+ * (decode ~5% faster here, scripts/bench/opt_infer.lua). A prefetch past the end cannot fault. */
+#define PREFETCH_BYTES 2048
+static inline __attribute__((always_inline)) void prefetch_ahead(const void *W, chai_dtype dt,
+                                                                 size_t i, int n) {
+  size_t es = dt == CHAI_F32 ? 4 : 2;
+  const char *p = (const char *)W + i * es + PREFETCH_BYTES;
+  for (size_t off = 0; off < (size_t)n * es; off += 64)
+    _mm_prefetch(p + off, _MM_HINT_T0);
+}
+
 /* One row at a time: a single sequential stream per thread keeps the hardware prefetcher ahead
  * (measured on this machine: decode 90 against 78 tokens/s with four rows interleaved); four
  * accumulators hide the FMA latency. The summation order is fixed by C alone, never by the
@@ -54,6 +66,7 @@ rows512_impl(float *y, const void *W, const chai_dtype dt, const float *x, int C
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     int c = 0;
     for (; c + 64 <= C; c += 64) {
+      prefetch_ahead(W, dt, b + c, 64);
       a0 = _mm512_fmadd_ps(load16(W, dt, b + c, 0xFFFF), _mm512_loadu_ps(x + c), a0);
       a1 = _mm512_fmadd_ps(load16(W, dt, b + c + 16, 0xFFFF), _mm512_loadu_ps(x + c + 16), a1);
       a2 = _mm512_fmadd_ps(load16(W, dt, b + c + 32, 0xFFFF), _mm512_loadu_ps(x + c + 32), a2);
@@ -111,6 +124,7 @@ rows2_impl(float *y, const void *W, const chai_dtype dt, const float *x, int C, 
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     int c = 0;
     for (; c < full; c += 32) {
+      prefetch_ahead(W, dt, b + c, 32);
       a0 = _mm256_fmadd_ps(load8(W, dt, b + c), _mm256_loadu_ps(x + c), a0);
       a1 = _mm256_fmadd_ps(load8(W, dt, b + c + 8), _mm256_loadu_ps(x + c + 8), a1);
       a2 = _mm256_fmadd_ps(load8(W, dt, b + c + 16), _mm256_loadu_ps(x + c + 16), a2);
