@@ -1,5 +1,6 @@
 -- scripts/experiments/zeroshot.lua end to end on the eval fixture model: output lines, JSON, exit
--- codes for bad usage.
+-- codes for bad usage; under CHAI (--heads, --heads-k; static, online, prune) on a random 4-head
+-- model: the identity plan equals dense, k=2 shrinks the KV cache, bad values exit cleanly.
 local json = require("chai.core").json
 local passed, failed = 0, 0
 local function check(cond, what)
@@ -27,5 +28,108 @@ text, code = run("--frobnicate")
 check(code == 2 and text:find("unknown option '--frobnicate'", 1, true), "unknown option exits 2")
 text, code = run("--limit zero")
 check(code == 2 and text:find("positive integer", 1, true), "bad --limit exits 2")
+
+-- Under CHAI. A random 4-head model whose weights are large enough (init_std 0.3) for attention to
+-- be peaked, so clustering heads can change the scores (checked below, else the identity-plan
+-- equality would prove nothing).
+local chai = require "chai"
+local tmp = os.tmpname(); os.remove(tmp)
+assert(os.execute("mkdir -p '" .. tmp .. "'"))
+local model4 = tmp .. "/model4"
+chai.opt.create({vocab_size = 50272, hidden_size = 16, num_hidden_layers = 2, num_attention_heads = 4,
+                 ffn_dim = 32, max_position_embeddings = 512, init_std = 0.3}, {seed = 7}):save(model4)
+local base = string.format("--model '%s' --tokenizer '%s/opt-tokenizer' --batch-size 4 ", model4, data)
+local function run_json(args)
+  local o = tmp .. "/out.json"
+  os.remove(o)
+  local t, c = run(base .. args .. " --out '" .. o .. "'")
+  local fh = io.open(o)
+  local doc = fh and json.decode(fh:read("a"))
+  if fh then fh:close() end
+  return t, c, doc
+end
+local function no_traceback(t) return not t:find("traceback", 1, true) and not t:find("%.lua:%d+:") end
+
+-- Every head its own cluster (a static plan with k = H): exactly the dense metrics and KV bytes.
+local identity = tmp .. "/identity.json"
+local fh = assert(io.open(identity, "w"))
+fh:write('{"layers":[{"layer":0,"clusters":[[0],[1],[2],[3]]},{"layer":1,"clusters":[[0],[1],[2],[3]]}]}')
+fh:close()
+local doc
+text, code, doc = run_json("--task piqa --limit 8 --heads '" .. identity .. "'")
+check(code == 0 and doc ~= nil, "identity plan runs: " .. text)
+if doc then
+  local d, c = doc.results.piqa, doc.chai.tasks.piqa
+  check(c.metrics.acc == d.acc and c.metrics.acc_norm == d.acc_norm and c.metrics.n == 8,
+        "identity plan: the dense metrics exactly")
+  check(c.change_points.acc == 0 and c.change_points.acc_norm == 0, "identity plan: change 0")
+  check(c.kv_cache_bytes_per_token.chai == c.kv_cache_bytes_per_token.dense and
+        c.kv_cache_bytes_per_token.dense == 2 * 2 * 16 * 4, "identity plan: the dense KV bytes")
+  check(doc.chai.mode == "static" and doc.chai.plan_file == identity and #c.plan.layers == 2, "identity plan JSON")
+end
+check(text:find("piqa  dense  n=8 ", 1, true) and text:find("piqa  static n=8 ", 1, true) and
+      text:find("piqa  change acc +0.00 points, acc_norm +0.00 points | KV cache 256 → 256 bytes/token (0.0% saved)", 1, true),
+      "identity plan output lines")
+
+-- k = 2 on every layer, calibrated on the RTE train split; static, online (batch 1), prune.
+local plan2 = tmp .. "/k2.json"
+local changed = false
+local results = {}
+text, code, doc = run_json("--task rte --limit 16 --heads-k 2 --calib 16 --calib-tokens 16 --save-plan '" .. plan2 .. "'")
+check(code == 0 and doc ~= nil, "static k=2 runs: " .. text)
+check(text:find("rte   plan   calibrated on rte train (16 texts × 16 tokens), --heads-k 2: k 1:2 2:2", 1, true),
+      "static k=2 says the plan")
+check(text:find("KV cache 256 → 192 bytes/token (25.0% saved)", 1, true), "static k=2 KV line")
+local saved = chai.heads.load_plan(plan2, {layers = 2, heads = 4})
+check(#saved.layers == 2 and saved.layers[1].k == 2 and saved.layers[2].k == 2 and
+      saved.meta.calibration.task == "rte" and saved.meta.calibration.split == "train", "--save-plan writes the plan")
+results.static = doc
+text, code, doc = run_json("--task rte --limit 16 --heads '" .. plan2 .. "' --heads-mode online")
+check(code == 0 and doc ~= nil, "online k=2 runs: " .. text)
+check(text:find("batch size 1, not 4", 1, true) and text:find("rte   online n=16 ", 1, true) and
+      text:find("KV cache 256 → 256 bytes/token (0.0% saved); online keeps the K cache full width", 1, true),
+      "online: batch 1 and full-width K cache, said")
+results.online = doc
+text, code, doc = run_json("--task rte --limit 16 --heads-k 2 --calib 16 --calib-tokens 16 --heads-mode prune")
+check(code == 0 and doc ~= nil, "prune k=2 runs: " .. text)
+check(text:find("KV cache 256 → 128 bytes/token (50.0% saved); parameters ", 1, true), "prune: K and V shrink")
+results.prune = doc
+local dense_acc
+for mode, d in pairs(results) do
+  local c = d.chai.tasks.rte
+  dense_acc = dense_acc or d.results.rte.acc
+  check(d.results.rte.acc == dense_acc and d.results.rte.n == 16, mode .. ": the same dense metrics")
+  check(c.metrics.n == 16 and c.metrics.acc >= 0 and c.metrics.acc <= 1 and
+        math.abs(c.change_points.acc - 100 * (c.metrics.acc - dense_acc)) < 1e-9, mode .. ": sane metrics")
+  check(d.chai.mode == mode and c.metrics.batch_size == (mode == "online" and 1 or 4), mode .. ": mode and batch")
+  check(c.plan.layers[1].k == 2 and c.plan.layers[2].k == 2, mode .. ": the plan in the JSON")
+  local kv = c.kv_cache_bytes_per_token
+  check(kv.dense == 256 and (mode == "online" and kv.chai == 256 or kv.chai < 256), mode .. ": KV bytes per token")
+  changed = changed or c.change_points.acc ~= 0
+end
+check(results.prune.chai.tasks.rte.parameters.chai < results.prune.chai.tasks.rte.parameters.dense, "prune: fewer parameters")
+check(changed, "clustering at k=2 changes some metric (so the identity test can fail)")
+
+-- Bad values: a clear message naming the value, a non-zero exit, no traceback.
+local function bad(args, needle, what)
+  local t, c = run(base .. "--task rte --limit 2 " .. args)
+  check(c ~= 0 and t:find(needle, 1, true) and no_traceback(t), what .. ": " .. t)
+end
+bad("--heads-k 2 --heads-mode fast", "unknown --heads-mode 'fast' (static, online or prune)", "unknown mode")
+bad("--heads-k 5", "--heads-k '5': k = 5 is outside 1..4", "k above the heads")
+bad("--heads-k 1:0", "k = 0 for layer 1 is outside 1..4", "k 0 for a layer")
+bad("--heads-k 3:2", "layer 3 is outside 1..2", "layer outside the model")
+bad("--heads-k two", "--heads-k 'two': expected K, elbow", "unparsable --heads-k")
+bad("--heads '" .. tmp .. "/missing.json'", "missing.json': cannot read the plan file", "missing plan file")
+bad("--heads-keep 2 --heads-k 2", "--heads-keep 2 applies to --heads-mode prune only", "keep without prune")
+bad("--heads-mode online", "--heads-mode needs --heads PLAN.json or --heads-k K", "mode without a plan")
+text, code = run(string.format("--model '%s/eval/model' --tokenizer '%s/opt-tokenizer' --task rte --heads '%s'",
+                               fixtures, data, plan2))
+check(code == 2 and text:find("--heads '" .. plan2 .. "': plan: layer 0: head ", 1, true) and
+      text:find("out of range (heads 0..1)", 1, true) and
+      text:find("the model has 2 layers × 2 heads", 1, true) and no_traceback(text),
+      "a plan for another model's shape: " .. text)
+os.execute("rm -rf '" .. tmp .. "'")
+
 print(string.format("%d passed, %d failed", passed, failed))
 if failed > 0 then os.exit(1) end
