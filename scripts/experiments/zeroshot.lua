@@ -177,6 +177,10 @@ local function main()
 
   -- Checks of the CHAI options against the model's shape, before any work.
   local file_plan
+  if chai_on and cfg.chai_attention_heads then
+    fail(string.format("--model '%s' is already pruned (chai_attention_heads in its config): CHAI needs " ..
+                       "the original model", opts.model))
+  end
   if kspec then
     local function check_k(k, where)
       if k < 1 or k > H then
@@ -202,6 +206,14 @@ local function main()
       if msg:sub(1, #opts.heads + 2) == opts.heads .. ": " then msg = msg:sub(#opts.heads + 3) end
       fail(string.format("--heads '%s': %s (file numbers are 0-based; the model has %d layers × %d heads)",
                          opts.heads, msg, L, H))
+    end
+    if opts.mode ~= "online" then
+      for _, e in ipairs(p.layers) do
+        if not e.clusters then
+          fail(string.format("--heads '%s': layer %d gives only k (0-based %d in the file); --heads-mode %s " ..
+                             "needs its clusters (use --heads-mode online)", opts.heads, e.layer, e.layer - 1, opts.mode))
+        end
+      end
     end
     file_plan = p
   end

@@ -122,6 +122,10 @@ bad("--heads-k 3:2", "layer 3 is outside 1..2", "layer outside the model")
 bad("--heads-k two", "--heads-k 'two': expected K, elbow", "unparsable --heads-k")
 bad("--heads '" .. tmp .. "/missing.json'", "missing.json': cannot read the plan file", "missing plan file")
 bad("--heads-keep 2 --heads-k 2", "--heads-keep 2 applies to --heads-mode prune only", "keep without prune")
+local konly = tmp .. "/konly.json"
+fh = assert(io.open(konly, "w")); fh:write('{"layers":[{"layer":1,"k":2}]}'); fh:close()
+bad("--heads '" .. konly .. "'", "layer 2 gives only k (0-based 1 in the file); --heads-mode static needs its clusters",
+    "a k-only plan in static mode")
 bad("--heads-mode online", "--heads-mode needs --heads PLAN.json or --heads-k K", "mode without a plan")
 text, code = run(string.format("--model '%s/eval/model' --tokenizer '%s/opt-tokenizer' --task rte --heads '%s'",
                                fixtures, data, plan2))
