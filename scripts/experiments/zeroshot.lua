@@ -266,6 +266,9 @@ local function main()
     return plan
   end
   if file_plan and opts.save_plan then chai.heads.save_plan(file_plan, opts.save_plan) end
+  -- Calibrate first: the model is dense, and a train split that cannot be read stops the run
+  -- before any long evaluation.
+  for _, ct in ipairs(calib_tasks) do calibrated_plan(ct) end
 
   local function describe(plan)
     local ks, saved = {}, 0

@@ -10,8 +10,8 @@ local chai_bin = assert(os.getenv("CHAI_BUILD_DIR"), "CHAI_BUILD_DIR unset") .. 
 local fixtures = os.getenv("CHAI_TEST_FIXTURES")
 local data = os.getenv("CHAI_DATA_DIR")
 local out = os.tmpname()
-local function run(args)
-  local p = io.popen(string.format("'%s' script experiments/zeroshot.lua %s 2>&1; echo \"exit=$?\"", chai_bin, args))
+local function run(args, env)
+  local p = io.popen(string.format("%s'%s' script experiments/zeroshot.lua %s 2>&1; echo \"exit=$?\"", env or "", chai_bin, args))
   local text = p:read("a"); p:close()
   return text, tonumber(text:match("exit=(%d+)"))
 end
@@ -109,6 +109,31 @@ for mode, d in pairs(results) do
 end
 check(results.prune.chai.tasks.rte.parameters.chai < results.prune.chai.tasks.rte.parameters.dense, "prune: fewer parameters")
 check(changed, "clustering at k=2 changes some metric (so the identity test can fail)")
+
+-- --task all calibrates each task on its own train split and --save-plan writes one plan per task.
+-- PIQA's train split is not in the data mirror: a cached Hub copy (made up rows) stands in for it.
+local piqa_train = tmp .. "/hub/datasets--baber--piqa/chai-rows"
+assert(os.execute("mkdir -p '" .. piqa_train .. "/refs' '" .. piqa_train .. "/0123abcd/default'"))
+fh = assert(io.open(piqa_train .. "/refs/main", "w")); fh:write("0123abcd\n"); fh:close()
+fh = assert(io.open(piqa_train .. "/0123abcd/default/train.jsonl", "w"))
+for r = 1, 6 do
+  fh:write(json.encode({goal = "How do I keep item " .. r .. " of the kitchen clean and dry?",
+                        sol1 = "Wipe it with a towel.", sol2 = "Leave it in the rain.", label = 0}), "\n")
+end
+fh:close()
+local hub_env = string.format("HF_HUB_CACHE='%s/hub' HF_HUB_OFFLINE=1 ", tmp)
+text, code = run(base .. "--task all --limit 2 --heads-k 2 --calib 8 --calib-tokens 8 --save-plan '" .. tmp .. "/all.json'", hub_env)
+check(code == 0 and text:find("piqa  plan   calibrated on piqa train (6 texts × 8 tokens)", 1, true) and
+      text:find("sst2  plan   calibrated on sst2 train (8 texts × 8 tokens)", 1, true), "--task all calibrates per task: " .. text)
+for _, t in ipairs({"piqa", "rte", "sst2"}) do
+  local ok, p = pcall(chai.heads.load_plan, tmp .. "/all." .. t .. ".json")
+  check(ok and p.meta.calibration.task == t and p.meta.calibration.split == "train", "--save-plan per task: " .. t)
+  if t == "piqa" and ok then check(p.meta.calibration.source == "hub:baber/piqa/default", "piqa train from the Hub cache") end
+end
+text, code = run(base .. "--task piqa --heads-k 2", string.format("HF_HUB_CACHE='%s/none' HF_HUB_OFFLINE=1 ", tmp))
+check(code == 1 and text:find("cannot read the piqa train split for calibration", 1, true) and
+      text:find("--calib-task rte or sst2", 1, true) and not text:find("piqa  dense", 1, true) and no_traceback(text),
+      "no PIQA train split: a clear error before any evaluation: " .. text)
 
 -- Bad values: a clear message naming the value, a non-zero exit, no traceback.
 local function bad(args, needle, what)
