@@ -271,15 +271,10 @@ local function main()
   for _, ct in ipairs(calib_tasks) do calibrated_plan(ct) end
 
   local function describe(plan)
-    local ks, saved = {}, 0
-    for _, e in ipairs(plan.layers) do
-      local k = e.k or #e.clusters
-      ks[#ks + 1] = e.layer .. ":" .. k
-      saved = saved + (H - k)
-    end
-    if #ks == 0 then return "no layer clustered (dense)", 0 end
-    return "k " .. table.concat(ks, " ") .. string.format(" (layer:k, %d of %d layers clustered, others dense)",
-                                                           #ks, L), saved / (L * H)
+    local ks = {}
+    for _, e in ipairs(plan.layers) do ks[#ks + 1] = e.layer .. ":" .. (e.k or #e.clusters) end
+    if #ks == 0 then return "no layer clustered (every k equals the heads, or no layer listed): the same as dense" end
+    return "k " .. table.concat(ks, " ") .. string.format(" (layer:k, %d of %d layers clustered, others dense)", #ks, L)
   end
 
   local dense_kv = model:memory().kv_cache_bytes_per_token
@@ -315,8 +310,8 @@ local function main()
         if opts.mode == "online" then
           bs = 1
           if not online_said then
-            print(string.format("note: online mode chooses clusters per prompt, so it scores one item at a time " ..
-                                "(batch size 1, not %d); prompts under 6 tokens run dense", opts.batch_size))
+            print("note: online mode chooses clusters per prompt, so it scores one item at a time (batch size 1" ..
+                  (opts.batch_size ~= 1 and ", not " .. opts.batch_size or "") .. "); prompts under 6 tokens run dense")
             online_said = true
           end
         end
