@@ -423,6 +423,7 @@ chai_status opt_decoder_run(chai_opt_model *m, const int32_t *ids, const int32_t
   const chai_opt_config *c = &m->cfg;
   chai_status st = check_inputs(m, ids, mask, B, T);
   if (st) return st;
+  if (!use_cache && (st = opt_heads_request(m, mask, B, T, false))) return st;
   if (!chai_blas_get_info()) return chai_error_context(CHAI_ERR_UNSUPPORTED, "OPT forward");
   int C = c->hidden_size, P = c->word_embed_proj_dim, N = B * T;
   opt_kv *kv = &m->kv;
