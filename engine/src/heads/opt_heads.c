@@ -292,6 +292,13 @@ size_t chai_opt_kv_bytes_per_token(const chai_opt_model *m) {
   return floats * sizeof(float);
 }
 
+bool opt_heads_layer_dense(const chai_opt_model *m, int l) {
+  const struct opt_heads *h = m->heads;
+  if (!h) return true;
+  if (h->capture) return false;
+  return !h->has_plan || h->layers[l].K == 0 || (h->mode == CHAI_HEADS_ONLINE && h->fallback);
+}
+
 chai_status opt_heads_request(chai_opt_model *m, const int32_t *mask, int B, int T,
                               bool use_cache) {
   struct opt_heads *h = m->heads;

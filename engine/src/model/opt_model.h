@@ -155,6 +155,9 @@ chai_status opt_decoder_run(chai_opt_model *m, const int32_t *ids, const int32_t
  * cache when use_cache) and sets *done; *done false means "run the dense path". */
 chai_status opt_heads_attention(chai_opt_model *m, int l, int B, int T, bool use_cache,
                                 const float *in, const float *keymask, bool *done);
+/* True when layer l runs plain dense attention for the current request: no capture, and the layer
+ * is not clustered (not in the plan, or an online request that fell back). */
+bool opt_heads_layer_dense(const chai_opt_model *m, int l);
 /* Reads "chai_attention_heads" (one count per layer, 1..num_attention_heads) from the config's
  * extra keys into m->layer_heads; CHAI_ERR_ARG naming a bad value. */
 chai_status opt_layer_heads_parse(chai_opt_model *m);
