@@ -272,8 +272,8 @@ static void online_compact_cache(void) {
   /* a static plan with the online plan's k: 2 in layer 0, 3 in layer 1 */
   CHECK_OK(chai_heads_plan_init(&same_k, 2));
   CHECK_OK(chai_heads_plan_set_clusters(&same_k, 0, 0, 4, (int[]){0, 1, 2, 3}, (int[]){2, 2}, 2));
-  CHECK_OK(chai_heads_plan_set_clusters(&same_k, 1, 1, 4, (int[]){0, 1, 2, 3}, (int[]){2, 1, 1},
-                                        3));
+  CHECK_OK(
+      chai_heads_plan_set_clusters(&same_k, 1, 1, 4, (int[]){0, 1, 2, 3}, (int[]){2, 1, 1}, 3));
   chai_tensor idt = npy(FIX "/heads/chai_online_ids.npy");
   const int32_t *ip = chai_tensor_data(&idt); /* 10 tokens */
   int32_t dense_out[4], out[4];
@@ -290,7 +290,8 @@ static void online_compact_cache(void) {
   CHECK(gen(m, out, ip, 10, 4) == 4 && !chai_opt_heads_fallback(m));
   size_t online_alloc = kv_allocated(m);
   /* 13 cached tokens: K+V floats of every layer, the key mask, one count */
-  CHECK(online_alloc == static_alloc && online_alloc == (size_t)(13 * (5 * D + 2 * C) + 13 + 1) * 4);
+  CHECK(online_alloc == static_alloc &&
+        online_alloc == (size_t)(13 * (5 * D + 2 * C) + 13 + 1) * 4);
   CHECK(online_alloc < dense_alloc && dense_alloc == (size_t)(13 * 4 * C + 13 + 1) * 4);
 
   /* The compact cache path: prefill 9 tokens, one step = the full forward's last position. */

@@ -62,9 +62,9 @@ typedef struct opt_kv {
   chai_storage *storage;
   int B, capacity, len;
   size_t k_floats; /* Σ_l K width the layout was made for (see opt_kvcache.c) */
-  float **k, **v; /* per layer */
-  float *mask;    /* (B, capacity) */
-  int *count;     /* (B) */
+  float **k, **v;  /* per layer */
+  float *mask;     /* (B, capacity) */
+  int *count;      /* (B) */
 } opt_kv;
 
 struct chai_opt_model {
@@ -175,8 +175,7 @@ int opt_heads_v_width(const chai_opt_model *m, int l);
  * real): fewer than 6 real tokens run dense, else each clustered layer takes its membership from
  * the first 5 (so opt_heads_k_width may change: the cache re-lays itself out). A later step of a
  * cache is refused (CHAI_ERR_STATE) when an uncached request ran since its first step. */
-chai_status opt_heads_request(chai_opt_model *m, const int32_t *mask, int B, int T,
-                              bool use_cache);
+chai_status opt_heads_request(chai_opt_model *m, const int32_t *mask, int B, int T, bool use_cache);
 void opt_heads_free(chai_opt_model *m);
 /* CHAI_OK when training can run: a static plan trains through m->score_head (members reuse their
  * representative's scores); a pruned model or an online plan is refused (CHAI_ERR_UNSUPPORTED). */
