@@ -33,7 +33,8 @@
 --   log              a JSON Lines file (one record per step and per evaluation)
 --   progress         a progress bar on stderr [when stderr is a terminal]
 --   stop_after       stop after this many steps (the schedule still spans all of them)
---   time_budget      stop (after saving) once this many seconds have passed
+--   time_budget      stop (after saving) once the run has taken this many seconds (a resumed run
+--                    counts its earlier segments too; result.seconds is the whole run)
 --   on_step          function(info) called after every step (info: step, loss, lr, ...)
 -- A NaN or Inf loss stops training with an error naming the step; the last checkpoint on disk
 -- stays as it was. Resuming re-creates the same batches from the seed, so a resumed run continues
@@ -457,6 +458,9 @@ function M.run(opts)
   local pad = pad_id(m)
   local step0 = state.step
   local t0 = core.bench.now()
+  -- Seconds spent in earlier segments of a resumed run: the time budget and the reported time
+  -- cover the whole run, not only this segment.
+  local before = tonumber(state.seconds) or 0
   local items, last_t, last_items, last_draw = 0, t0, 0, -1
   local ips = 0
   local stop_reason = nil
@@ -489,6 +493,7 @@ function M.run(opts)
 
   local function checkpoint_now()
     if ckdir then
+      state.seconds = before + core.bench.now() - t0
       save_checkpoint(ckdir, m, opt, state, ema)
       last_saved = state.step
     end
@@ -560,7 +565,9 @@ function M.run(opts)
       end
       if state.step >= total then break end
       if opts.stop_after and state.step >= opts.stop_after then stop_reason = "stop_after" end
-      if opts.time_budget and now - t0 >= opts.time_budget then stop_reason = "time_budget" end
+      if opts.time_budget and before + now - t0 >= opts.time_budget then
+        stop_reason = "time_budget"
+      end
       if stop_reason then break end
     end
     if not stop_reason and state.step < total then
@@ -579,7 +586,7 @@ function M.run(opts)
   if log then log:close() end
   return {step = state.step, epoch = state.epoch, total_steps = total, eval = last_eval,
           best = state.best, best_step = state.best_step, history = state.history,
-          stopped = stop_reason, seconds = core.bench.now() - t0, items = items}
+          stopped = stop_reason, seconds = before + core.bench.now() - t0, items = items}
 end
 
 return M

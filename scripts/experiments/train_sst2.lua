@@ -18,6 +18,7 @@
 --     --dropout P [0]    (residual dropout, as the OPT configs; 0.1 did not help here)
 --     --eos              end every row with </s> (the token the score head reads)
 --     --ema D [0.999]    weight averaging decay (0 = off)
+--     --heads N [4]      student heads per layer; N != 4 saves sst2-opt-student-hN* instead
 -- Data: CHAI_DATA_DIR (sst2/glue_train.tsv, sst2/glue_dev.tsv); tokenizer: $CHAI_DATA_DIR/opt-tokenizer.
 -- Logs: <models_dir>/logs/*.jsonl; results: <models_dir>/sst2-results.json. See docs/training.md.
 local chai = require "chai"
@@ -27,7 +28,7 @@ local args = {...}
 local phase = "all"
 local o = {seeds = {1, 2, 3}, epochs = 1, teacher_epochs = 2, minutes = 20, threads = nil,
            quick = false, out = nil, batch = 32, lr = 1e-3, wd = 0.1, ls = 0.1,
-           dropout = 0, eos = false, ema = 0.999, teacher_seeds = nil}
+           dropout = 0, eos = false, ema = 0.999, teacher_seeds = nil, heads = 4}
 local i = 1
 while i <= #args do
   local a = args[i]
@@ -55,6 +56,7 @@ while i <= #args do
   elseif a == "--quick" then o.quick = true
   elseif a == "--eos" then o.eos = true
   elseif a == "--ema" then o.ema = tonumber(val())
+  elseif a == "--heads" then o.heads = tonumber(val())
   elseif a:sub(1, 2) ~= "--" then phase = a
   else error("train_sst2: unknown option " .. a, 0) end
   i = i + 1
@@ -70,6 +72,13 @@ local TEACHER = {vocab_size = 50272, hidden_size = 320, num_hidden_layers = 6,
                  num_attention_heads = 5, ffn_dim = 1280, max_position_embeddings = 128,
                  num_labels = 2, id2label = {["0"] = "negative", ["1"] = "positive"},
                  init_std = 0.02}
+-- --heads N: the same student with N heads per layer (hidden 256 stays; head_dim 256/N), saved
+-- as sst2-opt-student-hN*: finer-grained for head clustering (OPT-125m has 12 heads a layer).
+if o.heads ~= 4 then
+  if math.type(o.heads) ~= "integer" or o.heads < 1 or 256 % o.heads ~= 0 then error("train_sst2: --heads must divide 256", 0) end
+  STUDENT.num_attention_heads = o.heads
+end
+local SP = "sst2-opt-student" .. (o.heads ~= 4 and ("-h" .. o.heads) or "")
 local MAX_LEN = 64
 local KD = {T = 2.0, alpha = 0.5}
 
@@ -150,9 +159,9 @@ end
 local budget = o.minutes * 60
 if phase == "all" or phase == "student" then
   for _, seed in ipairs(o.seeds) do
-    train("sst2-opt-student-s" .. seed, STUDENT, seed, o.epochs, {time_budget = budget})
+    train(SP .. "-s" .. seed, STUDENT, seed, o.epochs, {time_budget = budget})
   end
-  copy_default("sst2-opt-student-s" .. o.seeds[1], "sst2-opt-student")
+  copy_default(SP .. "-s" .. o.seeds[1], SP)
 end
 if phase == "teacher-large" then
   train("sst2-opt-teacher-large", TEACHER, 100, o.teacher_epochs)
@@ -163,7 +172,7 @@ if phase == "all" or phase == "kd" then
   local sum = {}
   local t0 = chai.bench.now()
   for _, seed in ipairs(members) do
-    local mem = chai.opt.load(dir .. "/sst2-opt-student-s" .. seed)
+    local mem = chai.opt.load(dir .. "/" .. SP .. "-s" .. seed)
     chai.train.annotate(train_rows, mem, {batch_size = 128})
     for k, row in ipairs(train_rows) do
       local acc = sum[k] or {0, 0}
@@ -181,7 +190,7 @@ if phase == "all" or phase == "kd" then
   -- the ensemble's own dev accuracy
   local dev_sum = {}
   for _, seed in ipairs(members) do
-    local mem = chai.opt.load(dir .. "/sst2-opt-student-s" .. seed)
+    local mem = chai.opt.load(dir .. "/" .. SP .. "-s" .. seed)
     chai.train.annotate(dev_rows, mem, {batch_size = 128})
     for k, row in ipairs(dev_rows) do
       local acc = dev_sum[k] or {0, 0}
@@ -198,16 +207,16 @@ if phase == "all" or phase == "kd" then
   end
   local names = {}
   for _, s2 in ipairs(members) do names[#names + 1] = tostring(s2) end
-  save_result("sst2-opt-teacher-ensemble", {name = "sst2-opt-teacher-ensemble",
+  save_result(SP .. "-teacher-ensemble", {name = SP .. "-teacher-ensemble",
               accuracy = correct / #dev_rows, members = members,
               seconds = 0, config = STUDENT})
   io.stderr:write(string.format("teacher (ensemble of seeds %s): dev accuracy %.4f\n",
                                 table.concat(names, ","), correct / #dev_rows))
   for _, seed in ipairs(o.seeds) do
-    train("sst2-opt-student-kd-s" .. seed, STUDENT, seed, o.epochs,
+    train(SP .. "-kd-s" .. seed, STUDENT, seed, o.epochs,
           {teacher = "rows", T = KD.T, alpha = KD.alpha, time_budget = budget})
   end
-  copy_default("sst2-opt-student-kd-s" .. o.seeds[1], "sst2-opt-student-kd")
+  copy_default(SP .. "-kd-s" .. o.seeds[1], SP .. "-kd")
 end
 
 -- report
@@ -225,7 +234,7 @@ local function collect(prefix)
 end
 print("| model | seeds | dev accuracy mean ± sd | min–max | minutes (mean) |")
 print("|---|---|---|---|---|")
-for _, row in ipairs({{"student (no KD)", "sst2-opt-student-s"}, {"student + KD", "sst2-opt-student-kd-s"}}) do
+for _, row in ipairs({{"student (no KD)", SP .. "-s"}, {"student + KD", SP .. "-kd-s"}}) do
   local acc, mins = collect(row[2])
   if #acc > 0 then
     local m, sd, lo, hi = stats(acc)
@@ -234,8 +243,8 @@ for _, row in ipairs({{"student (no KD)", "sst2-opt-student-s"}, {"student + KD"
                         100 * sd, 100 * lo, 100 * hi, mm))
   end
 end
-if r["sst2-opt-teacher-ensemble"] then
-  local t = r["sst2-opt-teacher-ensemble"]
+if r[SP .. "-teacher-ensemble"] then
+  local t = r[SP .. "-teacher-ensemble"]
   print(string.format("| teacher: ensemble of %d students | 1 | %.2f %% | | (the students') |",
                       #t.members, 100 * t.accuracy))
 end

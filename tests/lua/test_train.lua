@@ -172,6 +172,12 @@ do
   local b2 = model(77) -- other weights: the checkpoint must overwrite them all
   local rb2 = chai.train.run(opts(b2, tmp .. "/ckB"))
   T.eq(rb2.step, 6, "resumed to the end")
+  -- the reported time covers both segments (a run resumed at its last step still took time)
+  local rb3 = chai.train.run(opts(model(5), tmp .. "/ckB"))
+  T.eq(rb3.step, 6, "resumed at the end")
+  T.check(rb3.seconds >= rb.seconds and rb2.seconds >= rb.seconds,
+          string.format("seconds count earlier segments (%.4f, %.4f >= %.4f)", rb2.seconds,
+                        rb3.seconds, rb.seconds))
   local pa, pb = a:params(), b2:params()
   local same = true
   for name, t in pairs(pa) do
