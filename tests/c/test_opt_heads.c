@@ -333,6 +333,14 @@ static void online_compact_cache(void) {
     CHECK_OK(chai_opt_cache_step(d, step_dense, ip + 5, NULL, 1, 1));
     CHECK(chai_test_max_abs_diff_f(step, step_dense, V) == 0);
   }
+  /* classify of a short prompt: the dense model's scores, bit for bit */
+  chai_tensor cs = {0}, cd = {0};
+  CHECK_OK(chai_opt_classify(m, &cs, ip, NULL, 1, 5));
+  CHECK(chai_opt_heads_fallback(m));
+  if (d) CHECK_OK(chai_opt_classify(d, &cd, ip, NULL, 1, 5));
+  CHECK(chai_tensor_alive(&cs) && chai_tensor_alive(&cd) &&
+        memcmp(chai_tensor_data(&cs), chai_tensor_data(&cd), sizeof(float) * cs.shape[1]) == 0);
+  chai_tensor_release(&cs), chai_tensor_release(&cd);
   /* Long, short, long, short, long through one model = each on a fresh model; short = dense. */
   const int32_t *prompts[5] = {ip, ip + 2, ip + 1, ip + 3, ip};
   int lens[5] = {10, 4, 8, 5, 7};
