@@ -82,7 +82,7 @@ if H >= 3 then
   add(string.format("static, layer 1 k=%d, layers 2-%d k=%d", H - 1, L, H // 2), mixed, evaluate(m))
   m:set_heads(mixed, {mode = "online"})
   add(string.format("online, layer 1 k=%d, layers 2-%d k=%d", H - 1, L, H // 2), mixed, evaluate(m, 1),
-      "K cache kept full width; prompts < 6 tokens dense")
+      "prompts < 6 tokens dense")
   local small = chai.heads.prune(m, mixed, {keep = 1})
   add(string.format("prune, layer 1 k=%d, layers 2-%d k=%d, keep 1", H - 1, L, H // 2), mixed,
       evaluate(small), string.format("%d → %d parameters", m:num_parameters(), small:num_parameters()))
@@ -94,7 +94,7 @@ for k = H - 1, math.max(1, H - 2), -1 do
   m:set_heads(p, {mode = "online"})
   local acc = evaluate(m, 1)
   add(string.format("online, every layer k=%d", k), p, acc,
-      "K cache kept full width; prompts < 6 tokens dense")
+      "prompts < 6 tokens dense")
 end
 m:set_heads(nil)
 for k = H - 1, math.max(1, H - 2), -1 do

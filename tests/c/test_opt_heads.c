@@ -1,7 +1,8 @@
 /* CHAI on the tiny OPT fixture models: every head its own cluster equals dense attention; static
  * and online clustering match the float64 PyTorch oracle of the same computation
  * (tests/fixtures/heads/make_chai_fixtures.py); the KV cache path agrees with the full forward; K
- * cache bytes fall; short online prompts fall back to dense; attention capture. */
+ * cache bytes fall (static and online); short online prompts fall back to dense, through the cache
+ * too; attention capture. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -240,6 +241,131 @@ static void online_matches_oracle(void) {
   chai_opt_free(m);
 }
 
+/* Greedy tokens of `ids` (n) through chai_opt_generate; returns the count. */
+static int gen(chai_opt_model *m, int32_t *out, const int32_t *ids, int n, int new_tokens) {
+  chai_opt_generate_opts o;
+  chai_opt_generate_defaults(m, &o);
+  o.max_new_tokens = new_tokens;
+  o.eos_token_id = -1;
+  int got = 0;
+  CHECK_OK(chai_opt_generate(m, out, &got, ids, n, &o));
+  return got;
+}
+
+static size_t kv_allocated(const chai_opt_model *m) {
+  size_t w, kv, acts;
+  chai_opt_memory(m, &w, &kv, &acts);
+  return kv;
+}
+
+/* Online mode keeps K of representatives only, as static mode does: the bytes per token are the
+ * static plan's, the allocation falls, and the cache path gives the full forward's logits. A
+ * prompt of < 6 real tokens re-lays the cache out at full width and runs exactly dense; prompts
+ * alternating between the two layouts generate what fresh models do. */
+static void online_compact_cache(void) {
+  chai_opt_model *m = load("preln");
+  if (!m) return;
+  const chai_opt_config *c = chai_opt_get_config(m);
+  int C = c->hidden_size, D = C / c->num_attention_heads, V = c->vocab_size;
+  chai_heads_plan online, same_k;
+  CHECK_OK(chai_heads_plan_load(&online, FIX "/heads/chai_online_plan.json", NULL));
+  /* a static plan with the online plan's k: 2 in layer 0, 3 in layer 1 */
+  CHECK_OK(chai_heads_plan_init(&same_k, 2));
+  CHECK_OK(chai_heads_plan_set_clusters(&same_k, 0, 0, 4, (int[]){0, 1, 2, 3}, (int[]){2, 2}, 2));
+  CHECK_OK(
+      chai_heads_plan_set_clusters(&same_k, 1, 1, 4, (int[]){0, 1, 2, 3}, (int[]){2, 1, 1}, 3));
+  chai_tensor idt = npy(FIX "/heads/chai_online_ids.npy");
+  const int32_t *ip = chai_tensor_data(&idt); /* 10 tokens */
+  int32_t dense_out[4], out[4];
+  CHECK(gen(m, dense_out, ip, 10, 4) == 4);
+  size_t dense_alloc = kv_allocated(m);
+  CHECK_OK(chai_opt_set_heads(m, &same_k, CHAI_HEADS_STATIC));
+  size_t static_bpt = chai_opt_kv_bytes_per_token(m);
+  CHECK(kv_allocated(m) == 0); /* set_heads drops the cache and its bytes */
+  CHECK(gen(m, out, ip, 10, 4) == 4);
+  size_t static_alloc = kv_allocated(m);
+  CHECK_OK(chai_opt_set_heads(m, &online, CHAI_HEADS_ONLINE));
+  CHECK(chai_opt_kv_bytes_per_token(m) == static_bpt);
+  CHECK(static_bpt == (size_t)4 * (2 * D + 3 * D + 2 * C));
+  CHECK(gen(m, out, ip, 10, 4) == 4 && !chai_opt_heads_fallback(m));
+  size_t online_alloc = kv_allocated(m);
+  /* 13 cached tokens: K+V floats of every layer, the key mask, one count */
+  CHECK(online_alloc == static_alloc &&
+        online_alloc == (size_t)(13 * (5 * D + 2 * C) + 13 + 1) * 4);
+  CHECK(online_alloc < dense_alloc && dense_alloc == (size_t)(13 * 4 * C + 13 + 1) * 4);
+
+  /* The compact cache path: prefill 9 tokens, one step = the full forward's last position. */
+  chai_tensor full = {0};
+  CHECK_OK(chai_opt_forward(m, &full, ip, NULL, 1, 10, false));
+  float *step = malloc(sizeof(float) * V), *step_dense = malloc(sizeof(float) * V);
+  CHECK_OK(chai_opt_cache_begin(m, 1, 11));
+  CHECK_OK(chai_opt_cache_step(m, NULL, ip, NULL, 1, 9));
+  CHECK(!chai_opt_heads_fallback(m));
+  CHECK_OK(chai_opt_cache_step(m, step, ip + 9, NULL, 1, 1));
+  CHECK(chai_test_max_abs_diff_f(step, (const float *)chai_tensor_data(&full) + 9 * V, V) <= 1e-5);
+  /* An uncached call in between replaces the cache's membership: its next step is refused. */
+  chai_tensor other = {0};
+  CHECK_OK(chai_opt_forward(m, &other, ip, NULL, 1, 4, false));
+  CHECK(chai_opt_heads_fallback(m));
+  CHECK_ERR(chai_opt_cache_step(m, step, ip, NULL, 1, 1), CHAI_ERR_STATE, "begin the cache again");
+  /* Online batches are refused through the cache too. */
+  CHECK_OK(chai_opt_cache_begin(m, 2, 10));
+  int32_t two[10] = {0};
+  memcpy(two, ip, sizeof(int32_t) * 5), memcpy(two + 5, ip, sizeof(int32_t) * 5);
+  CHECK_ERR(chai_opt_cache_step(m, NULL, two, NULL, 2, 5), CHAI_ERR_ARG, "one prompt at a time");
+
+  /* A 5-token prompt (a padded one too) falls back: the cache is re-laid out at full width and its
+   * logits equal the dense model's, prefill and decode. */
+  chai_opt_model *d = load("preln");
+  int32_t pad_ids[7] = {1, 1, ip[0], ip[1], ip[2], ip[3], ip[4]};
+  int32_t pad_mask[7] = {0, 0, 1, 1, 1, 1, 1};
+  for (int padded = 0; padded < 2 && d; padded++) {
+    const int32_t *pi = padded ? pad_ids : ip, *pm = padded ? pad_mask : NULL;
+    int n = padded ? 7 : 5;
+    CHECK_OK(chai_opt_cache_begin(m, 1, 10));
+    CHECK_OK(chai_opt_cache_begin(d, 1, 10));
+    CHECK_OK(chai_opt_cache_step(m, step, pi, pm, 1, n));
+    CHECK(chai_opt_heads_fallback(m));
+    CHECK(kv_allocated(m) >= (size_t)(10 * 4 * C + 10 + 1) * 4);
+    CHECK_OK(chai_opt_cache_step(d, step_dense, pi, pm, 1, n));
+    CHECK(chai_test_max_abs_diff_f(step, step_dense, V) == 0);
+    CHECK_OK(chai_opt_cache_step(m, step, ip + 5, NULL, 1, 1));
+    CHECK_OK(chai_opt_cache_step(d, step_dense, ip + 5, NULL, 1, 1));
+    CHECK(chai_test_max_abs_diff_f(step, step_dense, V) == 0);
+  }
+  /* classify of a short prompt: the dense model's scores, bit for bit */
+  chai_tensor cs = {0}, cd = {0};
+  CHECK_OK(chai_opt_classify(m, &cs, ip, NULL, 1, 5));
+  CHECK(chai_opt_heads_fallback(m));
+  if (d) CHECK_OK(chai_opt_classify(d, &cd, ip, NULL, 1, 5));
+  CHECK(chai_tensor_alive(&cs) && chai_tensor_alive(&cd) &&
+        memcmp(chai_tensor_data(&cs), chai_tensor_data(&cd), sizeof(float) * cs.shape[1]) == 0);
+  chai_tensor_release(&cs), chai_tensor_release(&cd);
+  /* Long, short, long, short, long through one model = each on a fresh model; short = dense. */
+  const int32_t *prompts[5] = {ip, ip + 2, ip + 1, ip + 3, ip};
+  int lens[5] = {10, 4, 8, 5, 7};
+  for (int i = 0; i < 5; i++) {
+    int32_t fresh_out[4];
+    CHECK(gen(m, out, prompts[i], lens[i], 4) == 4);
+    CHECK(chai_opt_heads_fallback(m) == (lens[i] < 6));
+    chai_opt_model *f = load("preln");
+    if (!f) break;
+    CHECK_OK(chai_opt_set_heads(f, &online, CHAI_HEADS_ONLINE));
+    CHECK(gen(f, fresh_out, prompts[i], lens[i], 4) == 4);
+    CHECK(memcmp(out, fresh_out, sizeof out) == 0);
+    if (lens[i] < 6 && d) {
+      CHECK(gen(d, fresh_out, prompts[i], lens[i], 4) == 4);
+      CHECK(memcmp(out, fresh_out, sizeof out) == 0);
+    }
+    chai_opt_free(f);
+  }
+  free(step), free(step_dense);
+  chai_tensor_release(&full), chai_tensor_release(&other), chai_tensor_release(&idt);
+  chai_heads_plan_free(&online), chai_heads_plan_free(&same_k);
+  chai_opt_free(d);
+  chai_opt_free(m);
+}
+
 static void capture(void) {
   chai_opt_model *m = load("preln");
   if (!m) return;
@@ -419,6 +545,7 @@ int main(void) {
   static_matches_oracle("preln");
   static_matches_oracle("postln");
   online_matches_oracle();
+  online_compact_cache();
   capture();
   prune();
   training();

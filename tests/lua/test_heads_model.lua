@@ -37,6 +37,8 @@ local texts = {"the quick brown fox jumps over the lazy dog", "clustered head at
 local ids = {2, 40, 41, 50, 7, 9, 11, 60, 61}
 local dense = m:forward({ids})
 local dense_kv = m:memory().kv_cache_bytes_per_token
+local dense_gen = m:generate(ids, {max_new_tokens = 2})
+local dense_alloc = m:memory().kv_cache
 check(dense_kv == 2 * 2 * 32 * 4, "dense KV bytes per token: " .. tostring(dense_kv))
 check(m:heads().mode == "dense", "dense at start")
 
@@ -59,6 +61,10 @@ check(kv == ((2 + 3) * 8 + 2 * 32) * 4, "K cache shrinks: " .. kv)
 check(info.kv_cache_bytes_per_token == kv, "heads() reports the same bytes")
 local clustered = m:forward({ids})
 check(maxdiff(clustered, dense) > 1e-4, "clustering changes the logits")
+m:generate(ids, {max_new_tokens = 2}) -- a cache of 10 tokens: K+V, the key mask, one count
+local static_alloc = m:memory().kv_cache
+check(dense_alloc == (10 * dense_kv / 4 + 11) * 4 and static_alloc == (10 * kv / 4 + 11) * 4,
+      "the allocated cache falls: " .. dense_alloc .. " -> " .. static_alloc)
 local out = m:generate(ids, {max_new_tokens = 4})
 check(#out == 4, "generate under a static plan")
 
@@ -89,10 +95,37 @@ local path = os.tmpname()
 heads.save_plan(plan, path)
 m:set_heads(path, {mode = "online"})
 check(m:heads().mode == "online", "online from a file")
+-- Online mode stores K of the representatives only, as static mode with the same k does.
+check(m:memory().kv_cache_bytes_per_token == kv and m:heads().kv_cache_bytes_per_token == kv,
+      "online K cache bytes per token = the static plan's")
 local g = m:generate(ids, {max_new_tokens = 2})
 check(#g == 2 and g.dense_fallback == false, "online generate clusters a 9-token prompt")
+check(m:memory().kv_cache == static_alloc, "online allocates what static does: " .. m:memory().kv_cache)
 local gs = m:generate({2, 40, 41}, {max_new_tokens = 2})
 check(gs.dense_fallback == true and m:heads().fallback == true, "short prompt says it ran dense")
+check(m:memory().kv_cache_bytes_per_token == kv, "bytes per token stay the plan's after a fallback")
+-- Long, short, long, short prompts through one model generate what fresh models do (the cache is
+-- re-laid out between the compact and the full-width K); short prompts what the dense model does.
+local fixture = os.getenv("CHAI_TEST_FIXTURES") .. "/opt/preln/st"
+local dense_m = chai.opt.load(fixture)
+for _, p in ipairs({ids, {2, 40, 41, 50}, {2, 60, 61, 7, 9, 11, 40}, {2, 9, 11, 60, 61}, ids}) do
+  local got = m:generate(p, {max_new_tokens = 3})
+  local fresh = chai.opt.load(fixture)
+  fresh:set_heads(path, {mode = "online"})
+  local want = fresh:generate(p, {max_new_tokens = 3})
+  check(got.dense_fallback == (#p < 6) and want.dense_fallback == got.dense_fallback,
+        "fallback for a " .. #p .. "-token prompt")
+  local same = #got == #want
+  for i = 1, #want do same = same and got[i] == want[i] end
+  check(same, "alternating prompts: " .. #p .. " tokens as on a fresh model")
+  if #p < 6 then
+    local d = dense_m:generate(p, {max_new_tokens = 3})
+    for i = 1, #d do same = same and got[i] == d[i] end
+    check(same, "a " .. #p .. "-token prompt generates as the dense model")
+  end
+  fresh:free()
+end
+dense_m:free()
 check_error(function() m:forward({ids, ids}) end, "one prompt at a time", "online refuses batches")
 local on1 = m:score_continuations({ctxA}, {{{5}}})
 check(math.abs(on1[1][1].ll - ll_forward(ctxA, 5)) < 1e-4, "online scoring, one item")

@@ -27,11 +27,13 @@ typedef enum chai_heads_mode {
  * ONLINE: every listed layer needs k. Each request (a forward/classify call, or a KV-cache prefill)
  * takes its membership from the first 5 real tokens, as the paper: per head softmax(QKᵀ/√d) of
  * those tokens with no causal mask, cosine distance, average linkage into k, lowest-index
- * representative; decode steps reuse it. Batch size must be 1. Prompts with fewer than 6 real
- * tokens run dense (chai_opt_heads_fallback tells). The K cache keeps full width in this mode
- * because membership is unknown when the cache is allocated.
+ * representative; decode steps reuse it. Batch size must be 1 (CHAI_ERR_ARG). Prompts with fewer
+ * than 6 real tokens run dense (chai_opt_heads_fallback tells). The K cache holds the
+ * representatives only, as in static mode; the first step of a prompt that falls back re-lays the
+ * empty cache out at full width (growing its storage if needed). A cache's later steps are refused
+ * (CHAI_ERR_STATE) once a forward/classify call has begun another request.
  * The plan is validated against the model (CHAI_ERR_ARG with the reason); the KV cache is dropped
- * (call chai_opt_cache_begin again). */
+ * and its storage freed (call chai_opt_cache_begin again). */
 chai_status chai_opt_set_heads(chai_opt_model *m, const chai_heads_plan *plan,
                                chai_heads_mode mode);
 /* The plan in force (borrowed; NULL when dense) and its mode (may be NULL). */
@@ -41,7 +43,8 @@ int chai_opt_heads_fallback(const chai_opt_model *m);
 /* The membership layer l uses now: *K clusters (0 = dense) and slot (H) = each head's cluster,
  * numbered by representative order; slot may be NULL. Online: the last request's membership. */
 chai_status chai_opt_heads_membership(const chai_opt_model *m, int layer, int *K, int *slot);
-/* Bytes of K and V cache one token takes in one batch row under the current plan (f32). */
+/* Bytes of K and V cache one token takes in one batch row under the current plan (f32); online
+ * mode reports the plan's compact figure, not a fallen-back prompt's. */
 size_t chai_opt_kv_bytes_per_token(const chai_opt_model *m);
 
 /* Structural pruning (what the seed project calls CHAI-base, done right): a new model in which

@@ -25,7 +25,10 @@ struct opt_heads {
   bool has_plan;
   int L, H, D, C;
   opt_heads_layer *layers;
-  bool fallback;
+  /* Online: the current request (opt_heads_request) runs dense, or clusters from the tokens at
+   * real_pos; cache_request says it began in the KV cache, whose decode steps continue it. */
+  bool fallback, cache_request;
+  int real_pos[5];
   float *scratch; /* q_rep and k_rep (N,K·D) each, or the 5-token q/k (5,C) each */
   size_t scratch_floats;
   float *capture; /* (L,H,capture_T) */
@@ -151,8 +154,10 @@ chai_status chai_opt_set_heads(chai_opt_model *m, const chai_heads_plan *plan,
                                chai_heads_mode mode) {
   if (mode != CHAI_HEADS_DENSE && mode != CHAI_HEADS_STATIC && mode != CHAI_HEADS_ONLINE)
     return chai_error(CHAI_ERR_ARG, "set_heads: unknown mode %d", (int)mode);
-  m->kv.B = 0; /* the cache layout changes with the plan: begin again */
-  m->kv.len = 0;
+  /* The cache layout changes with the plan: drop it (its bytes too), the caller begins again. */
+  chai_storage_release(m->kv.storage);
+  m->kv.storage = NULL;
+  m->kv.B = m->kv.len = m->kv.capacity = 0;
   clear_score_head(m);
   if (!plan || mode == CHAI_HEADS_DENSE) {
     if (m->heads) clear_plan(m->heads);
@@ -263,18 +268,67 @@ int opt_heads_v_width(const chai_opt_model *m, int l) {
   return opt_layer_heads(m, l) * (m->cfg.hidden_size / m->cfg.num_attention_heads);
 }
 
-int opt_heads_k_width(const chai_opt_model *m, int l) {
+/* Layer l's K floats per token; `as_planned` ignores an online request's dense fallback. */
+static int k_width(const chai_opt_model *m, int l, bool as_planned) {
   const struct opt_heads *h = m->heads;
-  if (!h || !h->has_plan || h->mode != CHAI_HEADS_STATIC || h->layers[l].K == 0)
+  if (!h || !h->has_plan || h->layers[l].K == 0 ||
+      (h->mode == CHAI_HEADS_ONLINE && h->fallback && !as_planned))
     return opt_heads_v_width(m, l);
   return h->layers[l].K * h->D;
+}
+
+int opt_heads_k_width(const chai_opt_model *m, int l) {
+  return k_width(m, l, false);
+}
+
+int opt_heads_plan_k_width(const chai_opt_model *m, int l) {
+  return k_width(m, l, true);
 }
 
 size_t chai_opt_kv_bytes_per_token(const chai_opt_model *m) {
   size_t floats = 0;
   for (int l = 0; l < m->cfg.num_hidden_layers; l++)
-    floats += (size_t)opt_heads_k_width(m, l) + (size_t)opt_heads_v_width(m, l);
+    floats += (size_t)opt_heads_plan_k_width(m, l) + (size_t)opt_heads_v_width(m, l);
   return floats * sizeof(float);
+}
+
+bool opt_heads_layer_dense(const chai_opt_model *m, int l) {
+  const struct opt_heads *h = m->heads;
+  if (!h) return true;
+  if (h->capture) return false;
+  return !h->has_plan || h->layers[l].K == 0 || (h->mode == CHAI_HEADS_ONLINE && h->fallback);
+}
+
+chai_status opt_heads_request(chai_opt_model *m, const int32_t *mask, int B, int T,
+                              bool use_cache) {
+  struct opt_heads *h = m->heads;
+  if (!h || !h->has_plan || h->mode != CHAI_HEADS_ONLINE) return CHAI_OK;
+  if (use_cache && m->kv.len > 0) {
+    /* A decode step: the membership must still be this cache's (an uncached call in between
+     * replaced it, and may have changed the K width the cache was laid out with). */
+    if (!h->cache_request)
+      return chai_error(CHAI_ERR_STATE,
+                        "online head clustering: a forward or classify call since this KV "
+                        "cache's prompt replaced its membership; begin the cache again");
+    return CHAI_OK;
+  }
+  if (B != 1)
+    return chai_error(CHAI_ERR_ARG,
+                      "online head clustering takes one prompt at a time (got a batch of %d "
+                      "rows); use static mode for batches",
+                      B);
+  int n_real = 0;
+  for (int t = 0; t < T; t++) {
+    bool real = !mask || mask[t] != 0;
+    if (real && n_real < 5) h->real_pos[n_real] = t;
+    n_real += real;
+  }
+  /* Every clustered layer of the prompt takes its own membership from these tokens. */
+  h->fallback = n_real < 6;
+  h->cache_request = use_cache;
+  for (int l = 0; l < h->L; l++)
+    h->layers[l].ready = false;
+  return CHAI_OK;
 }
 
 /* ---- capture ----------------------------------------------------------------------------------
@@ -411,26 +465,11 @@ chai_status opt_heads_attention(chai_opt_model *m, int l, int B, int T, bool use
   opt_acts *A = &m->acts;
   int past = use_cache ? kv->len : 0, C = h->C, H = h->H, D = h->D, N = B * T;
   if (h->mode == CHAI_HEADS_ONLINE) {
-    bool new_request = !use_cache || past == 0;
-    if (new_request) {
-      if (B != 1)
-        return chai_error(CHAI_ERR_ARG,
-                          "online head clustering takes one prompt at a time (got a batch of %d "
-                          "rows); use static mode for batches",
-                          B);
-      int real_pos[5], n_real = 0;
-      for (int t = 0; t < T; t++) {
-        bool real = use_cache ? kv->mask[t] != 0.0f : (!keymask || keymask[t] != 0.0f);
-        if (real && n_real < 5) real_pos[n_real] = t;
-        n_real += real;
-      }
-      /* Every clustered layer of the prefill takes its own membership from these tokens. */
-      h->fallback = n_real < 6;
-      if (h->fallback) return CHAI_OK;
-      chai_status st = online_membership(m, h, l, in, real_pos);
+    /* opt_heads_request has decided this request (and refused batches). */
+    if (h->fallback) return CHAI_OK;
+    if (!use_cache || past == 0) {
+      chai_status st = online_membership(m, h, l, in, h->real_pos);
       if (st) return st;
-    } else if (h->fallback) {
-      return CHAI_OK;
     } else if (!hl->ready) {
       return chai_error(CHAI_ERR_STATE, "online head clustering: no membership for layer %d", l);
     }

@@ -297,7 +297,7 @@ static chai_status layer_forward(chai_opt_model *m, int l, int B, int T, bool us
 /* The last layer when only `rows` (flat token indices, R of them) of its output are needed, as for
  * last-position logits and classification: K and V of every token (the rows attend to them), the
  * rest for the rows alone, which saves most of the layer. Leaves the rows' outputs (R,C) in
- * A->rowsC. The dense path only (no head clustering hooks). */
+ * A->rowsC. The dense path only: for a layer opt_heads_layer_dense calls dense. */
 static chai_status last_layer_rows(chai_opt_model *m, int l, int B, int T, bool use_cache,
                                    const float *keymask, const int *rows, int R) {
   const chai_opt_config *c = &m->cfg;
@@ -423,6 +423,7 @@ chai_status opt_decoder_run(chai_opt_model *m, const int32_t *ids, const int32_t
   const chai_opt_config *c = &m->cfg;
   chai_status st = check_inputs(m, ids, mask, B, T);
   if (st) return st;
+  if (!use_cache && (st = opt_heads_request(m, mask, B, T, false))) return st;
   if (!chai_blas_get_info()) return chai_error_context(CHAI_ERR_UNSUPPORTED, "OPT forward");
   int C = c->hidden_size, P = c->word_embed_proj_dim, N = B * T;
   opt_kv *kv = &m->kv;
@@ -467,7 +468,9 @@ chai_status opt_decoder_run(chai_opt_model *m, const int32_t *ids, const int32_t
   gather_rows(A->x, m->embed_positions, A->pos, N, C, true);
 
   int L = c->num_hidden_layers;
-  bool rows_only = rows && n_rows < N && !m->heads; /* see last_layer_rows */
+  /* see last_layer_rows; also when head clustering leaves the last layer dense (an online prompt
+   * that fell back computes exactly what the dense model does) */
+  bool rows_only = rows && n_rows < N && opt_heads_layer_dense(m, L - 1);
   for (int l = 0; l < L; l++) {
     if (chai_interrupted()) return chai_error(CHAI_ERR_INTERRUPTED, "OPT forward interrupted");
     if (rows_only && l == L - 1)

@@ -7,21 +7,32 @@
 #include "chai/opt.h"
 #include "model/opt_model.h"
 
-chai_status chai_opt_cache_begin(chai_opt_model *m, int B, int capacity) {
+/* Layer l's K floats a token: under the plan, or under the current request (online mode's dense
+ * fallback widens every clustered layer to full width). */
+static size_t k_width(const chai_opt_model *m, int l, bool as_planned) {
+  return (size_t)(as_planned ? opt_heads_plan_k_width(m, l) : opt_heads_k_width(m, l));
+}
+
+/* Σ_l k_width: it identifies the layout, since the plan's and a fallback's widths differ only in
+ * clustered layers, all of them at once, each one narrower. */
+static size_t k_floats(const chai_opt_model *m, bool as_planned) {
+  size_t n = 0;
+  for (int l = 0; l < m->cfg.num_hidden_layers; l++)
+    n += k_width(m, l, as_planned);
+  return n;
+}
+
+/* Lays the (empty) cache out for B rows of `capacity` tokens with the plan's K widths or the
+ * current request's, growing the storage only when it is too small. */
+static chai_status layout(chai_opt_model *m, int B, int capacity, bool as_planned) {
   const chai_opt_config *c = &m->cfg;
-  if (B < 1 || B > (1 << 16))
-    return chai_error(CHAI_ERR_ARG, "OPT cache: batch size %d is not valid", B);
-  if (capacity < 1 || capacity > c->max_position_embeddings)
-    return chai_error(CHAI_ERR_ARG,
-                      "OPT cache: %d tokens requested, but the model has max_position_embeddings "
-                      "%d",
-                      capacity, c->max_position_embeddings);
   int L = c->num_hidden_layers;
   /* K of a clustered layer holds its representatives only (opt_heads_k_width floats a token);
    * a pruned layer's K and V hold its own heads. */
   size_t kvfloats = 0;
   for (int l = 0; l < L; l++)
-    kvfloats += (size_t)B * capacity * (size_t)(opt_heads_k_width(m, l) + opt_heads_v_width(m, l));
+    kvfloats +=
+        (size_t)B * capacity * (k_width(m, l, as_planned) + (size_t)opt_heads_v_width(m, l));
   size_t bytes = (kvfloats + (size_t)B * capacity + (size_t)B) * sizeof(float);
   opt_kv *kv = &m->kv;
   if (!kv->k) {
@@ -39,7 +50,7 @@ chai_status chai_opt_cache_begin(chai_opt_model *m, int B, int capacity) {
   float *p = (float *)kv->storage->data;
   for (int l = 0; l < L; l++) {
     kv->k[l] = p;
-    p += (size_t)B * capacity * (size_t)opt_heads_k_width(m, l);
+    p += (size_t)B * capacity * k_width(m, l, as_planned);
     kv->v[l] = p;
     p += (size_t)B * capacity * (size_t)opt_heads_v_width(m, l);
   }
@@ -50,7 +61,22 @@ chai_status chai_opt_cache_begin(chai_opt_model *m, int B, int capacity) {
   kv->B = B;
   kv->capacity = capacity;
   kv->len = 0;
+  kv->k_floats = k_floats(m, as_planned);
   return CHAI_OK;
+}
+
+chai_status chai_opt_cache_begin(chai_opt_model *m, int B, int capacity) {
+  const chai_opt_config *c = &m->cfg;
+  if (B < 1 || B > (1 << 16))
+    return chai_error(CHAI_ERR_ARG, "OPT cache: batch size %d is not valid", B);
+  if (capacity < 1 || capacity > c->max_position_embeddings)
+    return chai_error(CHAI_ERR_ARG,
+                      "OPT cache: %d tokens requested, but the model has max_position_embeddings "
+                      "%d",
+                      capacity, c->max_position_embeddings);
+  /* The request is not known yet: lay out for the plan (an online prompt that falls back to dense
+   * re-lays the cache out at its first step). */
+  return layout(m, B, capacity, true);
 }
 
 int chai_opt_cache_length(const chai_opt_model *m) {
@@ -70,7 +96,12 @@ chai_status chai_opt_cache_step(chai_opt_model *m, float *logits, const int32_t 
     return chai_error(CHAI_ERR_ARG,
                       "OPT cache: %d cached + %d new tokens exceed its capacity of %d tokens",
                       kv->len, T, kv->capacity);
-  chai_status st = opt_acts_reserve_run(m, B, T, mask, true, B);
+  /* The first step starts the request: online clustering decides it, and the K widths it needs
+   * may differ from the layout (nothing is cached yet, so re-laying loses nothing). */
+  chai_status st = opt_heads_request(m, mask, B, T, true);
+  if (!st && kv->len == 0 && kv->k_floats != k_floats(m, false))
+    st = layout(m, B, kv->capacity, false);
+  if (!st) st = opt_acts_reserve_run(m, B, T, mask, true, B);
   if (st) return st;
   int *rows = m->acts.rowidx;
   for (int b = 0; b < B; b++) {

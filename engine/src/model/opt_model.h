@@ -56,14 +56,15 @@ typedef struct opt_acts {
   size_t keys, threads;          /* what `scores` was sized for */
 } opt_acts;
 
-/* The KV cache: K and V for every layer, (B, capacity, C) each, plus the key mask (B, capacity)
- * and the count of real tokens per row (for positions). */
+/* The KV cache: K and V for every layer, (B, capacity, K width) and (B, capacity, V width), plus
+ * the key mask (B, capacity) and the count of real tokens per row (for positions). */
 typedef struct opt_kv {
   chai_storage *storage;
   int B, capacity, len;
-  float **k, **v; /* per layer */
-  float *mask;    /* (B, capacity) */
-  int *count;     /* (B) */
+  size_t k_floats; /* Σ_l K width the layout was made for (see opt_kvcache.c) */
+  float **k, **v;  /* per layer */
+  float *mask;     /* (B, capacity) */
+  int *count;      /* (B) */
 } opt_kv;
 
 struct chai_opt_model {
@@ -154,15 +155,27 @@ chai_status opt_decoder_run(chai_opt_model *m, const int32_t *ids, const int32_t
  * cache when use_cache) and sets *done; *done false means "run the dense path". */
 chai_status opt_heads_attention(chai_opt_model *m, int l, int B, int T, bool use_cache,
                                 const float *in, const float *keymask, bool *done);
+/* True when layer l runs plain dense attention for the current request: no capture, and the layer
+ * is not clustered (not in the plan, or an online request that fell back). */
+bool opt_heads_layer_dense(const chai_opt_model *m, int l);
 /* Reads "chai_attention_heads" (one count per layer, 1..num_attention_heads) from the config's
  * extra keys into m->layer_heads; CHAI_ERR_ARG naming a bad value. */
 chai_status opt_layer_heads_parse(chai_opt_model *m);
 /* Heads of layer l (num_attention_heads unless the model is pruned). */
 int opt_layer_heads(const chai_opt_model *m, int l);
-/* Floats per token of layer l's K cache: heads·D when dense, representatives·D when clustered;
- * and of its V cache: heads·D. */
+/* Floats per token of layer l's K cache: heads·D when dense, representatives·D when clustered
+ * (online: unless the current request fell back to dense, then heads·D); and of its V cache:
+ * heads·D. plan_k_width is the K width the plan gives, whatever the current request did. */
 int opt_heads_k_width(const chai_opt_model *m, int l);
+int opt_heads_plan_k_width(const chai_opt_model *m, int l);
 int opt_heads_v_width(const chai_opt_model *m, int l);
+/* Every decoder run passes here before its first layer (chai_opt_cache_step; opt_decoder_run for
+ * an uncached run). Online mode only: a new request (uncached, or the first step of a cache)
+ * must be one row (CHAI_ERR_ARG naming the batch) and is decided from `mask` (B·T, NULL = all
+ * real): fewer than 6 real tokens run dense, else each clustered layer takes its membership from
+ * the first 5 (so opt_heads_k_width may change: the cache re-lays itself out). A later step of a
+ * cache is refused (CHAI_ERR_STATE) when an uncached request ran since its first step. */
+chai_status opt_heads_request(chai_opt_model *m, const int32_t *mask, int B, int T, bool use_cache);
 void opt_heads_free(chai_opt_model *m);
 /* CHAI_OK when training can run: a static plan trains through m->score_head (members reuse their
  * representative's scores); a pruned model or an online plan is refused (CHAI_ERR_UNSUPPORTED). */
