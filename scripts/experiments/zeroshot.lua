@@ -330,7 +330,7 @@ local function main()
       end
       local kv_saved = 100 * (dense_kv - kv) / dense_kv
       line = line .. string.format(" | KV cache %d → %d bytes/token (%.1f%% saved)", dense_kv, kv, kv_saved)
-      if opts.mode == "online" then line = line .. "; online keeps the K cache full width" end
+      if opts.mode == "online" then line = line .. "; a prompt under 6 tokens runs dense with full-width K" end
       if opts.mode == "prune" then line = line .. string.format("; parameters %d → %d", dense_params, params) end
       print(line)
       chai_tasks[task] = {metrics = rc, change_points = change,
