@@ -5,11 +5,12 @@
 --     --model   a trained classifier [chai.train.cached_model("sst2-opt-student"), made by
 --               experiments/train_sst2.lua]
 --     --calib   calibration sentences from the SST-2 train split [200]; --tokens per text [32]
+--     --limit   evaluate only the first N dev rows (a smoke run)
 -- Data: CHAI_DATA_DIR (sst2/, opt-tokenizer/). Prints a markdown table (docs/benchmarks.md).
 local chai = require "chai"
 
 local args = {...}
-local o = {model = nil, calib = 200, tokens = 32, seed = 0}
+local o = {model = nil, calib = 200, tokens = 32, seed = 0, limit = nil}
 local i = 1
 while i <= #args do
   local a, v = args[i], args[i + 1]
@@ -17,7 +18,9 @@ while i <= #args do
   elseif a == "--calib" then o.calib = tonumber(v)
   elseif a == "--tokens" then o.tokens = tonumber(v)
   elseif a == "--seed" then o.seed = tonumber(v)
-  else error("chai_sst2: unknown option " .. a .. " (--model, --calib, --tokens, --seed)", 0) end
+  elseif a == "--limit" then o.limit = tonumber(v)
+  else error("chai_sst2: unknown option " .. a .. " (--model, --calib, --tokens, --seed, --limit)", 0) end
+  if a ~= "--model" and not tonumber(v) then error("chai_sst2: " .. a .. " needs a number, got " .. tostring(v), 0) end
   i = i + 2
 end
 local data_dir = os.getenv("CHAI_DATA_DIR")
@@ -28,6 +31,11 @@ local tok = chai.tokenizer.load(data_dir .. "/opt-tokenizer")
 local L, H, D = m.config.num_hidden_layers, m.config.num_attention_heads,
                 m.config.hidden_size // m.config.num_attention_heads
 local dev = chai.train.encode(chai.data.task("sst2", "validation").rows, tok, {max_length = 64})
+if o.limit then -- a smoke run on the first rows (tests)
+  local sub = {}
+  for k = 1, math.min(o.limit, #dev) do sub[k] = dev[k] end
+  dev = sub
+end
 local train = chai.data.task("sst2", "train").rows
 local texts = {}
 for k = 1, math.min(o.calib, #train) do texts[k] = train[k].sentence end
@@ -40,8 +48,11 @@ local function saving(plan)
 end
 
 local rows = {}
-local function add(name, plan, acc, note)
-  rows[#rows + 1] = {name = name, k = plan and saving(plan) or 0, acc = acc, note = note or ""}
+-- `model` (default m, with the plan set) gives the KV bytes per token actually kept: K of the
+-- representatives (static, online) or K and V of the kept heads (prune).
+local function add(name, plan, acc, note, model)
+  rows[#rows + 1] = {name = name, k = plan and saving(plan) or 0, acc = acc, note = note or "",
+                     kv = (model or m):memory().kv_cache_bytes_per_token}
   io.stderr:write(string.format("%-40s acc %.4f\n", name, acc))
 end
 
@@ -85,7 +96,8 @@ if H >= 3 then
       "prompts < 6 tokens dense")
   local small = chai.heads.prune(m, mixed, {keep = 1})
   add(string.format("prune, layer 1 k=%d, layers 2-%d k=%d, keep 1", H - 1, L, H // 2), mixed,
-      evaluate(small), string.format("%d → %d parameters", m:num_parameters(), small:num_parameters()))
+      evaluate(small), string.format("%d → %d parameters", m:num_parameters(), small:num_parameters()),
+      small)
   small:free()
   m:set_heads(nil)
 end
@@ -97,20 +109,25 @@ for k = H - 1, math.max(1, H - 2), -1 do
       "prompts < 6 tokens dense")
 end
 m:set_heads(nil)
-for k = H - 1, math.max(1, H - 2), -1 do
-  local p = uniform(k, 1)
+local prunes = {}
+for k = H - 1, math.max(1, H - 2), -1 do prunes[#prunes + 1] = {k, 1} end
+for k = H // 2, 1, -1 do prunes[#prunes + 1] = {k, 2} end -- the first layer left whole
+for _, kf in ipairs(prunes) do
+  local k, first = kf[1], kf[2]
+  local p = uniform(k, first)
   local small = chai.heads.prune(m, p, {keep = 1})
-  add(string.format("prune, every layer k=%d, keep 1", k), p, evaluate(small),
-      string.format("%d → %d parameters", m:num_parameters(), small:num_parameters()))
+  local what = first == 1 and "every layer" or string.format("layers %d-%d", first, L)
+  add(string.format("prune, %s k=%d, keep 1", what, k), p, evaluate(small),
+      string.format("%d → %d parameters", m:num_parameters(), small:num_parameters()), small)
   small:free()
 end
 
 print(string.format("model %s (%d layers × %d heads), SST-2 dev %d rows, calibration %d texts × %d tokens",
                     dir, L, H, #dev, #texts, o.tokens))
 print("")
-print("| configuration | K cache saved | K+V saved | dev accuracy | change (points) | note |")
-print("|---|---|---|---|---|---|")
+print("| configuration | heads merged | KV bytes/token | K+V saved | dev accuracy | change (points) | note |")
+print("|---|---|---|---|---|---|---|")
 for _, r in ipairs(rows) do
-  print(string.format("| %s | %.1f%% | %.1f%% | %.2f | %+.2f | %s |", r.name, 100 * r.k, 50 * r.k,
-                      100 * r.acc, 100 * (r.acc - dense), r.note))
+  print(string.format("| %s | %.1f%% | %d | %.1f%% | %.2f | %+.2f | %s |", r.name, 100 * r.k, r.kv,
+                      100 * (1 - r.kv / rows[1].kv), 100 * r.acc, 100 * (r.acc - dense), r.note))
 end
