@@ -101,6 +101,13 @@ if H >= 3 then
   small:free()
   m:set_heads(nil)
 end
+-- Online membership where static membership loses least: the later half of the layers.
+for _, k in ipairs({H // 2, 1}) do
+  local p = uniform(k, L // 2 + 1)
+  m:set_heads(p, {mode = "online"})
+  add(string.format("online, layers %d-%d k=%d", L // 2 + 1, L, k), p, evaluate(m, 1),
+      "prompts < 6 tokens dense")
+end
 for k = H - 1, math.max(1, H - 2), -1 do
   local p = uniform(k, 1)
   m:set_heads(p, {mode = "online"})
