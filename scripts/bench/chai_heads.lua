@@ -70,15 +70,17 @@ for _, p in ipairs(plans) do
                       100 * (1 - k_bytes / (dense_total - v_bytes)), 100 * (1 - total / dense_total)))
 end
 
--- Memory traffic of one decode step (the bound on a memory-bound decode): every weight byte plus
--- the K and V cache of the context (m:decode_bytes, dense). A clustered layer reads only its
--- representatives' W_q/W_k rows (its packed f32 copy) and K cache rows.
+-- Memory traffic of one decode step (the bound on a memory-bound decode): m:decode_bytes under the
+-- plan (every weight byte plus the K and V cache of the context as the plan keeps it), less the
+-- members' W_q/W_k rows a clustered layer does not read (it reads its representatives' packed f32
+-- copy instead).
 local wbytes = opts.dtype == "f32" and 4 or 2
 local function modelled_bytes(plan, n)
+  m:set_heads(plan)
   local bytes = m:decode_bytes(n)
   for _, e in ipairs(plan and plan.layers or {}) do
     local k = #e.clusters
-    bytes = bytes - 2 * (H - k) * D * 768 * wbytes - n * (H - k) * D * 4
+    bytes = bytes - 2 * (H - k) * D * 768 * wbytes
     if wbytes ~= 4 then bytes = bytes + 2 * k * D * 768 * (4 - wbytes) end
   end
   return bytes

@@ -1,5 +1,6 @@
 /* The decode bandwidth ceiling: the streaming-read kernel against its scalar twin, the bandwidth
  * probe's arguments, and the bytes one decoded token reads. */
+#include "chai/opt_heads.h"
 #include "opt_fixture.h"
 
 static void test_read_sum(void) {
@@ -34,6 +35,21 @@ static void test_decode_bytes(void) {
   int64_t want = params - (c->max_position_embeddings + 2) * C - c->num_labels * P + C + P;
   CHECK((int64_t)chai_opt_decode_bytes(m, 0) == 4 * want);
   CHECK((int64_t)chai_opt_decode_bytes(m, 10) == 4 * want + 2 * L * 10 * C * 4);
+  /* Under a plan merging every head of layer 0 into one cluster, the cache holds one head's K
+   * there: the context costs (H - 1)·D floats a token less. */
+  int H = c->num_attention_heads;
+  char json[512];
+  int n = snprintf(json, sizeof json, "{\"layers\":[{\"layer\":0,\"clusters\":[[");
+  for (int h = 0; h < H; h++)
+    n += snprintf(json + n, sizeof json - (size_t)n, "%s%d", h ? "," : "", h);
+  snprintf(json + n, sizeof json - (size_t)n, "]]}]}");
+  chai_heads_plan plan;
+  CHECK_OK(chai_heads_plan_parse(&plan, json, strlen(json), NULL));
+  CHECK_OK(chai_opt_set_heads(m, &plan, CHAI_HEADS_STATIC));
+  int64_t D = C / H;
+  CHECK((int64_t)(chai_opt_decode_bytes(m, 10) - chai_opt_decode_bytes(m, 0)) ==
+        (2 * L * C - (H - 1) * D) * 10 * 4);
+  chai_heads_plan_free(&plan);
   chai_opt_free(m);
   m = opt_fixture_load("postln", "st", CHAI_F16);
   CHECK(chai_opt_decode_bytes(m, 0) < (size_t)(4 * want * 6 / 10));

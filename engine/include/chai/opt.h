@@ -229,7 +229,9 @@ chai_status chai_opt_save(const chai_opt_model *m, const char *dir);
 /* ---- the decoding bandwidth ceiling ---------------------------------------------------------- */
 
 /* Bytes one decoded token reads: every weight matrix (the tied embedding once, as the LM head),
- * one row of each embedding table, and the cached keys and values of `context` tokens. */
+ * one row of each embedding table, and the cached keys and values of `context` tokens as the
+ * cache holds them (chai_opt_kv_bytes_per_token: fewer K under head clustering, fewer K and V
+ * in a pruned model). */
 size_t chai_opt_decode_bytes(const chai_opt_model *m, int64_t context);
 /* Streams a `bytes` buffer with every thread `reps` times; *gbps = the best read rate in 1e9
  * bytes/s. CHAI_ERR_ARG below 1 MB, CHAI_ERR_NOMEM when the buffer cannot be had. */

@@ -9,6 +9,7 @@
 #include "chai/cpu.h"
 #include "chai/memory.h"
 #include "chai/opt.h"
+#include "chai/opt_heads.h"
 #include "model/opt_model.h"
 
 /* p (n) words → their sum (wrapping); exact in any order, so the SIMD twin must agree bit for
@@ -94,7 +95,8 @@ size_t chai_opt_decode_bytes(const chai_opt_model *m, int64_t context) {
     else
       total += nb;
   }
-  const chai_opt_config *c = &m->cfg;
-  total += 2 * (size_t)c->num_hidden_layers * (size_t)context * (size_t)c->hidden_size * 4;
+  /* K and V as the cache holds them: representatives' K under a head-clustering plan, the kept
+   * heads of a pruned model. */
+  total += chai_opt_kv_bytes_per_token(m) * (size_t)context;
   return total;
 }
