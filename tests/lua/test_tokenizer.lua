@@ -178,28 +178,6 @@ else
 end
 
 -- docs/tokenizer.md: every ```lua block runs and asserts its own claims
-local source = os.getenv("CHAI_SOURCE_DIR") or (dir .. "../..")
-local md = T.read_bytes(source .. "/docs/tokenizer.md")
-local blocks, current, lineno = 0, nil, 0
-for line in (md .. "\n"):gmatch("([^\n]*)\n") do
-  lineno = lineno + 1
-  if current then
-    if line:match("^```%s*$") then
-      local code = string.rep("\n", current.first - 1) .. table.concat(current.lines, "\n")
-      local chunk, err = load(code, "@docs/tokenizer.md", "t", setmetatable({}, {__index = _G}))
-      T.check(chunk ~= nil, "docs block at line " .. current.first .. " compiles: " .. tostring(err))
-      if chunk then
-        local ok, run_err = pcall(chunk)
-        T.check(ok, "docs block at line " .. current.first .. ": " .. tostring(run_err))
-      end
-      blocks, current = blocks + 1, nil
-    else
-      current.lines[#current.lines + 1] = line
-    end
-  elseif line:match("^```lua%s*$") then
-    current = {first = lineno + 1, lines = {}}
-  end
-end
-T.check(current == nil and blocks >= 4, "docs/tokenizer.md has " .. blocks .. " closed lua blocks")
+T.run_doc_blocks("tokenizer.md", 4)
 
 T.finish()
