@@ -168,39 +168,32 @@ if phase == "teacher-large" then
   train("sst2-opt-teacher-large", TEACHER, 100, o.teacher_epochs)
 end
 if phase == "all" or phase == "kd" then
-  -- The teacher: the mean logits of the ensemble members, on the training rows.
+  -- The teacher: the mean logits of the ensemble members, on the training rows (its targets) and
+  -- on the dev rows (its own accuracy); each member is loaded once for both.
   local members = o.teacher_seeds or o.seeds
-  local sum = {}
+  local sum, dev_sum = {}, {}
+  local function accumulate(acc_rows, rows, mem)
+    chai.train.annotate(rows, mem, {batch_size = 128})
+    for k, row in ipairs(rows) do
+      local acc = acc_rows[k] or {}
+      for j = 1, #row.teacher do acc[j] = (acc[j] or 0) + row.teacher[j] end
+      acc_rows[k] = acc
+      row.teacher = nil
+    end
+  end
   local t0 = chai.bench.now()
   for _, seed in ipairs(members) do
     local mem = chai.opt.load(dir .. "/" .. SP .. "-s" .. seed)
-    chai.train.annotate(train_rows, mem, {batch_size = 128})
-    for k, row in ipairs(train_rows) do
-      local acc = sum[k] or {0, 0}
-      for j = 1, #row.teacher do acc[j] = (acc[j] or 0) + row.teacher[j] end
-      sum[k] = acc
-    end
+    accumulate(sum, train_rows, mem)
+    accumulate(dev_sum, dev_rows, mem)
     mem:free()
   end
   for k, row in ipairs(train_rows) do
     for j = 1, #sum[k] do sum[k][j] = sum[k][j] / #members end
     row.teacher = sum[k]
   end
-  io.stderr:write(string.format("teacher (ensemble of %d) logits for %d rows in %.1f s\n",
-                                #members, #train_rows, chai.bench.now() - t0))
-  -- the ensemble's own dev accuracy
-  local dev_sum = {}
-  for _, seed in ipairs(members) do
-    local mem = chai.opt.load(dir .. "/" .. SP .. "-s" .. seed)
-    chai.train.annotate(dev_rows, mem, {batch_size = 128})
-    for k, row in ipairs(dev_rows) do
-      local acc = dev_sum[k] or {0, 0}
-      for j = 1, #row.teacher do acc[j] = (acc[j] or 0) + row.teacher[j] end
-      dev_sum[k] = acc
-      row.teacher = nil
-    end
-    mem:free()
-  end
+  io.stderr:write(string.format("teacher (ensemble of %d) logits for %d train and %d dev rows in %.1f s\n",
+                                #members, #train_rows, #dev_rows, chai.bench.now() - t0))
   local correct = 0
   for k, row in ipairs(dev_rows) do
     local pred = dev_sum[k][2] > dev_sum[k][1] and 1 or 0
