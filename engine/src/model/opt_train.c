@@ -326,15 +326,6 @@ static void dropout_draws(opt_train *tr, int l, int site, size_t n) {
   chai_rng_fill_uniform(&r, tr->dmask, n, 0.0f, 1.0f);
 }
 
-void opt_train_dropout(opt_train *tr, int l, int site, float *x, size_t n) {
-  dropout_draws(tr, l, site, n);
-  float p = tr->dropout, scale = 1.0f / (1.0f - p);
-  const float *u = tr->dmask;
-#pragma omp parallel for if (n > (1 << 16))
-  for (size_t i = 0; i < n; i++)
-    x[i] = u[i] >= p ? x[i] * scale : 0.0f;
-}
-
 void opt_train_dropout_grad(opt_train *tr, int l, int site, float *out, const float *g, size_t n) {
   dropout_draws(tr, l, site, n);
   float p = tr->dropout, scale = 1.0f / (1.0f - p);
@@ -342,6 +333,11 @@ void opt_train_dropout_grad(opt_train *tr, int l, int site, float *out, const fl
 #pragma omp parallel for if (n > (1 << 16))
   for (size_t i = 0; i < n; i++)
     out[i] = u[i] >= p ? g[i] * scale : 0.0f;
+}
+
+/* Dropout is a diagonal linear map, its own Jacobian: the forward is the backward applied to x. */
+void opt_train_dropout(opt_train *tr, int l, int site, float *x, size_t n) {
+  opt_train_dropout_grad(tr, l, site, x, x, n);
 }
 
 /* ---- forward + loss + backward --------------------------------------------------------------- */
