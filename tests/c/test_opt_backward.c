@@ -424,23 +424,30 @@ static double inference_loss(chai_opt_model *m, const chai_opt_batch *b) {
   return loss;
 }
 
+/* The micro model of the central-difference checks: pre-LN with word_embed_proj_dim = hidden, or
+ * post-LN with a projection; GELU (smooth: no ReLU kink within ±h); large weights so that every
+ * path matters. */
+static void micro_config(chai_opt_config *cfg, bool pre) {
+  chai_opt_config_defaults(cfg);
+  cfg->vocab_size = 12;
+  cfg->hidden_size = 8;
+  cfg->num_hidden_layers = 2;
+  cfg->num_attention_heads = 2;
+  cfg->ffn_dim = 12;
+  cfg->max_position_embeddings = 8;
+  cfg->word_embed_proj_dim = pre ? 8 : 4;
+  cfg->do_layer_norm_before = pre;
+  cfg->activation_function = CHAI_OPT_ACT_GELU;
+  cfg->num_labels = 3;
+  cfg->init_std = 0.5;
+  cfg->pad_token_id = 1;
+}
+
 /* Central differences of the inference loss against the backward's gradient, on every element
  * of a micro model with large enough weights that every path matters. */
 static void central_differences(bool pre, chai_opt_head head) {
   chai_opt_config cfg;
-  chai_opt_config_defaults(&cfg);
-  cfg.vocab_size = 12;
-  cfg.hidden_size = 8;
-  cfg.num_hidden_layers = 2;
-  cfg.num_attention_heads = 2;
-  cfg.ffn_dim = 12;
-  cfg.max_position_embeddings = 8;
-  cfg.word_embed_proj_dim = pre ? 8 : 4;
-  cfg.do_layer_norm_before = pre;
-  cfg.activation_function = CHAI_OPT_ACT_GELU; /* smooth: no ReLU kink within ±h */
-  cfg.num_labels = 3;
-  cfg.init_std = 0.5;
-  cfg.pad_token_id = 1;
+  micro_config(&cfg, pre);
   chai_rng rng;
   chai_rng_init(&rng, pre ? 11 : 12);
   chai_opt_model *m;
@@ -505,18 +512,7 @@ static void central_differences(bool pre, chai_opt_head head) {
  * gradient, on a micro model, both heads. */
 static void dropout_differences(bool pre, chai_opt_head head) {
   chai_opt_config cfg;
-  chai_opt_config_defaults(&cfg);
-  cfg.vocab_size = 12;
-  cfg.hidden_size = 8;
-  cfg.num_hidden_layers = 2;
-  cfg.num_attention_heads = 2;
-  cfg.ffn_dim = 12;
-  cfg.max_position_embeddings = 8;
-  cfg.word_embed_proj_dim = pre ? 8 : 4;
-  cfg.do_layer_norm_before = pre;
-  cfg.activation_function = CHAI_OPT_ACT_GELU;
-  cfg.num_labels = 3;
-  cfg.init_std = 0.5;
+  micro_config(&cfg, pre);
   chai_rng rng;
   chai_rng_init(&rng, 21);
   chai_opt_model *m;
