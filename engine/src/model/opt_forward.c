@@ -252,6 +252,34 @@ static chai_status dense_attention(chai_opt_model *m, int l, int B, int T, bool 
   return st;
 }
 
+/* The rest of layer l after attention, on R rows: x += out_proj(att) (A->att, R×HD), then the FFN
+ * block; post-LN normalises each sum. *x holds the residual stream and *h is scratch of the same
+ * size; the two are swapped where a LayerNorm writes the new stream, so *x holds it at the end. */
+static void layer_tail(chai_opt_model *m, int l, float **x, float **h, int R, int HD) {
+  const chai_opt_config *c = &m->cfg;
+  const opt_layer *ly = &m->layers[l];
+  opt_acts *A = &m->acts;
+  int C = c->hidden_size, F = c->ffn_dim;
+  bool pre = c->do_layer_norm_before;
+  linear(m, *x, A->att, ly->o_w, ly->o_b, R, HD, C, true, ACT_NONE);
+  if (!pre) {
+    layernorm(*h, *x, ly->ln1_w, ly->ln1_b, R, C);
+    swap(x, h);
+  }
+  const float *in = *x;
+  if (pre) {
+    layernorm(*h, *x, ly->ln2_w, ly->ln2_b, R, C);
+    in = *h;
+  }
+  int act = c->activation_function == CHAI_OPT_ACT_GELU ? ACT_GELU : ACT_RELU;
+  linear(m, A->ffh, in, ly->fc1_w, ly->fc1_b, R, C, F, false, act);
+  linear(m, *x, A->ffh, ly->fc2_w, ly->fc2_b, R, F, C, true, ACT_NONE);
+  if (!pre) {
+    layernorm(*h, *x, ly->ln2_w, ly->ln2_b, R, C);
+    swap(x, h);
+  }
+}
+
 /* x (N,C) → x after layer l, N = B·T. Without a cache the keys and values are the layer's own
  * (B,T,C) in the arena; with one they are appended at position `past` of each row's cache. */
 static chai_status layer_forward(chai_opt_model *m, int l, int B, int T, bool use_cache,
@@ -259,7 +287,7 @@ static chai_status layer_forward(chai_opt_model *m, int l, int B, int T, bool us
   const chai_opt_config *c = &m->cfg;
   const opt_layer *ly = &m->layers[l];
   opt_acts *A = &m->acts;
-  int C = c->hidden_size, F = c->ffn_dim, N = B * T;
+  int C = c->hidden_size, N = B * T;
   bool pre = c->do_layer_norm_before;
 
   const float *in = A->x;
@@ -272,25 +300,8 @@ static chai_status layer_forward(chai_opt_model *m, int l, int B, int T, bool us
   if (m->heads && (st = opt_heads_attention(m, l, B, T, use_cache, in, keymask, &done))) return st;
   if (!done) st = dense_attention(m, l, B, T, use_cache, in, keymask);
   if (st) return st;
-  /* x += out_proj(att); post-LN normalises the sum. */
   int HD = opt_layer_heads(m, l) * (C / c->num_attention_heads); /* C unless pruned */
-  linear(m, A->x, A->att, ly->o_w, ly->o_b, N, HD, C, true, ACT_NONE);
-  if (!pre) {
-    layernorm(A->h, A->x, ly->ln1_w, ly->ln1_b, N, C);
-    swap(&A->x, &A->h);
-  }
-  in = A->x;
-  if (pre) {
-    layernorm(A->h, A->x, ly->ln2_w, ly->ln2_b, N, C);
-    in = A->h;
-  }
-  int act = c->activation_function == CHAI_OPT_ACT_GELU ? ACT_GELU : ACT_RELU;
-  linear(m, A->ffh, in, ly->fc1_w, ly->fc1_b, N, C, F, false, act);
-  linear(m, A->x, A->ffh, ly->fc2_w, ly->fc2_b, N, F, C, true, ACT_NONE);
-  if (!pre) {
-    layernorm(A->h, A->x, ly->ln2_w, ly->ln2_b, N, C);
-    swap(&A->x, &A->h);
-  }
+  layer_tail(m, l, &A->x, &A->h, N, HD);
   return CHAI_OK;
 }
 
@@ -304,7 +315,7 @@ static chai_status last_layer_rows(chai_opt_model *m, int l, int B, int T, bool 
   const opt_layer *ly = &m->layers[l];
   opt_acts *A = &m->acts;
   opt_kv *kv = &m->kv;
-  int C = c->hidden_size, F = c->ffn_dim, D = C / c->num_attention_heads, N = B * T;
+  int C = c->hidden_size, D = C / c->num_attention_heads, N = B * T;
   int H = opt_layer_heads(m, l), HD = H * D;
   int kw = opt_heads_k_width(m, l), vw = opt_heads_v_width(m, l);
   int past = use_cache ? kv->len : 0;
@@ -365,23 +376,7 @@ static chai_status last_layer_rows(chai_opt_model *m, int l, int B, int T, bool 
   float *xr = A->rowsC, *hr = A->rowsC2;
   for (int r = 0; r < R; r++)
     memcpy(xr + (size_t)r * C, A->x + (size_t)rows[r] * C, (size_t)C * sizeof(float));
-  linear(m, xr, A->att, ly->o_w, ly->o_b, R, HD, C, true, ACT_NONE);
-  if (!pre) {
-    layernorm(hr, xr, ly->ln1_w, ly->ln1_b, R, C);
-    swap(&xr, &hr);
-  }
-  in = xr;
-  if (pre) {
-    layernorm(hr, xr, ly->ln2_w, ly->ln2_b, R, C);
-    in = hr;
-  }
-  int act = c->activation_function == CHAI_OPT_ACT_GELU ? ACT_GELU : ACT_RELU;
-  linear(m, A->ffh, in, ly->fc1_w, ly->fc1_b, R, C, F, false, act);
-  linear(m, xr, A->ffh, ly->fc2_w, ly->fc2_b, R, F, C, true, ACT_NONE);
-  if (!pre) {
-    layernorm(hr, xr, ly->ln2_w, ly->ln2_b, R, C);
-    swap(&xr, &hr);
-  }
+  layer_tail(m, l, &xr, &hr, R, HD);
   if (xr != A->rowsC) memcpy(A->rowsC, xr, (size_t)R * C * sizeof(float));
   return CHAI_OK;
 }
