@@ -1,10 +1,10 @@
 /* The decode matrix-vector kernels (engine/src/model/opt_gemv.c): each SIMD level against the
- * scalar twin for f32/f16/bf16 weights, odd sizes (row and column tails), accumulation, and the
- * same bits for 1 and 2 threads and for any address of W. */
+ * scalar twin for f32/f16/bf16 weights, odd sizes (row and column tails), every epilogue (residual
+ * sum, bias, ReLU), and the same bits for 1 to 4 threads and for any address of W. */
 #include "../../engine/src/model/opt_model.h"
 #include "opt_fixture.h"
 
-static void check_case(int OC, int C, chai_dtype dt, bool acc) {
+static void check_case(int OC, int C, chai_dtype dt, bool acc, bool with_bias, bool relu) {
   chai_rng rng;
   chai_rng_init(&rng, (uint64_t)(OC * 131 + C));
   size_t n = (size_t)OC * C;
@@ -22,9 +22,23 @@ static void check_case(int OC, int C, chai_dtype dt, bool acc) {
     w = wh;
   }
   float *want = malloc((size_t)OC * 4), *got = malloc((size_t)OC * 4);
+  float *bias = malloc((size_t)OC * 4);
+  chai_rng_fill_normal(&rng, bias, (size_t)OC, 0, 1);
+  opt_gemv_epilogue e = {.bias = with_bias ? bias : NULL, .accumulate = acc, .relu = relu};
+  opt_gemv_epilogue plain = {0};
   for (int r = 0; r < OC; r++)
-    want[r] = got[r] = (float)r * 0.25f;
-  opt_gemv_rows_ref(want, w, dt, x, C, 0, OC, acc);
+    want[r] = got[r] = (float)r * 0.25f - 10.0f;
+  opt_gemv_rows_ref(want, w, dt, x, C, 0, OC, &e);
+  /* The epilogue in the twin, spelled out: the sum, the bias, then ReLU. */
+  float *plain_dot = malloc((size_t)OC * 4);
+  opt_gemv_rows_ref(plain_dot, w, dt, x, C, 0, OC, &plain);
+  for (int r = 0; r < OC; r++) {
+    float v = acc ? ((float)r * 0.25f - 10.0f) + plain_dot[r] : plain_dot[r];
+    if (with_bias) v += bias[r];
+    if (relu) v = v > 0.0f ? v : 0.0f;
+    CHECK(v == want[r]);
+  }
+  free(plain_dot);
   /* Summation order differs between kernels: measure errors against sum |w·x|. */
   float *absx = malloc((size_t)C * 4), *scale = malloc((size_t)OC * 4);
   for (int c = 0; c < C; c++)
@@ -34,32 +48,41 @@ static void check_case(int OC, int C, chai_dtype dt, bool acc) {
     absw[i] = fabsf(dt == CHAI_F32   ? wf[i]
                     : dt == CHAI_F16 ? chai_f16_to_f32(wh[i])
                                      : chai_bf16_to_f32(wh[i]));
-  opt_gemv_rows_ref(scale, absw, CHAI_F32, absx, C, 0, OC, false);
+  opt_gemv_rows_ref(scale, absw, CHAI_F32, absx, C, 0, OC, &plain);
   free(absw);
   free(absx);
   chai_simd levels[3] = {CHAI_SIMD_REF, CHAI_SIMD_AVX2, CHAI_SIMD_AVX512};
   for (int l = 0; l < 3; l++) {
     chai_simd_force(levels[l]);
     for (int r = 0; r < OC; r++)
-      got[r] = (float)r * 0.25f;
-    opt_gemv_rows(got, w, dt, x, C, 0, OC, acc);
+      got[r] = (float)r * 0.25f - 10.0f;
+    opt_gemv_rows(got, w, dt, x, C, 0, OC, &e);
     double worst = 0;
     for (int r = 0; r < OC; r++) {
       double d = fabs((double)got[r] - want[r]) / (1 + scale[r] + fabs((double)want[r]));
       worst = d > worst ? d : worst;
     }
     if (worst > 1e-5)
-      printf("OC=%d C=%d %s acc=%d level %d: %.3g\n", OC, C, chai_dtype_name(dt), acc, l, worst);
+      printf("OC=%d C=%d %s acc=%d bias=%d relu=%d level %d: %.3g\n", OC, C, chai_dtype_name(dt),
+             acc, with_bias, relu, l, worst);
     CHECK(worst <= 1e-5);
   }
   chai_simd_force(CHAI_SIMD_AVX512);
-  /* Threads split rows: the same bits for 1 and 2 threads. */
+  /* Threads share rows (pairs claim chunks from both ends of a segment): every row computed
+   * once, the same bits for 1 to 4 threads. NaN marks a row nobody wrote. */
   float *one = malloc((size_t)OC * 4);
   chai_threads(1);
-  opt_gemv(one, w, dt, x, OC, C, false);
+  for (int r = 0; r < OC; r++)
+    one[r] = (float)r * 0.25f - 10.0f;
+  opt_gemv(one, w, dt, x, OC, C, &e);
+  for (int nt = 2; nt <= 4; nt++) {
+    chai_threads(nt);
+    for (int r = 0; r < OC; r++)
+      got[r] = acc ? (float)r * 0.25f - 10.0f : NAN;
+    opt_gemv(got, w, dt, x, OC, C, &e);
+    CHECK(memcmp(one, got, (size_t)OC * 4) == 0);
+  }
   chai_threads(2);
-  opt_gemv(got, w, dt, x, OC, C, false);
-  CHECK(memcmp(one, got, (size_t)OC * 4) == 0);
   /* ... and wherever W lives: a copy shifted by one element (as tensors sit in an mmapped
    * checkpoint at any offset) gives the same bits, for every SIMD level. */
   size_t es = dt == CHAI_F32 ? 4 : 2;
@@ -67,8 +90,8 @@ static void check_case(int OC, int C, chai_dtype dt, bool acc) {
   memcpy(shifted + es, w, n * es);
   for (int l = 0; l < 3; l++) {
     chai_simd_force(levels[l]);
-    opt_gemv_rows(one, w, dt, x, C, 0, OC, false);
-    opt_gemv_rows(got, shifted + es, dt, x, C, 0, OC, false);
+    opt_gemv_rows(one, w, dt, x, C, 0, OC, &plain);
+    opt_gemv_rows(got, shifted + es, dt, x, C, 0, OC, &plain);
     CHECK(memcmp(one, got, (size_t)OC * 4) == 0);
   }
   chai_simd_force(CHAI_SIMD_AVX512);
@@ -78,16 +101,18 @@ static void check_case(int OC, int C, chai_dtype dt, bool acc) {
   free(wf);
   free(wh);
   free(x);
+  free(bias);
   free(want);
   free(got);
 }
 
 int main(void) {
   chai_dtype dts[3] = {CHAI_F32, CHAI_F16, CHAI_BF16};
-  int sizes[][2] = {{1, 1}, {3, 5}, {4, 16}, {7, 33}, {13, 8}, {64, 768}, {600, 301}};
+  /* the last two are large enough for several threads and many claims */
+  int sizes[][2] = {{1, 1}, {3, 5}, {4, 16}, {7, 33}, {13, 8}, {64, 768}, {600, 301}, {2051, 96}};
   for (int d = 0; d < 3; d++)
     for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++)
-      for (int acc = 0; acc < 2; acc++)
-        check_case(sizes[s][0], sizes[s][1], dts[d], acc);
+      for (int ep = 0; ep < 8; ep++)
+        check_case(sizes[s][0], sizes[s][1], dts[d], ep & 1, ep & 2, ep & 4);
   return chai_test_finish();
 }

@@ -56,10 +56,16 @@ static chai_status lowp_scratch(chai_opt_model *m, size_t floats) {
 static void linear(chai_opt_model *m, float *out, const float *inp, const opt_param *w,
                    const opt_param *bias, int N, int C, int OC, bool accumulate, int act) {
   float beta = accumulate ? 1.0f : 0.0f;
+  const float *b = f32(bias);
   if (N == 1) {
-    /* One token (decoding): a streaming matrix-vector product, any weight dtype. */
-    opt_gemv(out, chai_tensor_data(&w->t), w->t.dtype, inp, OC, C, accumulate);
-  } else if (w->t.dtype == CHAI_F32) {
+    /* One token (decoding): a streaming matrix-vector product, any weight dtype, with the bias
+     * and ReLU applied as it stores each output. */
+    opt_gemv_epilogue e = {.bias = b, .accumulate = accumulate, .relu = act == ACT_RELU};
+    opt_gemv(out, chai_tensor_data(&w->t), w->t.dtype, inp, OC, C, &e);
+    if (act == ACT_GELU) chai_gelu_forward(out, out, (size_t)OC);
+    return;
+  }
+  if (w->t.dtype == CHAI_F32) {
     chai_sgemm(false, true, N, OC, C, 1.0f, inp, C, f32(w), C, beta, out, OC);
   } else {
     /* Whole rows of W, converted a block at a time into scratch that stays in cache; the
@@ -72,7 +78,6 @@ static void linear(chai_opt_model *m, float *out, const float *inp, const opt_pa
       chai_sgemm(false, true, N, r, C, 1.0f, inp, C, m->lowp_scratch, C, beta, out + j0, OC);
     }
   }
-  const float *b = f32(bias);
   if (!b && act != ACT_RELU) {
     if (act == ACT_GELU) chai_gelu_forward(out, out, (size_t)N * OC);
     return;

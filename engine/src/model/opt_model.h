@@ -116,15 +116,24 @@ void opt_linear(chai_opt_model *m, float *out, const float *inp, const opt_param
 chai_status opt_acts_reserve(chai_opt_model *m, size_t tokens, size_t mask, size_t rows,
                              size_t keys);
 
-/* y (OC) (+)= W (OC,C) · x (C), W row-major f32/f16/bf16, rows split between threads (each row a
- * fixed-order dot product: the same bits for any thread count). The decode path of every linear. */
+/* What becomes of row r's dot product s: y[r] = (accumulate ? y[r] + s : s) + bias[r] (when
+ * bias is not NULL), then ReLU when asked. */
+typedef struct {
+  const float *bias;
+  bool accumulate;
+  bool relu;
+} opt_gemv_epilogue;
+
+/* y (OC) = epilogue(W (OC,C) · x (C)), W row-major f32/f16/bf16, rows shared between threads
+ * (each row a fixed-order dot product by one thread: the same bits for any thread count). The
+ * decode path of every linear. */
 void opt_gemv(float *y, const void *W, chai_dtype dt, const float *x, int OC, int C,
-              bool accumulate);
+              const opt_gemv_epilogue *e);
 /* Rows r0..r1-1 only, one thread: the dispatched SIMD kernel and its scalar twin. */
 void opt_gemv_rows(float *y, const void *W, chai_dtype dt, const float *x, int C, int r0, int r1,
-                   bool accumulate);
+                   const opt_gemv_epilogue *e);
 void opt_gemv_rows_ref(float *y, const void *W, chai_dtype dt, const float *x, int C, int r0,
-                       int r1, bool accumulate);
+                       int r1, const opt_gemv_epilogue *e);
 
 /* Queries per attention task. */
 #define OPT_ATTN_QBLOCK 64
