@@ -1,6 +1,7 @@
 /* The decode matrix-vector kernels (engine/src/model/opt_gemv.c): each SIMD level against the
  * scalar twin for f32/f16/bf16 weights, odd sizes (row and column tails), every epilogue (residual
- * sum, bias, ReLU), and the same bits for 1 to 4 threads and for any address of W. */
+ * sum, bias, ReLU), the same bits for 1 to 4 threads and for any address of W, and batches of
+ * matrices sharing one input. */
 #include "../../engine/src/model/opt_model.h"
 #include "opt_fixture.h"
 
@@ -106,7 +107,66 @@ static void check_case(int OC, int C, chai_dtype dt, bool acc, bool with_bias, b
   free(got);
 }
 
+/* A batch of matrices with one input (a layer's Q, K, V): rows end to end, claims crossing from
+ * one matrix into the next; each output as opt_gemv alone gives it, for 1 to 4 threads. */
+static void check_batch(void) {
+  enum { C = 96, N = 4 };
+  int OCs[N] = {1500, 7, 1029, 2};
+  chai_dtype dts[N] = {CHAI_F32, CHAI_F16, CHAI_BF16, CHAI_F32};
+  chai_rng rng;
+  chai_rng_init(&rng, 7);
+  float x[C];
+  chai_rng_fill_normal(&rng, x, C, 0, 1);
+  opt_gemv_task tasks[N];
+  float *want[N], *bias[N];
+  void *w[N];
+  for (int i = 0; i < N; i++) {
+    size_t n = (size_t)OCs[i] * C;
+    float *wf = malloc(n * 4);
+    chai_rng_fill_normal(&rng, wf, n, 0, 1);
+    if (dts[i] == CHAI_F32) {
+      w[i] = wf;
+    } else {
+      w[i] = malloc(n * 2);
+      if (dts[i] == CHAI_F16)
+        chai_f32_to_f16_array(w[i], wf, n);
+      else
+        chai_f32_to_bf16_array(w[i], wf, n);
+      free(wf);
+    }
+    bias[i] = malloc((size_t)OCs[i] * 4);
+    chai_rng_fill_normal(&rng, bias[i], (size_t)OCs[i], 0, 1);
+    want[i] = malloc((size_t)OCs[i] * 4);
+    tasks[i] = (opt_gemv_task){.W = w[i],
+                               .dt = dts[i],
+                               .OC = OCs[i],
+                               .e = {.bias = i % 2 ? NULL : bias[i], .relu = i == 2}};
+    chai_threads(1);
+    opt_gemv(want[i], w[i], dts[i], x, OCs[i], C, &tasks[i].e);
+  }
+  for (int nt = 1; nt <= 4; nt++) {
+    chai_threads(nt);
+    for (int i = 0; i < N; i++) {
+      tasks[i].y = malloc((size_t)OCs[i] * 4);
+      for (int r = 0; r < OCs[i]; r++)
+        tasks[i].y[r] = NAN;
+    }
+    opt_gemv_batch(tasks, N, x, C);
+    for (int i = 0; i < N; i++) {
+      CHECK(memcmp(tasks[i].y, want[i], (size_t)OCs[i] * 4) == 0);
+      free(tasks[i].y);
+    }
+  }
+  chai_threads(2);
+  for (int i = 0; i < N; i++) {
+    free(w[i]);
+    free(bias[i]);
+    free(want[i]);
+  }
+}
+
 int main(void) {
+  check_batch();
   chai_dtype dts[3] = {CHAI_F32, CHAI_F16, CHAI_BF16};
   /* the last two are large enough for several threads and many claims */
   int sizes[][2] = {{1, 1}, {3, 5}, {4, 16}, {7, 33}, {13, 8}, {64, 768}, {600, 301}, {2051, 96}};

@@ -199,6 +199,29 @@ static void swap(float **a, float **b) {
   *b = t;
 }
 
+/* q, k, v (N,HD) = the layer's three projections of in (N,C). One token (decoding) reads the three
+ * matrices in one parallel region: one wake-up of the other thread instead of three, which
+ * matters when OpenMP threads sleep between regions (OMP_WAIT_POLICY=passive). */
+static void project_qkv(chai_opt_model *m, const opt_layer *ly, const float *in, float *q, float *k,
+                        float *v, int N, int C, int HD) {
+  if (N > 1) {
+    linear(m, q, in, ly->q_w, ly->q_b, N, C, HD, false, ACT_NONE);
+    linear(m, k, in, ly->k_w, ly->k_b, N, C, HD, false, ACT_NONE);
+    linear(m, v, in, ly->v_w, ly->v_b, N, C, HD, false, ACT_NONE);
+    return;
+  }
+  const opt_param *w[3] = {ly->q_w, ly->k_w, ly->v_w}, *b[3] = {ly->q_b, ly->k_b, ly->v_b};
+  float *out[3] = {q, k, v};
+  opt_gemv_task tasks[3];
+  for (int i = 0; i < 3; i++)
+    tasks[i] = (opt_gemv_task){.y = out[i],
+                               .W = chai_tensor_data(&w[i]->t),
+                               .dt = w[i]->t.dtype,
+                               .OC = HD,
+                               .e = {.bias = f32(b[i])}};
+  opt_gemv_batch(tasks, 3, in, C);
+}
+
 /* The layer's Q, K, V projections and attention over all heads; att (B·T,C) receives the output. */
 static chai_status dense_attention(chai_opt_model *m, int l, int B, int T, bool use_cache,
                                    const float *in, const float *keymask) {
@@ -215,9 +238,7 @@ static chai_status dense_attention(chai_opt_model *m, int l, int B, int T, bool 
     kd = kv->k[l] + (size_t)past * kw;
     vd = kv->v[l] + (size_t)past * vw;
   }
-  linear(m, A->q, in, ly->q_w, ly->q_b, N, C, HD, false, ACT_NONE);
-  linear(m, kd, in, ly->k_w, ly->k_b, N, C, HD, false, ACT_NONE);
-  linear(m, vd, in, ly->v_w, ly->v_b, N, C, HD, false, ACT_NONE);
+  project_qkv(m, ly, in, A->q, kd, vd, N, C, HD);
 
   chai_attention_args a = {.B = B,
                            .Tq = T,

@@ -201,14 +201,26 @@ static bool claim(_Atomic uint64_t *span, bool front, int *r0, int *r1) {
 /* Threads beyond this many run the plain contiguous split (no claims). */
 #define MAX_PAIRS 32
 
-void opt_gemv(float *y, const void *W, chai_dtype dt, const float *x, int OC, int C,
-              const opt_gemv_epilogue *e) {
+/* Rows [r0, r1) of the tasks' rows taken end to end. */
+static void batch_rows(const opt_gemv_task *tasks, int n_tasks, const float *x, int C, int r0,
+                       int r1) {
+  int base = 0;
+  for (int i = 0; i < n_tasks && base < r1; base += tasks[i].OC, i++) {
+    int a = r0 > base ? r0 - base : 0, b = r1 - base < tasks[i].OC ? r1 - base : tasks[i].OC;
+    if (a < b) opt_gemv_rows(tasks[i].y, tasks[i].W, tasks[i].dt, x, C, a, b, &tasks[i].e);
+  }
+}
+
+void opt_gemv_batch(const opt_gemv_task *tasks, int n_tasks, const float *x, int C) {
+  int OC = 0;
+  for (int i = 0; i < n_tasks; i++)
+    OC += tasks[i].OC;
   /* Small matrices are not worth waking a second thread for. */
   int64_t work = (int64_t)OC * C;
   int nt = work >= (1 << 17) ? omp_get_max_threads() : 1;
   if (nt > OC / 4) nt = OC / 4 > 0 ? OC / 4 : 1;
   if (nt <= 1) {
-    opt_gemv_rows(y, W, dt, x, C, 0, OC, e);
+    batch_rows(tasks, n_tasks, x, C, 0, OC);
     return;
   }
   /* Threads 2p and 2p+1 share segment p; an odd last thread has its segment alone. */
@@ -226,11 +238,17 @@ void opt_gemv(float *y, const void *W, chai_dtype dt, const float *x, int OC, in
     if (shared && n == nt) {
       int r0, r1;
       while (claim(&spans[t / 2], t % 2 == 0, &r0, &r1))
-        opt_gemv_rows(y, W, dt, x, C, r0, r1, e);
+        batch_rows(tasks, n_tasks, x, C, r0, r1);
     } else { /* contiguous ranges, multiples of 4 rows */
       int each = ((OC + n - 1) / n + 3) & ~3;
       int r0 = t * each, r1 = r0 + each < OC ? r0 + each : OC;
-      if (r0 < r1) opt_gemv_rows(y, W, dt, x, C, r0, r1, e);
+      if (r0 < r1) batch_rows(tasks, n_tasks, x, C, r0, r1);
     }
   }
+}
+
+void opt_gemv(float *y, const void *W, chai_dtype dt, const float *x, int OC, int C,
+              const opt_gemv_epilogue *e) {
+  opt_gemv_task one = {.y = y, .W = W, .dt = dt, .OC = OC, .e = *e};
+  opt_gemv_batch(&one, 1, x, C);
 }

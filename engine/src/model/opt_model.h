@@ -129,6 +129,17 @@ typedef struct {
  * decode path of every linear. */
 void opt_gemv(float *y, const void *W, chai_dtype dt, const float *x, int OC, int C,
               const opt_gemv_epilogue *e);
+/* One matrix of a batch: y (OC) = epilogue(W (OC,C) · x). */
+typedef struct {
+  float *y;
+  const void *W;
+  chai_dtype dt;
+  int OC;
+  opt_gemv_epilogue e;
+} opt_gemv_task;
+/* Several matrices that read the same x (a layer's Q, K and V) as one: their rows end to end,
+ * shared between threads in one parallel region, each output row as opt_gemv computes it. */
+void opt_gemv_batch(const opt_gemv_task *tasks, int n_tasks, const float *x, int C);
 /* Rows r0..r1-1 only, one thread: the dispatched SIMD kernel and its scalar twin. */
 void opt_gemv_rows(float *y, const void *W, chai_dtype dt, const float *x, int C, int r0, int r1,
                    const opt_gemv_epilogue *e);
