@@ -157,23 +157,14 @@ TGT2 static void rows2_bf16(float *y, const void *W, const float *x, int C, int 
 void opt_gemv_rows(float *y, const void *W, chai_dtype dt, const float *x, int C, int r0, int r1,
                    const opt_gemv_epilogue *e) {
   chai_simd s = chai_simd_level();
-  if (s >= CHAI_SIMD_AVX512) {
-    if (dt == CHAI_F32)
-      rows2_f32(y, W, x, C, r0, r1, e);
-    else if (dt == CHAI_F16)
-      rows512_f16(y, W, x, C, r0, r1, e);
-    else
-      rows512_bf16(y, W, x, C, r0, r1, e);
-  } else if (s >= CHAI_SIMD_AVX2) {
-    if (dt == CHAI_F32)
-      rows2_f32(y, W, x, C, r0, r1, e);
-    else if (dt == CHAI_F16)
-      rows2_f16(y, W, x, C, r0, r1, e);
-    else
-      rows2_bf16(y, W, x, C, r0, r1, e);
-  } else {
+  if (s < CHAI_SIMD_AVX2)
     opt_gemv_rows_ref(y, W, dt, x, C, r0, r1, e);
-  }
+  else if (dt == CHAI_F32) /* 256-bit loads on AVX-512 machines too: see rows2_impl */
+    rows2_f32(y, W, x, C, r0, r1, e);
+  else if (s >= CHAI_SIMD_AVX512)
+    (dt == CHAI_F16 ? rows512_f16 : rows512_bf16)(y, W, x, C, r0, r1, e);
+  else
+    (dt == CHAI_F16 ? rows2_f16 : rows2_bf16)(y, W, x, C, r0, r1, e);
 }
 
 /* Rows [lo, hi) shared by two threads, one taking chunks from the front and the other from the
