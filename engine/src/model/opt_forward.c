@@ -51,6 +51,16 @@ static chai_status lowp_scratch(chai_opt_model *m, size_t floats) {
   return CHAI_OK;
 }
 
+/* The matrix-vector product of one token through w: out (OC) = epilogue(w · x). */
+static opt_gemv_task gemv_task(float *out, const opt_param *w, const opt_param *bias, int OC,
+                               bool accumulate, bool relu) {
+  return (opt_gemv_task){.y = out,
+                         .W = chai_tensor_data(&w->t),
+                         .dt = w->t.dtype,
+                         .OC = OC,
+                         .e = {.bias = f32(bias), .accumulate = accumulate, .relu = relu}};
+}
+
 /* out (N,OC) (+)= inp (N,C) · W (OC,C)ᵀ + bias, then the activation. `accumulate` adds to out
  * (a residual connection for free through GEMM's beta). */
 static void linear(chai_opt_model *m, float *out, const float *inp, const opt_param *w,
@@ -60,8 +70,8 @@ static void linear(chai_opt_model *m, float *out, const float *inp, const opt_pa
   if (N == 1) {
     /* One token (decoding): a streaming matrix-vector product, any weight dtype, with the bias
      * and ReLU applied as it stores each output. */
-    opt_gemv_epilogue e = {.bias = b, .accumulate = accumulate, .relu = act == ACT_RELU};
-    opt_gemv(out, chai_tensor_data(&w->t), w->t.dtype, inp, OC, C, &e);
+    opt_gemv_task task = gemv_task(out, w, bias, OC, accumulate, act == ACT_RELU);
+    opt_gemv_batch(&task, 1, inp, C);
     if (act == ACT_GELU) chai_gelu_forward(out, out, (size_t)OC);
     return;
   }
@@ -210,15 +220,9 @@ static void project_qkv(chai_opt_model *m, const opt_layer *ly, const float *in,
     linear(m, v, in, ly->v_w, ly->v_b, N, C, HD, false, ACT_NONE);
     return;
   }
-  const opt_param *w[3] = {ly->q_w, ly->k_w, ly->v_w}, *b[3] = {ly->q_b, ly->k_b, ly->v_b};
-  float *out[3] = {q, k, v};
-  opt_gemv_task tasks[3];
-  for (int i = 0; i < 3; i++)
-    tasks[i] = (opt_gemv_task){.y = out[i],
-                               .W = chai_tensor_data(&w[i]->t),
-                               .dt = w[i]->t.dtype,
-                               .OC = HD,
-                               .e = {.bias = f32(b[i])}};
+  opt_gemv_task tasks[3] = {gemv_task(q, ly->q_w, ly->q_b, HD, false, false),
+                            gemv_task(k, ly->k_w, ly->k_b, HD, false, false),
+                            gemv_task(v, ly->v_w, ly->v_b, HD, false, false)};
   opt_gemv_batch(tasks, 3, in, C);
 }
 
