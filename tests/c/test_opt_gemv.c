@@ -5,6 +5,12 @@
 #include "../../engine/src/model/opt_model.h"
 #include "opt_fixture.h"
 
+static void gemv_one(float *y, const void *W, chai_dtype dt, const float *x, int OC, int C,
+                     const opt_gemv_epilogue *e) {
+  opt_gemv_task task = {.y = y, .W = W, .dt = dt, .OC = OC, .e = *e};
+  opt_gemv_batch(&task, 1, x, C);
+}
+
 static void check_case(int OC, int C, chai_dtype dt, bool acc, bool with_bias, bool relu) {
   chai_rng rng;
   chai_rng_init(&rng, (uint64_t)(OC * 131 + C));
@@ -75,12 +81,12 @@ static void check_case(int OC, int C, chai_dtype dt, bool acc, bool with_bias, b
   chai_threads(1);
   for (int r = 0; r < OC; r++)
     one[r] = (float)r * 0.25f - 10.0f;
-  opt_gemv(one, w, dt, x, OC, C, &e);
+  gemv_one(one, w, dt, x, OC, C, &e);
   for (int nt = 2; nt <= 4; nt++) {
     chai_threads(nt);
     for (int r = 0; r < OC; r++)
       got[r] = acc ? (float)r * 0.25f - 10.0f : NAN;
-    opt_gemv(got, w, dt, x, OC, C, &e);
+    gemv_one(got, w, dt, x, OC, C, &e);
     CHECK(memcmp(one, got, (size_t)OC * 4) == 0);
   }
   chai_threads(2);
@@ -108,7 +114,7 @@ static void check_case(int OC, int C, chai_dtype dt, bool acc, bool with_bias, b
 }
 
 /* A batch of matrices with one input (a layer's Q, K, V): rows end to end, claims crossing from
- * one matrix into the next; each output as opt_gemv alone gives it, for 1 to 4 threads. */
+ * one matrix into the next; each output as a batch of one gives it, for 1 to 4 threads. */
 static void check_batch(void) {
   enum { C = 96, N = 4 };
   int OCs[N] = {1500, 7, 1029, 2};
@@ -142,7 +148,7 @@ static void check_batch(void) {
                                .OC = OCs[i],
                                .e = {.bias = i % 2 ? NULL : bias[i], .relu = i == 2}};
     chai_threads(1);
-    opt_gemv(want[i], w[i], dts[i], x, OCs[i], C, &tasks[i].e);
+    gemv_one(want[i], w[i], dts[i], x, OCs[i], C, &tasks[i].e);
   }
   for (int nt = 1; nt <= 4; nt++) {
     chai_threads(nt);

@@ -237,9 +237,3 @@ void opt_gemv_batch(const opt_gemv_task *tasks, int n_tasks, const float *x, int
     }
   }
 }
-
-void opt_gemv(float *y, const void *W, chai_dtype dt, const float *x, int OC, int C,
-              const opt_gemv_epilogue *e) {
-  opt_gemv_task one = {.y = y, .W = W, .dt = dt, .OC = OC, .e = *e};
-  opt_gemv_batch(&one, 1, x, C);
-}

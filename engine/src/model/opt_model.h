@@ -124,12 +124,7 @@ typedef struct {
   bool relu;
 } opt_gemv_epilogue;
 
-/* y (OC) = epilogue(W (OC,C) · x (C)), W row-major f32/f16/bf16, rows shared between threads
- * (each row a fixed-order dot product by one thread: the same bits for any thread count). The
- * decode path of every linear. */
-void opt_gemv(float *y, const void *W, chai_dtype dt, const float *x, int OC, int C,
-              const opt_gemv_epilogue *e);
-/* One matrix of a batch: y (OC) = epilogue(W (OC,C) · x). */
+/* One matrix of a batch: y (OC) = epilogue(W (OC,C) · x), W row-major f32/f16/bf16. */
 typedef struct {
   float *y;
   const void *W;
@@ -137,8 +132,10 @@ typedef struct {
   int OC;
   opt_gemv_epilogue e;
 } opt_gemv_task;
-/* Several matrices that read the same x (a layer's Q, K and V) as one: their rows end to end,
- * shared between threads in one parallel region, each output row as opt_gemv computes it. */
+/* The decode path of every linear: the tasks' matrices, which read the same x (one matrix, or a
+ * layer's Q, K and V), their rows end to end and shared between threads in one parallel region.
+ * Each row is a fixed-order dot product by one thread: the same bits for any thread count and
+ * any batching. */
 void opt_gemv_batch(const opt_gemv_task *tasks, int n_tasks, const float *x, int C);
 /* Rows r0..r1-1 only, one thread: the dispatched SIMD kernel and its scalar twin. */
 void opt_gemv_rows(float *y, const void *W, chai_dtype dt, const float *x, int C, int r0, int r1,
