@@ -226,6 +226,31 @@ static void project_qkv(chai_opt_model *m, const opt_layer *ly, const float *in,
   opt_gemv_batch(tasks, 3, in, C);
 }
 
+/* Where layer l's K and V projections of B·T tokens are written: straight into the cache at its
+ * current length for a single cached row, else the arena (kv_append then copies them). */
+static void kv_targets(chai_opt_model *m, int l, int B, bool use_cache, float **kd, float **vd) {
+  opt_kv *kv = &m->kv;
+  *kd = m->acts.k;
+  *vd = m->acts.v;
+  if (use_cache && B == 1) {
+    *kd = kv->k[l] + (size_t)kv->len * opt_heads_k_width(m, l);
+    *vd = kv->v[l] + (size_t)kv->len * opt_heads_v_width(m, l);
+  }
+}
+
+/* The arena's K and V of B > 1 cached rows, (B·T,HD) each, into each row's cache at its current
+ * length. */
+static void kv_append(chai_opt_model *m, int l, int B, int T, int HD) {
+  opt_kv *kv = &m->kv;
+  int kw = opt_heads_k_width(m, l), vw = opt_heads_v_width(m, l);
+  for (int b = 0; b < B; b++)
+    for (int t = 0; t < T; t++) {
+      size_t dst = (size_t)b * kv->capacity + kv->len + t, src = (size_t)b * T + t;
+      memcpy(kv->k[l] + dst * kw, m->acts.k + src * HD, HD * sizeof(float));
+      memcpy(kv->v[l] + dst * vw, m->acts.v + src * HD, HD * sizeof(float));
+    }
+}
+
 /* The layer's Q, K, V projections and attention over all heads; att (B·T,C) receives the output. */
 static chai_status dense_attention(chai_opt_model *m, int l, int B, int T, bool use_cache,
                                    const float *in, const float *keymask) {
@@ -237,12 +262,10 @@ static chai_status dense_attention(chai_opt_model *m, int l, int B, int T, bool 
   int H = opt_layer_heads(m, l), HD = H * D; /* HD = C unless the model is pruned */
   int kw = opt_heads_k_width(m, l), vw = opt_heads_v_width(m, l);
   int past = use_cache ? kv->len : 0;
-  float *kd = A->k, *vd = A->v;
-  if (use_cache && B == 1) { /* straight into the cache */
-    kd = kv->k[l] + (size_t)past * kw;
-    vd = kv->v[l] + (size_t)past * vw;
-  }
+  float *kd, *vd;
+  kv_targets(m, l, B, use_cache, &kd, &vd);
   project_qkv(m, ly, in, A->q, kd, vd, N, C, HD);
+  if (use_cache && B > 1) kv_append(m, l, B, T, HD);
 
   chai_attention_args a = {.B = B,
                            .Tq = T,
@@ -268,12 +291,6 @@ static chai_status dense_attention(chai_opt_model *m, int l, int B, int T, bool 
     for (int b = 0; b < B && !st; b++) {
       float *kc = kv->k[l] + (size_t)b * kv->capacity * kw;
       float *vc = kv->v[l] + (size_t)b * kv->capacity * vw;
-      if (B > 1) {
-        for (int t = 0; t < T; t++) {
-          memcpy(kc + (size_t)(past + t) * kw, A->k + ((size_t)b * T + t) * HD, HD * sizeof(float));
-          memcpy(vc + (size_t)(past + t) * vw, A->v + ((size_t)b * T + t) * HD, HD * sizeof(float));
-        }
-      }
       a.key_mask = kv->mask + (size_t)b * kv->capacity;
       st = opt_attention_forward(A->att + (size_t)b * T * HD, A->q + (size_t)b * T * HD, kc, vc, &a,
                                  A->scores, sf);
@@ -356,20 +373,11 @@ static chai_status last_layer_rows(chai_opt_model *m, int l, int B, int T, bool 
     layernorm(A->h, A->x, ly->ln1_w, ly->ln1_b, N, C);
     in = A->h;
   }
-  float *kd = A->k, *vd = A->v;
-  if (use_cache && B == 1) {
-    kd = kv->k[l] + (size_t)past * kw;
-    vd = kv->v[l] + (size_t)past * vw;
-  }
+  float *kd, *vd;
+  kv_targets(m, l, B, use_cache, &kd, &vd);
   linear(m, kd, in, ly->k_w, ly->k_b, N, C, HD, false, ACT_NONE);
   linear(m, vd, in, ly->v_w, ly->v_b, N, C, HD, false, ACT_NONE);
-  if (use_cache && B > 1)
-    for (int b = 0; b < B; b++)
-      for (int t = 0; t < T; t++) {
-        size_t dst = (size_t)b * kv->capacity + past + t, src = (size_t)b * T + t;
-        memcpy(kv->k[l] + dst * kw, A->k + src * HD, HD * sizeof(float));
-        memcpy(kv->v[l] + dst * vw, A->v + src * HD, HD * sizeof(float));
-      }
+  if (use_cache && B > 1) kv_append(m, l, B, T, HD);
   for (int r = 0; r < R; r++)
     memcpy(A->rowsC2 + (size_t)r * C, in + (size_t)rows[r] * C, (size_t)C * sizeof(float));
   linear(m, A->q, A->rowsC2, ly->q_w, ly->q_b, R, C, HD, false, ACT_NONE);
