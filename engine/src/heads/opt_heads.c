@@ -268,8 +268,7 @@ int opt_heads_v_width(const chai_opt_model *m, int l) {
   return opt_layer_heads(m, l) * (m->cfg.hidden_size / m->cfg.num_attention_heads);
 }
 
-/* Layer l's K floats per token; `as_planned` ignores an online request's dense fallback. */
-static int k_width(const chai_opt_model *m, int l, bool as_planned) {
+int opt_heads_k_width(const chai_opt_model *m, int l, bool as_planned) {
   const struct opt_heads *h = m->heads;
   if (!h || !h->has_plan || h->layers[l].K == 0 ||
       (h->mode == CHAI_HEADS_ONLINE && h->fallback && !as_planned))
@@ -277,18 +276,10 @@ static int k_width(const chai_opt_model *m, int l, bool as_planned) {
   return h->layers[l].K * h->D;
 }
 
-int opt_heads_k_width(const chai_opt_model *m, int l) {
-  return k_width(m, l, false);
-}
-
-int opt_heads_plan_k_width(const chai_opt_model *m, int l) {
-  return k_width(m, l, true);
-}
-
 size_t chai_opt_kv_bytes_per_token(const chai_opt_model *m) {
   size_t floats = 0;
   for (int l = 0; l < m->cfg.num_hidden_layers; l++)
-    floats += (size_t)opt_heads_plan_k_width(m, l) + (size_t)opt_heads_v_width(m, l);
+    floats += (size_t)opt_heads_k_width(m, l, true) + (size_t)opt_heads_v_width(m, l);
   return floats * sizeof(float);
 }
 
@@ -474,7 +465,7 @@ chai_status opt_heads_attention(chai_opt_model *m, int l, int B, int T, bool use
       return chai_error(CHAI_ERR_STATE, "online head clustering: no membership for layer %d", l);
     }
   }
-  int K = hl->K, KD = K * D, kw = opt_heads_k_width(m, l);
+  int K = hl->K, KD = K * D, kw = opt_heads_k_width(m, l, false);
   chai_status st = ensure(&h->scratch, &h->scratch_floats, 2 * (size_t)N * KD, "clustered q/k");
   if (st) return st;
   float *qs = h->scratch, *ks = qs + (size_t)N * KD;

@@ -233,7 +233,7 @@ static void kv_targets(chai_opt_model *m, int l, int B, bool use_cache, float **
   *kd = m->acts.k;
   *vd = m->acts.v;
   if (use_cache && B == 1) {
-    *kd = kv->k[l] + (size_t)kv->len * opt_heads_k_width(m, l);
+    *kd = kv->k[l] + (size_t)kv->len * opt_heads_k_width(m, l, false);
     *vd = kv->v[l] + (size_t)kv->len * opt_heads_v_width(m, l);
   }
 }
@@ -242,7 +242,7 @@ static void kv_targets(chai_opt_model *m, int l, int B, bool use_cache, float **
  * length. */
 static void kv_append(chai_opt_model *m, int l, int B, int T, int HD) {
   opt_kv *kv = &m->kv;
-  int kw = opt_heads_k_width(m, l), vw = opt_heads_v_width(m, l);
+  int kw = opt_heads_k_width(m, l, false), vw = opt_heads_v_width(m, l);
   for (int b = 0; b < B; b++)
     for (int t = 0; t < T; t++) {
       size_t dst = (size_t)b * kv->capacity + kv->len + t, src = (size_t)b * T + t;
@@ -260,7 +260,7 @@ static chai_status dense_attention(chai_opt_model *m, int l, int B, int T, bool 
   opt_kv *kv = &m->kv;
   int C = c->hidden_size, D = C / c->num_attention_heads, N = B * T;
   int H = opt_layer_heads(m, l), HD = H * D; /* HD = C unless the model is pruned */
-  int kw = opt_heads_k_width(m, l), vw = opt_heads_v_width(m, l);
+  int kw = opt_heads_k_width(m, l, false), vw = opt_heads_v_width(m, l);
   int past = use_cache ? kv->len : 0;
   float *kd, *vd;
   kv_targets(m, l, B, use_cache, &kd, &vd);
@@ -364,7 +364,7 @@ static chai_status last_layer_rows(chai_opt_model *m, int l, int B, int T, bool 
   opt_kv *kv = &m->kv;
   int C = c->hidden_size, D = C / c->num_attention_heads, N = B * T;
   int H = opt_layer_heads(m, l), HD = H * D;
-  int kw = opt_heads_k_width(m, l), vw = opt_heads_v_width(m, l);
+  int kw = opt_heads_k_width(m, l, false), vw = opt_heads_v_width(m, l);
   int past = use_cache ? kv->len : 0;
   bool pre = c->do_layer_norm_before;
 

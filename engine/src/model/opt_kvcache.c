@@ -7,18 +7,14 @@
 #include "chai/opt.h"
 #include "model/opt_model.h"
 
-/* Layer l's K floats a token: under the plan, or under the current request (online mode's dense
- * fallback widens every clustered layer to full width). */
-static size_t k_width(const chai_opt_model *m, int l, bool as_planned) {
-  return (size_t)(as_planned ? opt_heads_plan_k_width(m, l) : opt_heads_k_width(m, l));
-}
-
-/* Σ_l k_width: it identifies the layout, since the plan's and a fallback's widths differ only in
- * clustered layers, all of them at once, each one narrower. */
+/* Σ_l of layer l's K width under the plan, or under the current request (online mode's dense
+ * fallback widens every clustered layer to full width): it identifies the layout, since the plan's
+ * and a fallback's widths differ only in clustered layers, all of them at once, each one narrower.
+ */
 static size_t k_floats(const chai_opt_model *m, bool as_planned) {
   size_t n = 0;
   for (int l = 0; l < m->cfg.num_hidden_layers; l++)
-    n += k_width(m, l, as_planned);
+    n += (size_t)opt_heads_k_width(m, l, as_planned);
   return n;
 }
 
@@ -31,8 +27,8 @@ static chai_status layout(chai_opt_model *m, int B, int capacity, bool as_planne
    * a pruned layer's K and V hold its own heads. */
   size_t kvfloats = 0;
   for (int l = 0; l < L; l++)
-    kvfloats +=
-        (size_t)B * capacity * (k_width(m, l, as_planned) + (size_t)opt_heads_v_width(m, l));
+    kvfloats += (size_t)B * capacity *
+                ((size_t)opt_heads_k_width(m, l, as_planned) + (size_t)opt_heads_v_width(m, l));
   size_t bytes = (kvfloats + (size_t)B * capacity + (size_t)B) * sizeof(float);
   opt_kv *kv = &m->kv;
   if (!kv->k) {
@@ -50,7 +46,7 @@ static chai_status layout(chai_opt_model *m, int B, int capacity, bool as_planne
   float *p = (float *)kv->storage->data;
   for (int l = 0; l < L; l++) {
     kv->k[l] = p;
-    p += (size_t)B * capacity * k_width(m, l, as_planned);
+    p += (size_t)B * capacity * (size_t)opt_heads_k_width(m, l, as_planned);
     kv->v[l] = p;
     p += (size_t)B * capacity * (size_t)opt_heads_v_width(m, l);
   }

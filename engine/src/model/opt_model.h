@@ -181,10 +181,9 @@ chai_status opt_layer_heads_parse(chai_opt_model *m);
 /* Heads of layer l (num_attention_heads unless the model is pruned). */
 int opt_layer_heads(const chai_opt_model *m, int l);
 /* Floats per token of layer l's K cache: heads·D when dense, representatives·D when clustered
- * (online: unless the current request fell back to dense, then heads·D); and of its V cache:
- * heads·D. plan_k_width is the K width the plan gives, whatever the current request did. */
-int opt_heads_k_width(const chai_opt_model *m, int l);
-int opt_heads_plan_k_width(const chai_opt_model *m, int l);
+ * (online: unless the current request fell back to dense, then heads·D; `as_planned` ignores the
+ * fallback and gives the plan's width); and of its V cache: heads·D. */
+int opt_heads_k_width(const chai_opt_model *m, int l, bool as_planned);
 int opt_heads_v_width(const chai_opt_model *m, int l);
 /* Every decoder run passes here before its first layer (chai_opt_cache_step; opt_decoder_run for
  * an uncached run). Online mode only: a new request (uncached, or the first step of a cache)
