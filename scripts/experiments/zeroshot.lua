@@ -159,8 +159,8 @@ local function clean(err)
 end
 
 local function result_line(task, label, r)
-  local line = label and string.format("%-5s %-6s n=%-5d acc %.2f ± %.2f", task, label, r.n, 100 * r.acc, 100 * r.acc_stderr)
-                      or string.format("%-5s n=%-5d acc %.2f ± %.2f", task, r.n, 100 * r.acc, 100 * r.acc_stderr)
+  local line = string.format("%-5s %sn=%-5d acc %.2f ± %.2f", task, label and string.format("%-6s ", label) or "",
+                             r.n, 100 * r.acc, 100 * r.acc_stderr)
   if r.acc_norm then line = line .. string.format("  acc_norm %.2f ± %.2f", 100 * r.acc_norm, 100 * r.acc_norm_stderr) end
   line = line .. string.format("  | %.1f items/s, item %.1f ms (p90 %.1f), peak RSS %.0f MB, BOS %s",
                                r.throughput_items_per_s, r.latency_ms.item_median, r.latency_ms.item_p90,
