@@ -1,0 +1,215 @@
+/* chai — quantized weights: the format-tagged matrix and how to multiply by it.
+ *
+ * One room owns "a weight and how to multiply by it" (docs/architecture.md): model/, heads/ and the
+ * training backward hold a chai_qmat and call chai_qmat_matmul / chai_qmat_gemv_rows; none of them
+ * switches on a format itself.
+ *
+ * Formats (a matrix W is (R,C): R output rows, C inputs; y = W·x):
+ *   f32, f16   row-major, as loaded (possibly a view of an mmapped checkpoint).
+ *   bf16       packed for bf16 dot products (below); activations are rounded to bf16.
+ *   int8       symmetric per output row: w ≈ s[r]·q, q in [-127,127], f32 s[r].
+ *   int4       groups of G (32, 64 or 128) along C: w ≈ s[r,g]·(u − z[r,g]), u in [0,15];
+ *              symmetric: z = 8 (u − 8 in [-8,7]); with a zero point: z in [0,15] per group.
+ *              Scales stored as f16 or f32.
+ * int8 and int4 multiply against activations quantized per token to 8 bits (symmetric, s8 codes and
+ * one f32 scale a token, chai_qact): integer dot products, int32 accumulation, a float epilogue.
+ *
+ * ---- Packed layouts (what the kernels read; chosen once, at quantize or load time) ------------
+ * Rows are padded to Rp = a multiple of 16, columns to Cp (int8: a multiple of 4; bf16: of 2; int4:
+ * of G). Padding is zero codes with zero scales, so it contributes nothing. Rows come in blocks of
+ * 16; block rb holds rows 16·rb .. 16·rb+15 and is contiguous, so a range of whole blocks is one
+ * sequential stream (decode) and one block is a VNNI/AMX B-tile column strip (GEMM).
+ *   int8: data[(rb·(Cp/4) + kq)·64 + i·4 + j] = (uint8)(q[16·rb+i][4·kq+j] + 128)
+ *         (weights are the unsigned operand of vpdpbusd; the activation is the signed one, so
+ *         Σ (q+128)·a = Σ q·a + 128·Σ a: the compensation is per token, 128·Σ_k a_k).
+ *         scales: f32 [Rp].
+ *   int4: data[(rb·(Cp/8) + ko)·64 + i·4 + j] = u[16·rb+i][8·ko+j] | u[16·rb+i][8·ko+4+j] << 4
+ *         (the low nibbles of a 64-byte chunk are the k-quad 8·ko..8·ko+3, the high nibbles the
+ *         k-quad 8·ko+4..8·ko+7, each laid out as an int8 chunk; u is unsigned, the activation
+ *         signed, and Σ_g u·a − z·Σ_g a is the group's dot product).
+ *         scales: [(rb·(Cp/G) + g)·16 + i], f32 or f16 (f16_scales); zeros (zero_point only):
+ *         u8 in the same order.
+ *   bf16: data (u16) [(rb·(Cp/2) + kp)·32 + i·2 + j] = bf16(w[16·rb+i][2·kp+j]).
+ *
+ * ---- Arithmetic (every SIMD kernel matches its _ref twin bit for bit for int8 and int4) --------
+ * For token n with activation codes a (s8, zero beyond C) and scale sx[n]:
+ *   int8: dot = Σ_k q[r][k]·a[k] (int32); v = (float)dot * (sx[n] * s[r]).
+ *   int4: for g = 0, 1, ... in order: acc = fmaf((float)(Σ_{k in g} u·a − z·Σ_{k in g} a), s[r,g],
+ *         acc) (acc starts at 0); v = acc * sx[n].
+ *   bf16: acc = 0; for k = 0, 2, 4, ...: acc = fmaf(w[k+1], x[k+1], acc); acc = fmaf(w[k], x[k],
+ *         acc) with w, x bf16 widened (the vdpbf16ps order; SIMD may differ from _ref only where a
+ *         product or sum is subnormal).
+ *   f32/f16: the existing sgemm / converted-block paths.
+ * Then the epilogue on v: out = (accumulate ? y[n][r] : 0) + v; out += bias[r] when bias; ReLU
+ * when relu. So a one-token GEMV and any row of a GEMM give the same bits for int8 and int4.
+ *
+ * ---- Activation quantization (chai_qact) -------------------------------------------------------
+ * Per token: amax = max |x_k|; sx = amax / 127 (sx = 0 and all codes 0 when amax = 0);
+ * a_k = (int8)nearbyintf(x_k / sx) (round half to even, clamped to [-127,127]); codes are padded
+ * with zeros to a multiple of 128; gsum[n][b] = Σ of the codes of the 32-wide block b (int32), so an
+ * int4 kernel of group G adds G/32 consecutive block sums and int8 adds them all.
+ */
+#ifndef CHAI_QUANT_H
+#define CHAI_QUANT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "chai/error.h"
+#include "chai/memory.h"
+#include "chai/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum chai_qformat {
+  CHAI_QF_F32 = 0,
+  CHAI_QF_F16,
+  CHAI_QF_BF16,
+  CHAI_QF_INT8,
+  CHAI_QF_INT4,
+  CHAI_QF_COUNT
+} chai_qformat;
+
+/* "f32", "f16", "bf16", "int8", "int4". */
+const char *chai_qformat_name(chai_qformat f);
+/* Parses the names above; CHAI_ERR_ARG naming the string otherwise. */
+chai_status chai_qformat_parse(const char *name, chai_qformat *out);
+
+typedef enum chai_qmethod {
+  CHAI_QM_RTN = 0, /* scale from the absolute maximum (zero point from min/max) */
+  CHAI_QM_MSE      /* clipping ratio per row/group searched to minimise the squared error */
+} chai_qmethod;
+
+/* How to quantize one matrix. */
+typedef struct chai_qspec {
+  chai_qformat format;
+  int group;         /* int4: 32, 64 or 128 (default 64 when 0) */
+  bool zero_point;   /* int4: asymmetric groups */
+  bool f16_scales;   /* int4: scales stored as f16 */
+  chai_qmethod method;
+} chai_qspec;
+
+/* ---- 1. codes: choosing the quantized values (engine/src/quant/codes.c) ---------------------- */
+/* Row-major, unpacked: what files hold and what the tests compare with NumPy. Every function
+ * refuses a NaN or Inf in w with CHAI_ERR_ARG naming `what` and the element (row, column). */
+
+/* q (R,C), scale (R): symmetric per row. RTN: s = amax/127, q = round-half-even(w/s) clamped to
+ * [-127,127]; an all-zero row gets s = 0 and q = 0. MSE: s = r·amax/127 for the clipping ratio r in
+ * {1.00, 0.99, ..., 0.50} (51 candidates) with the least Σ (w − s·q)², the first on ties. */
+chai_status chai_quant_int8_codes(int8_t *q, float *scale, const float *w, int R, int C,
+                                  chai_qmethod method, const char *what);
+/* u (R,C) one code per byte in [0,15]; scale, zero (R, ceil(C/G)) row-major. The last group of a
+ * row may be short (C not a multiple of G). Symmetric (ggml's Q4_0 rule): m = the group's element
+ * of largest magnitude (the first on ties), s = m / −8 (so m maps to −8 exactly; s may be
+ * negative), u = clamp(round-half-even(w/s), −8, 7) + 8, zero = 8. With zero_point: s = (max −
+ * min)/15 over the group extended to include 0, z = clamp(round-half-even(−min/s), 0, 15), u =
+ * clamp(round-half-even(w/s) + z, 0, 15). An all-zero group: s = 0, u = z (= 8 symmetric, 0 with
+ * a zero point). f16_scales rounds each scale to f16 before the codes are chosen, so the codes
+ * match the stored scale. MSE searches the clipping ratio r in {1.00, ..., 0.50} (m or min/max
+ * scaled by r) as for int8, the first on ties. */
+chai_status chai_quant_int4_codes(uint8_t *u, float *scale, uint8_t *zero, const float *w, int R,
+                                  int C, int group, bool zero_point, bool f16_scales,
+                                  chai_qmethod method, const char *what);
+/* The inverse maps (scalar): w (R,C). */
+void chai_dequant_int8_codes(float *w, const int8_t *q, const float *scale, int R, int C);
+void chai_dequant_int4_codes(float *w, const uint8_t *u, const float *scale, const uint8_t *zero,
+                             int R, int C, int group);
+
+/* ---- 2. the matrix (engine/src/quant/qmat.c) --------------------------------------------------- */
+
+typedef struct chai_qmat {
+  chai_qformat format;
+  int rows, cols;   /* R, C */
+  int rows_p, cols_p; /* padded (packed formats); R, C for f32/f16 */
+  int group;        /* int4 */
+  bool zero_point;  /* int4 */
+  bool f16_scales;  /* int4 */
+  /* f32/f16: a row-major (R,C) view (holds a reference to the weights' storage). */
+  chai_tensor t;
+  /* packed formats: one storage holding data, scales and zeros. */
+  chai_storage *storage;
+  uint8_t *data;
+  void *scales;
+  uint8_t *zeros;
+} chai_qmat;
+
+/* A released matrix: format f32, no storage; chai_qmat_release on it is a no-op. */
+void chai_qmat_init(chai_qmat *m);
+/* Drops the references; idempotent. */
+void chai_qmat_release(chai_qmat *m);
+/* A view of a row-major f32 or f16 tensor (R,C) (adds a reference). */
+chai_status chai_qmat_wrap(chai_qmat *out, const chai_tensor *t);
+/* Quantizes a row-major f32 matrix into spec's format (f32: a copy; f16/bf16: rounded). */
+chai_status chai_qmat_quantize(chai_qmat *out, const float *w, int R, int C, const chai_qspec *spec,
+                               const char *what);
+/* Packs codes made by chai_quant_*_codes (or read from a file) into a new matrix. */
+chai_status chai_qmat_from_int8(chai_qmat *out, const int8_t *q, const float *scale, int R, int C);
+chai_status chai_qmat_from_int4(chai_qmat *out, const uint8_t *u, const float *scale,
+                                const uint8_t *zero, int R, int C, int group, bool zero_point,
+                                bool f16_scales);
+chai_status chai_qmat_from_bf16(chai_qmat *out, const uint16_t *w, int R, int C);
+/* Back to row-major codes (for saving): the exact inverses of the from_ functions. */
+void chai_qmat_to_int8(const chai_qmat *m, int8_t *q, float *scale);
+void chai_qmat_to_int4(const chai_qmat *m, uint8_t *u, float *scale, uint8_t *zero);
+void chai_qmat_to_bf16(const chai_qmat *m, uint16_t *w);
+/* Rows r0..r1-1 dequantized to f32 (r1-r0, C): embedding lookups, the backward through a frozen
+ * quantized matrix, tests. */
+void chai_qmat_dequant_rows(const chai_qmat *m, float *out, int r0, int r1);
+/* Bytes the matrix holds: payload plus scales and zeros (the f32/f16 view's tensor bytes). */
+size_t chai_qmat_bytes(const chai_qmat *m);
+
+/* ---- 3. activations and products (engine/src/quant/qmatmul.c + kernels) ------------------------ */
+
+/* N tokens' activations quantized per token (see the header comment). Caller-owned buffers. */
+typedef struct chai_qact {
+  int N, C, stride; /* stride = C rounded up to 128 */
+  int8_t *q;        /* (N, stride) */
+  float *scale;     /* (N) */
+  int32_t *gsum;    /* (N, stride/32) */
+  uint16_t *bf;     /* (N, stride) bf16 activations (only for bf16 weights), else NULL */
+} chai_qact;
+/* Bytes a chai_qact of N tokens of C needs (bf16: with the bf16 copy). */
+size_t chai_qact_bytes(int N, int C, bool bf16);
+/* Lays a chai_qact over `mem` (chai_qact_bytes(N, C, bf16) bytes, 64-aligned) and fills it from
+ * x (N,C) row-major. */
+void chai_qact_quantize(chai_qact *a, void *mem, const float *x, int N, int C, bool bf16);
+void chai_qact_quantize_ref(chai_qact *a, void *mem, const float *x, int N, int C, bool bf16);
+
+typedef struct chai_qepilogue {
+  const float *bias; /* (R) or NULL */
+  bool accumulate;   /* add to y */
+  bool relu;
+} chai_qepilogue;
+
+/* Rows r0..r1-1 of y = W·x for one token (decode): r0 a multiple of 16 (any r0 for f32/f16), r1 a
+ * multiple of 16 or R. x is the f32 token (f32, f16 formats), xa its chai_qact (int8, int4: codes;
+ * bf16: the bf16 copy). One thread; the SIMD kernel and its scalar twin. */
+void chai_qmat_gemv_rows(float *y, const chai_qmat *w, const float *x, const chai_qact *xa, int r0,
+                         int r1, const chai_qepilogue *e);
+void chai_qmat_gemv_rows_ref(float *y, const chai_qmat *w, const float *x, const chai_qact *xa,
+                             int r0, int r1, const chai_qepilogue *e);
+
+/* y (N,R) = epilogue(x (N,C) · Wᵀ) for any N (OpenMP inside). `work` is scratch of at least
+ * chai_qmat_matmul_work_bytes(w, N) bytes (64-aligned), or NULL to allocate (CHAI_ERR_NOMEM). */
+size_t chai_qmat_matmul_work_bytes(const chai_qmat *w, int N);
+chai_status chai_qmat_matmul(float *y, const float *x, const chai_qmat *w, int N,
+                             const chai_qepilogue *e, void *work);
+chai_status chai_qmat_matmul_ref(float *y, const float *x, const chai_qmat *w, int N,
+                                 const chai_qepilogue *e, void *work);
+
+/* dx (N,C) (+)= dy (N,R) · W (R,C): the input gradient through a frozen matrix of any format (its
+ * dequantized values), for training the layers around it. */
+chai_status chai_qmat_matmul_backward_input(float *dx, const float *dy, const chai_qmat *w, int N,
+                                            bool accumulate);
+
+/* The kernel each format uses on this CPU now ("avx512-vnni", "avx-vnni", "amx-int8",
+ * "avx512-bf16", "amx-bf16", "avx2", "ref", ...), after CHAI_CPU. */
+const char *chai_qformat_kernel(chai_qformat f);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
