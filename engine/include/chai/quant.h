@@ -93,27 +93,53 @@ typedef struct chai_qspec {
 } chai_qspec;
 
 /* ---- 1. codes: choosing the quantized values (engine/src/quant/codes.c) ---------------------- */
-/* Row-major, unpacked: what files hold and what the tests compare with NumPy. Every function
- * refuses a NaN or Inf in w with CHAI_ERR_ARG naming `what` and the element (row, column). */
+/* Row-major, unpacked: what files hold and what the tests compare with NumPy (the fixture script
+ * tests/fixtures/quant/make_quant_fixtures.py mirrors every rule below). Arithmetic is IEEE
+ * binary32, each operation rounded as written, unless a double is named; rhe(x) rounds half to
+ * even. The quantizers refuse with CHAI_ERR_ARG naming `what`: a NaN or Inf in w (naming the first
+ * bad element's (row, column)), sizes below 1, a group other than 32, 64 or 128, an unknown
+ * method; after an error the outputs are unspecified. Rows are independent, so any R (1 too) and
+ * any C (odd, not a multiple of G) work; rows run in parallel with the same bits for any thread
+ * count.
+ *
+ * MSE tries the clipping ratios r_i = (float)(100 − i) / 100.0f for i = 0..50 (1.00, 0.99, ...,
+ * 0.50) in that order and keeps the first with the least squared error E = Σ_k ((double)w_k −
+ * (double)d_k)², summed in double in element order, d_k being the dequantized float (the inverse
+ * maps below). r_0 = 1 is the RTN choice, so MSE's E is never above RTN's.
+ *
+ * A scale of 0 (an all-zero row or group, or one whose scale underflows) gives the zero codes
+ * (q = 0; u = z below), which dequantize to 0. */
 
-/* q (R,C), scale (R): symmetric per row. RTN: s = amax/127, q = round-half-even(w/s) clamped to
- * [-127,127]; an all-zero row gets s = 0 and q = 0. MSE: s = r·amax/127 for the clipping ratio r in
- * {1.00, 0.99, ..., 0.50} (51 candidates) with the least Σ (w − s·q)², the first on ties. */
+/* q (R,C), scale (R): symmetric per row. amax = max_k |w_k|, s = (r·amax) / 127 (RTN: r = 1),
+ * q = rhe(clamp(w/s, −127, 127)). RTN puts every element within s/2 of s·q (up to float rounding,
+ * for s in float's normal range, amax >= 1.5e-36). */
 chai_status chai_quant_int8_codes(int8_t *q, float *scale, const float *w, int R, int C,
                                   chai_qmethod method, const char *what);
-/* u (R,C) one code per byte in [0,15]; scale, zero (R, ceil(C/G)) row-major. The last group of a
- * row may be short (C not a multiple of G). Symmetric (ggml's Q4_0 rule): m = the group's element
- * of largest magnitude (the first on ties), s = m / −8 (so m maps to −8 exactly; s may be
- * negative), u = clamp(round-half-even(w/s), −8, 7) + 8, zero = 8. With zero_point: s = (max −
- * min)/15 over the group extended to include 0, z = clamp(round-half-even(−min/s), 0, 15), u =
- * clamp(round-half-even(w/s) + z, 0, 15). An all-zero group: s = 0, u = z (= 8 symmetric, 0 with
- * a zero point). f16_scales rounds each scale to f16 before the codes are chosen, so the codes
- * match the stored scale. MSE searches the clipping ratio r in {1.00, ..., 0.50} (m or min/max
- * scaled by r) as for int8, the first on ties. */
+/* u (R,C) one code per byte in [0,15]; scale and zero (R, ceil(C/G)) row-major; the last group of
+ * a row may be short (C not a multiple of G). `zero` may be NULL when !zero_point (it is all 8).
+ * Symmetric (ggml's Q4_0 rule): m = the group's element of largest magnitude (the first on ties),
+ *   s = (r·m) / −8 (so m maps to −8 exactly when r = 1; s may be negative), z = 8,
+ *   u = rhe(clamp(w/s, −8, 7)) + 8. Under RTN an element of the sign opposite to m and magnitude
+ *   above 7.5·|s| clamps to 7 (error up to |s|, as in Q4_0); every other one is within |s|/2.
+ * With zero_point: lo = min(0, min w), hi = max(0, max w) (the group extended to include 0),
+ *   lo_r = r·lo, hi_r = r·hi, s = (float)(((double)hi_r − (double)lo_r) / 15.0) (in double, so
+ *   values near ±3.4e38 do not overflow), z = clamp(rhe(−lo_r/s), 0, 15),
+ *   u = clamp(rhe(clamp(w/s, −64, 64)) + z, 0, 15). Under RTN every element is within s/2. The
+ *   grid s·(0 − z) .. s·(15 − z) may pass the group's range by s/2, so a group whose RTN grid
+ *   would reach beyond float (values near ±3.4e38) is refused with CHAI_ERR_ARG naming `what`, the
+ *   row and the group (symmetric int4 handles it: its grid ends at m).
+ * A zero scale: z = 8 symmetric, 0 with a zero point, and u = z.
+ * f16_scales: each candidate's s is rounded to f16 (nearest even) before z and u are chosen, so the
+ * codes match the stored scale (`scale` holds the rounded values, as floats). A group whose RTN
+ * scale rounds beyond f16 (|s| >= 65520: |m| >= 524160 symmetric, hi − lo >= 982800 with a zero
+ * point) is refused with CHAI_ERR_ARG naming `what`, the row and the group (use f32 scales). Below
+ * f16's normal range (|s| < 2^-14 = 6.1e-5) the scale keeps fewer bits and the bounds above
+ * loosen; at |s| <= 2^-25 (3.0e-8) it rounds to 0 (zero codes). */
 chai_status chai_quant_int4_codes(uint8_t *u, float *scale, uint8_t *zero, const float *w, int R,
                                   int C, int group, bool zero_point, bool f16_scales,
                                   chai_qmethod method, const char *what);
-/* The inverse maps (scalar): w (R,C). */
+/* The inverse maps (scalar): w (R,C). int8: w = s·(float)q. int4: w = s·(float)(u − z), with
+ * zero == NULL meaning z = 8 (symmetric); any group >= 1. */
 void chai_dequant_int8_codes(float *w, const int8_t *q, const float *scale, int R, int C);
 void chai_dequant_int4_codes(float *w, const uint8_t *u, const float *scale, const uint8_t *zero,
                              int R, int C, int group);
