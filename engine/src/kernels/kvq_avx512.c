@@ -1,0 +1,201 @@
+/* AVX-512 (F+BW+DQ+VL) pieces of the int8 KV cache (see kernels/kvq.h). Codes are widened in
+ * registers (16 at a time: vpmovsxbd, vcvtdq2ps) right before the FMA that uses them; nothing of
+ * the cache is copied. A decode step (one query) with D <= 128 keeps the query, or the output
+ * row, in up to 8 registers for the whole sweep over the keys: one read of each code, which is
+ * what makes it bandwidth-bound. Blocks of queries widen a key's row once into a small buffer
+ * (KV_PIECE floats) and use it for every query of the block. Row ends use byte masks, so no load
+ * passes the end of a row. */
+#include <immintrin.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "kernels/kvq.h"
+
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma")))
+#define AVX512_INLINE                                                                              \
+  __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma"), always_inline)) static inline
+
+enum { W = 16, MAX_NC = 8, KV_PIECE = 256 };
+
+static inline __mmask16 lane_mask(int r) {
+  return r >= W ? (__mmask16)0xffff : (__mmask16)((1u << r) - 1u);
+}
+
+/* 16 codes (the first r of them when r < 16) widened to floats. */
+AVX512_INLINE __m512 widen(const int8_t *c, int r) {
+  __m128i b = r >= W ? _mm_loadu_si128((const __m128i *)c) : _mm_maskz_loadu_epi8(lane_mask(r), c);
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b));
+}
+
+AVX512 void chai_kvq_store_row_avx512(int8_t *c, float *s, const float *x, int D) {
+  const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff);
+  __m512i vmax = _mm512_setzero_si512();
+  for (int d = 0; d < D; d += W) {
+    __m512i b = _mm512_maskz_loadu_epi32(lane_mask(D - d), x + d);
+    vmax = _mm512_max_epu32(vmax, _mm512_and_si512(b, abs_mask));
+  }
+  uint32_t amax_bits = _mm512_reduce_max_epu32(vmax);
+  if (amax_bits >= 0x7f800000u) { /* NaN or Inf: see chai/kvq.h */
+    *s = __builtin_nanf("");
+    memset(c, 0, (size_t)D);
+    return;
+  }
+  float amax;
+  memcpy(&amax, &amax_bits, 4);
+  float sc = amax / 127.0f;
+  *s = sc;
+  if (sc == 0.0f) {
+    memset(c, 0, (size_t)D);
+    return;
+  }
+  __m512 vs = _mm512_set1_ps(sc), lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
+  for (int d = 0; d < D; d += W) {
+    __mmask16 m = lane_mask(D - d);
+    __m512 t = _mm512_div_ps(_mm512_maskz_loadu_ps(m, x + d), vs);
+    t = _mm512_min_ps(_mm512_max_ps(t, lo), hi);
+    /* vcvtps2dq rounds half to even (the default MXCSR mode), as the ref's rhe */
+    _mm512_mask_cvtsepi32_storeu_epi8(c + d, m, _mm512_cvtps_epi32(t));
+  }
+}
+
+/* ---- scores --------------------------------------------------------------------------------- */
+
+/* One query, D <= 16·NC: the query in NC registers, one pass over the keys. */
+AVX512_INLINE void scores_one(float *sc, const float *q, const int8_t *k, size_t k_ts,
+                              const float *ks, int ks_ts, int n, int D, float scale, const int NC) {
+  __m512 qv[MAX_NC];
+  for (int c = 0; c < NC; c++)
+    qv[c] = _mm512_maskz_loadu_ps(lane_mask(D - c * W), q + c * W);
+  for (int j = 0; j < n; j++) {
+    const int8_t *kj = k + (size_t)j * k_ts;
+    __m512 acc = _mm512_mul_ps(qv[0], widen(kj, D));
+    for (int c = 1; c < NC; c++)
+      acc = _mm512_fmadd_ps(qv[c], widen(kj + c * W, D - c * W), acc);
+    sc[j] = _mm512_reduce_add_ps(acc) * (ks[(size_t)j * ks_ts] * scale);
+  }
+}
+
+/* Any bq and D: each key's codes widened once per KV_PIECE floats into kf, then dotted with every
+ * query of the block. */
+AVX512 static void scores_block(float *sc, int ldsc, const float *q, int q_ts, int bq,
+                                const int8_t *k, size_t k_ts, const float *ks, int ks_ts, int n,
+                                int D, float scale) {
+  float kf[KV_PIECE] __attribute__((aligned(64)));
+  for (int j = 0; j < n; j++) {
+    const int8_t *kj = k + (size_t)j * k_ts;
+    for (int p0 = 0; p0 < D; p0 += KV_PIECE) {
+      int m = D - p0 < KV_PIECE ? D - p0 : KV_PIECE;
+      for (int d = 0; d < m; d += W)
+        _mm512_store_ps(kf + d, widen(kj + p0 + d, m - d));
+      for (int i = 0; i < bq; i++) {
+        const float *qi = q + (size_t)i * q_ts + p0;
+        __m512 acc = _mm512_setzero_ps();
+        for (int d = 0; d < m; d += W)
+          acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(lane_mask(m - d), qi + d),
+                                _mm512_load_ps(kf + d), acc);
+        float part = _mm512_reduce_add_ps(acc);
+        sc[(size_t)i * ldsc + j] = p0 == 0 ? part : sc[(size_t)i * ldsc + j] + part;
+      }
+    }
+    float f = ks[(size_t)j * ks_ts] * scale;
+    for (int i = 0; i < bq; i++)
+      sc[(size_t)i * ldsc + j] *= f;
+  }
+}
+
+AVX512 void chai_kvq_scores_avx512(float *sc, int ldsc, const float *q, int q_ts, int bq,
+                                   const int8_t *k, size_t k_ts, const float *ks, int ks_ts, int n,
+                                   int D, float scale) {
+  if (bq == 1 && D <= W * MAX_NC) {
+    switch ((D + W - 1) / W) {
+    case 1: scores_one(sc, q, k, k_ts, ks, ks_ts, n, D, scale, 1); return;
+    case 2: scores_one(sc, q, k, k_ts, ks, ks_ts, n, D, scale, 2); return;
+    case 3: scores_one(sc, q, k, k_ts, ks, ks_ts, n, D, scale, 3); return;
+    case 4: scores_one(sc, q, k, k_ts, ks, ks_ts, n, D, scale, 4); return;
+    case 5: scores_one(sc, q, k, k_ts, ks, ks_ts, n, D, scale, 5); return;
+    case 6: scores_one(sc, q, k, k_ts, ks, ks_ts, n, D, scale, 6); return;
+    case 7: scores_one(sc, q, k, k_ts, ks, ks_ts, n, D, scale, 7); return;
+    default: scores_one(sc, q, k, k_ts, ks, ks_ts, n, D, scale, 8); return;
+    }
+  }
+  scores_block(sc, ldsc, q, q_ts, bq, k, k_ts, ks, ks_ts, n, D, scale);
+}
+
+/* ---- values --------------------------------------------------------------------------------- */
+
+/* One query, a piece of NC·16 >= m columns of the head: the output piece in NC registers. */
+AVX512_INLINE void values_one(float *o, const float *p, const int8_t *v, size_t v_ts,
+                              const float *vs, int vs_ts, int n, int m, const int NC) {
+  __m512 acc[MAX_NC];
+  for (int c = 0; c < NC; c++)
+    acc[c] = _mm512_setzero_ps();
+  for (int j = 0; j < n; j++) {
+    if (p[j] == 0.0f) continue;
+    __m512 w = _mm512_set1_ps(p[j] * vs[(size_t)j * vs_ts]);
+    const int8_t *vj = v + (size_t)j * v_ts;
+    for (int c = 0; c < NC; c++)
+      acc[c] = _mm512_fmadd_ps(w, widen(vj + c * W, m - c * W), acc[c]);
+  }
+  for (int c = 0; c < NC; c++)
+    _mm512_mask_storeu_ps(o + c * W, lane_mask(m - c * W), acc[c]);
+}
+
+/* Any bq: each key's codes widened once per KV_PIECE into vf, added into every query's output row
+ * whose probability for the key is not 0. */
+AVX512 static void values_block(float *o, int o_ts, const float *p, int ldp, int bq,
+                                const int8_t *v, size_t v_ts, const float *vs, int vs_ts, int n,
+                                int D) {
+  float vf[KV_PIECE] __attribute__((aligned(64)));
+  for (int i = 0; i < bq; i++)
+    memset(o + (size_t)i * o_ts, 0, (size_t)D * sizeof(float));
+  for (int j = 0; j < n; j++) {
+    bool any = false;
+    for (int i = 0; i < bq && !any; i++)
+      any = p[(size_t)i * ldp + j] != 0.0f;
+    if (!any) continue;
+    const int8_t *vj = v + (size_t)j * v_ts;
+    float sj = vs[(size_t)j * vs_ts];
+    for (int p0 = 0; p0 < D; p0 += KV_PIECE) {
+      int m = D - p0 < KV_PIECE ? D - p0 : KV_PIECE;
+      for (int d = 0; d < m; d += W)
+        _mm512_store_ps(vf + d, widen(vj + p0 + d, m - d));
+      for (int i = 0; i < bq; i++) {
+        float pij = p[(size_t)i * ldp + j];
+        if (pij == 0.0f) continue;
+        __m512 w = _mm512_set1_ps(pij * sj);
+        float *oi = o + (size_t)i * o_ts + p0;
+        for (int d = 0; d < m; d += W) {
+          __mmask16 mk = lane_mask(m - d);
+          _mm512_mask_storeu_ps(
+              oi + d, mk,
+              _mm512_fmadd_ps(w, _mm512_load_ps(vf + d), _mm512_maskz_loadu_ps(mk, oi + d)));
+        }
+      }
+    }
+  }
+}
+
+AVX512 void chai_kvq_values_avx512(float *o, int o_ts, const float *p, int ldp, int bq,
+                                   const int8_t *v, size_t v_ts, const float *vs, int vs_ts, int n,
+                                   int D) {
+  if (bq != 1) {
+    values_block(o, o_ts, p, ldp, bq, v, v_ts, vs, vs_ts, n, D);
+    return;
+  }
+  /* One query: pieces of up to 128 columns, each one sweep over the keys with its output in
+   * registers (D <= 128, all OPT sizes, is a single sweep). */
+  for (int p0 = 0; p0 < D; p0 += W * MAX_NC) {
+    int m = D - p0 < W * MAX_NC ? D - p0 : W * MAX_NC;
+    switch ((m + W - 1) / W) {
+    case 1: values_one(o + p0, p, v + p0, v_ts, vs, vs_ts, n, m, 1); break;
+    case 2: values_one(o + p0, p, v + p0, v_ts, vs, vs_ts, n, m, 2); break;
+    case 3: values_one(o + p0, p, v + p0, v_ts, vs, vs_ts, n, m, 3); break;
+    case 4: values_one(o + p0, p, v + p0, v_ts, vs, vs_ts, n, m, 4); break;
+    case 5: values_one(o + p0, p, v + p0, v_ts, vs, vs_ts, n, m, 5); break;
+    case 6: values_one(o + p0, p, v + p0, v_ts, vs, vs_ts, n, m, 6); break;
+    case 7: values_one(o + p0, p, v + p0, v_ts, vs, vs_ts, n, m, 7); break;
+    default: values_one(o + p0, p, v + p0, v_ts, vs, vs_ts, n, m, 8); break;
+    }
+  }
+}
