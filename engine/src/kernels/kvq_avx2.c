@@ -92,11 +92,13 @@ AVX2 void chai_kvq_store_row_avx2(int8_t *c, float *s, const float *x, int D) {
 AVX2_INLINE void scores_one(float *sc, const float *q, const int8_t *k, size_t k_ts,
                             const float *ks, int ks_ts, int n, int D, float scale, const int NC) {
   __m256 qv[MAX_NC];
+#pragma GCC unroll 8
   for (int c = 0; c < NC; c++)
     qv[c] = load_ps(q + c * W, D - c * W);
   for (int j = 0; j < n; j++) {
     const int8_t *kj = k + (size_t)j * k_ts;
     __m256 acc = _mm256_mul_ps(qv[0], widen(kj, D));
+#pragma GCC unroll 8
     for (int c = 1; c < NC; c++)
       acc = _mm256_fmadd_ps(qv[c], widen(kj + c * W, D - c * W), acc);
     sc[j] = hsum(acc) * (ks[(size_t)j * ks_ts] * scale);
@@ -151,15 +153,18 @@ AVX2 void chai_kvq_scores_avx2(float *sc, int ldsc, const float *q, int q_ts, in
 AVX2_INLINE void values_one(float *o, const float *p, const int8_t *v, size_t v_ts, const float *vs,
                             int vs_ts, int n, int m, const int NC) {
   __m256 acc[MAX_NC];
+#pragma GCC unroll 8
   for (int c = 0; c < NC; c++)
     acc[c] = _mm256_setzero_ps();
   for (int j = 0; j < n; j++) {
     if (p[j] == 0.0f) continue;
     __m256 w = _mm256_set1_ps(p[j] * vs[(size_t)j * vs_ts]);
     const int8_t *vj = v + (size_t)j * v_ts;
+#pragma GCC unroll 8
     for (int c = 0; c < NC; c++)
       acc[c] = _mm256_fmadd_ps(w, widen(vj + c * W, m - c * W), acc[c]);
   }
+#pragma GCC unroll 8
   for (int c = 0; c < NC; c++)
     store_ps(o + c * W, m - c * W, acc[c]);
 }

@@ -16,7 +16,10 @@
 #define AVX512_INLINE                                                                              \
   __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma"), always_inline)) static inline
 
-enum { W = 16, MAX_NC = 8, KV_PIECE = 256 };
+/* PF: a decode sweep prefetches the row PF keys ahead. One head's rows are S·D bytes apart, a
+ * stride the hardware prefetchers follow less well than a stream: prefetching 32 rows ahead was
+ * 10-25% faster from DRAM than none or 16 in an A/B on Zen 5 (64 was no better). */
+enum { W = 16, MAX_NC = 8, KV_PIECE = 256, PF = 32 };
 
 static inline __mmask16 lane_mask(int r) {
   return r >= W ? (__mmask16)0xffff : (__mmask16)((1u << r) - 1u);
@@ -61,19 +64,67 @@ AVX512 void chai_kvq_store_row_avx512(int8_t *c, float *s, const float *x, int D
 
 /* ---- scores --------------------------------------------------------------------------------- */
 
-/* One query, D <= 16·NC: the query in NC registers, one pass over the keys. */
+/* The query (NC registers) dotted with one key's row, still in 16 lanes. */
+AVX512_INLINE __m512 key_dot(const __m512 *qv, const int8_t *kj, int D, const int NC) {
+  __m512 acc = _mm512_mul_ps(qv[0], widen(kj, D));
+#pragma GCC unroll 8
+  for (int c = 1; c < NC; c++)
+    acc = _mm512_fmadd_ps(qv[c], widen(kj + c * W, D - c * W), acc);
+  return acc;
+}
+
+/* The horizontal sums of a[0..15] as one vector (element i = Σ of a[i]'s lanes): pairs of vectors
+ * are interleaved and added (16 -> 8 -> 4), then the four 128-bit lanes are transposed and added.
+ * About 3 instructions a vector instead of reduce_add's 8. */
+AVX512_INLINE __m512 sum16(const __m512 *a) {
+  __m512 x[8], z[4];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; i++) /* per 128-bit lane: (a0+a2, b0+b2, a1+a3, b1+b3) */
+    x[i] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * i], a[2 * i + 1]),
+                         _mm512_unpackhi_ps(a[2 * i], a[2 * i + 1]));
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; i++) { /* per 128-bit lane: the lane's sums of vectors 4i..4i+3 */
+    __m512d u = _mm512_castps_pd(x[2 * i]), v = _mm512_castps_pd(x[2 * i + 1]);
+    z[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(u, v)),
+                         _mm512_castpd_ps(_mm512_unpackhi_pd(u, v)));
+  }
+  __m512 u01 = _mm512_add_ps(_mm512_shuffle_f32x4(z[0], z[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_f32x4(z[0], z[1], _MM_SHUFFLE(3, 2, 3, 2)));
+  __m512 u23 = _mm512_add_ps(_mm512_shuffle_f32x4(z[2], z[3], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_f32x4(z[2], z[3], _MM_SHUFFLE(3, 2, 3, 2)));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(u01, u23, _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm512_shuffle_f32x4(u01, u23, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+/* One query, D <= 16·NC: the query in NC registers, one pass over the keys. With D <= 64 keys go
+ * 16 at a time (16 accumulators, one transposed reduction, the 16 scales gathered). */
 AVX512_INLINE void scores_one(float *sc, const float *q, const int8_t *k, size_t k_ts,
                               const float *ks, int ks_ts, int n, int D, float scale, const int NC) {
   __m512 qv[MAX_NC];
+#pragma GCC unroll 8
   for (int c = 0; c < NC; c++)
     qv[c] = _mm512_maskz_loadu_ps(lane_mask(D - c * W), q + c * W);
-  for (int j = 0; j < n; j++) {
-    const int8_t *kj = k + (size_t)j * k_ts;
-    __m512 acc = _mm512_mul_ps(qv[0], widen(kj, D));
-    for (int c = 1; c < NC; c++)
-      acc = _mm512_fmadd_ps(qv[c], widen(kj + c * W, D - c * W), acc);
-    sc[j] = _mm512_reduce_add_ps(acc) * (ks[(size_t)j * ks_ts] * scale);
+  int j = 0;
+  if (NC <= 4) {
+    const __m512i idx =
+        _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                           _mm512_set1_epi32(ks_ts));
+    const __m512 vscale = _mm512_set1_ps(scale);
+    for (; j + 16 <= n; j += 16) {
+      __m512 acc[16];
+#pragma GCC unroll 16
+      for (int i = 0; i < 16; i++) {
+        if (j + i + PF < n)
+          _mm_prefetch((const char *)(k + (size_t)(j + i + PF) * k_ts), _MM_HINT_T0);
+        acc[i] = key_dot(qv, k + (size_t)(j + i) * k_ts, D, NC);
+      }
+      __m512 f = _mm512_mul_ps(_mm512_i32gather_ps(idx, ks + (size_t)j * ks_ts, 4), vscale);
+      _mm512_storeu_ps(sc + j, _mm512_mul_ps(sum16(acc), f));
+    }
   }
+  for (; j < n; j++)
+    sc[j] = _mm512_reduce_add_ps(key_dot(qv, k + (size_t)j * k_ts, D, NC)) *
+            (ks[(size_t)j * ks_ts] * scale);
 }
 
 /* Any bq and D: each key's codes widened once per KV_PIECE floats into kf, then dotted with every
@@ -124,21 +175,51 @@ AVX512 void chai_kvq_scores_avx512(float *sc, int ldsc, const float *q, int q_ts
 
 /* ---- values --------------------------------------------------------------------------------- */
 
-/* One query, a piece of NC·16 >= m columns of the head: the output piece in NC registers. */
+/* One query, a piece of NC·16 >= m columns of the head: the output piece in NC registers, twice
+ * (even and odd keys) when NC <= 4, so consecutive keys' FMAs do not wait for each other. */
 AVX512_INLINE void values_one(float *o, const float *p, const int8_t *v, size_t v_ts,
                               const float *vs, int vs_ts, int n, int m, const int NC) {
-  __m512 acc[MAX_NC];
+  __m512 acc[MAX_NC], acc2[MAX_NC];
+#pragma GCC unroll 8
   for (int c = 0; c < NC; c++)
-    acc[c] = _mm512_setzero_ps();
-  for (int j = 0; j < n; j++) {
+    acc[c] = acc2[c] = _mm512_setzero_ps();
+  int j = 0;
+  if (NC <= 4)
+    for (; j + 2 <= n; j += 2) {
+      if (p[j] == 0.0f || p[j + 1] == 0.0f) { /* rare (masked keys): one at a time */
+        for (int jj = j; jj < j + 2; jj++) {
+          if (p[jj] == 0.0f) continue;
+          __m512 w = _mm512_set1_ps(p[jj] * vs[(size_t)jj * vs_ts]);
+#pragma GCC unroll 8
+          for (int c = 0; c < NC; c++)
+            acc[c] = _mm512_fmadd_ps(w, widen(v + (size_t)jj * v_ts + c * W, m - c * W), acc[c]);
+        }
+        continue;
+      }
+      __m512 w0 = _mm512_set1_ps(p[j] * vs[(size_t)j * vs_ts]);
+      __m512 w1 = _mm512_set1_ps(p[j + 1] * vs[(size_t)(j + 1) * vs_ts]);
+      const int8_t *v0 = v + (size_t)j * v_ts, *v1 = v0 + v_ts;
+      if (j + 1 + PF < n) {
+        _mm_prefetch((const char *)(v0 + (size_t)PF * v_ts), _MM_HINT_T0);
+        _mm_prefetch((const char *)(v1 + (size_t)PF * v_ts), _MM_HINT_T0);
+      }
+#pragma GCC unroll 8
+      for (int c = 0; c < NC; c++) {
+        acc[c] = _mm512_fmadd_ps(w0, widen(v0 + c * W, m - c * W), acc[c]);
+        acc2[c] = _mm512_fmadd_ps(w1, widen(v1 + c * W, m - c * W), acc2[c]);
+      }
+    }
+  for (; j < n; j++) {
     if (p[j] == 0.0f) continue;
     __m512 w = _mm512_set1_ps(p[j] * vs[(size_t)j * vs_ts]);
     const int8_t *vj = v + (size_t)j * v_ts;
+#pragma GCC unroll 8
     for (int c = 0; c < NC; c++)
       acc[c] = _mm512_fmadd_ps(w, widen(vj + c * W, m - c * W), acc[c]);
   }
+#pragma GCC unroll 8
   for (int c = 0; c < NC; c++)
-    _mm512_mask_storeu_ps(o + c * W, lane_mask(m - c * W), acc[c]);
+    _mm512_mask_storeu_ps(o + c * W, lane_mask(m - c * W), _mm512_add_ps(acc[c], acc2[c]));
 }
 
 /* Any bq: each key's codes widened once per KV_PIECE into vf, added into every query's output row
