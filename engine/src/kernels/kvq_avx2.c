@@ -1,8 +1,9 @@
 /* AVX2+FMA pieces of the int8 KV cache (see kernels/kvq.h and kvq_avx512.c, whose structure this
- * follows with 8 lanes): codes widened in registers (vpmovsxbd, vcvtdq2ps) right before their FMA;
- * a decode step with D <= 64 keeps the query or output row in up to 8 registers for one sweep over
- * the keys; blocks of queries widen each key's row once into a small buffer. AVX2 has no byte
- * masks, so a row's last partial chunk of codes is copied to a zeroed 8-byte buffer first. */
+ * follows with 8 lanes and 16 registers): codes widened in registers (vpmovsxbd, vcvtdq2ps) right
+ * before their FMA; decode dots 8 keys at a time with one transposed reduction (the query stays in
+ * L1, the accumulators take the registers) and keeps the output row in up to 8 registers; blocks of
+ * queries widen 8 keys into a tile and reuse it for every query. AVX2 has no byte masks, so a row's
+ * last partial chunk of codes is copied to a zeroed 8-byte buffer first. */
 #include <immintrin.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -89,22 +90,90 @@ AVX2 void chai_kvq_store_row_avx2(int8_t *c, float *s, const float *x, int D) {
 
 /* ---- scores --------------------------------------------------------------------------------- */
 
+/* The horizontal sums of a[0..7] as one vector (element i = Σ of a[i]'s lanes). */
+AVX2_INLINE __m256 sum8(const __m256 *a) {
+  __m256 h01 = _mm256_hadd_ps(a[0], a[1]), h23 = _mm256_hadd_ps(a[2], a[3]);
+  __m256 h45 = _mm256_hadd_ps(a[4], a[5]), h67 = _mm256_hadd_ps(a[6], a[7]);
+  __m256 lo = _mm256_hadd_ps(h01, h23), hi = _mm256_hadd_ps(h45, h67);
+  return _mm256_add_ps(_mm256_permute2f128_ps(lo, hi, 0x20), _mm256_permute2f128_ps(lo, hi, 0x31));
+}
+
+/* The query (from memory: 16 registers do not hold it and 8 accumulators) dotted with one key's
+ * row, in 8 lanes. */
+AVX2_INLINE __m256 key_dot(const float *q, const int8_t *kj, int D, const int NC) {
+  __m256 acc = _mm256_mul_ps(load_ps(q, D), widen(kj, D));
+#pragma GCC unroll 8
+  for (int c = 1; c < NC; c++)
+    acc = _mm256_fmadd_ps(load_ps(q + c * W, D - c * W), widen(kj + c * W, D - c * W), acc);
+  return acc;
+}
+
+/* One query, D <= 8·NC: keys 8 at a time, one transposed reduction each. */
 AVX2_INLINE void scores_one(float *sc, const float *q, const int8_t *k, size_t k_ts,
                             const float *ks, int ks_ts, int n, int D, float scale, const int NC) {
-  __m256 qv[MAX_NC];
+  int j = 0;
+  for (; j + 8 <= n; j += 8) {
+    __m256 acc[8];
 #pragma GCC unroll 8
-  for (int c = 0; c < NC; c++)
-    qv[c] = load_ps(q + c * W, D - c * W);
-  for (int j = 0; j < n; j++) {
-    const int8_t *kj = k + (size_t)j * k_ts;
-    __m256 acc = _mm256_mul_ps(qv[0], widen(kj, D));
+    for (int i = 0; i < 8; i++)
+      acc[i] = key_dot(q, k + (size_t)(j + i) * k_ts, D, NC);
+    _mm256_storeu_ps(sc + j, sum8(acc));
+    for (int i = 0; i < 8; i++)
+      sc[j + i] *= ks[(size_t)(j + i) * ks_ts] * scale;
+  }
+  for (; j < n; j++)
+    sc[j] = hsum(key_dot(q, k + (size_t)j * k_ts, D, NC)) * (ks[(size_t)j * ks_ts] * scale);
+}
+
+/* A block of queries, D <= 8·NC: 8 keys at a time widened into a tile, each query's 8 dots from
+ * 8 accumulators and one transposed reduction; leftover keys one at a time. */
+AVX2_INLINE void scores_tile(float *sc, int ldsc, const float *q, int q_ts, int bq, const int8_t *k,
+                             size_t k_ts, const float *ks, int ks_ts, int n, int D, float scale,
+                             const int NC) {
+  float kf[8 * MAX_NC * W] __attribute__((aligned(32)));
+  int j = 0;
+  for (; j + 8 <= n; j += 8) {
+    for (int jj = 0; jj < 8; jj++)
 #pragma GCC unroll 8
-    for (int c = 1; c < NC; c++)
-      acc = _mm256_fmadd_ps(qv[c], widen(kj + c * W, D - c * W), acc);
-    sc[j] = hsum(acc) * (ks[(size_t)j * ks_ts] * scale);
+      for (int c = 0; c < NC; c++)
+        _mm256_store_ps(kf + (jj * NC + c) * W,
+                        widen(k + (size_t)(j + jj) * k_ts + c * W, D - c * W));
+    float fl[8];
+    for (int jj = 0; jj < 8; jj++)
+      fl[jj] = ks[(size_t)(j + jj) * ks_ts] * scale;
+    __m256 f = _mm256_loadu_ps(fl);
+    for (int i = 0; i < bq; i++) {
+      const float *qi = q + (size_t)i * q_ts;
+      __m256 acc[8];
+#pragma GCC unroll 8
+      for (int jj = 0; jj < 8; jj++) {
+        acc[jj] = _mm256_mul_ps(load_ps(qi, D), _mm256_load_ps(kf + jj * NC * W));
+#pragma GCC unroll 8
+        for (int c = 1; c < NC; c++)
+          acc[jj] = _mm256_fmadd_ps(load_ps(qi + c * W, D - c * W),
+                                    _mm256_load_ps(kf + (jj * NC + c) * W), acc[jj]);
+      }
+      _mm256_storeu_ps(sc + (size_t)i * ldsc + j, _mm256_mul_ps(sum8(acc), f));
+    }
+  }
+  for (; j < n; j++) {
+#pragma GCC unroll 8
+    for (int c = 0; c < NC; c++)
+      _mm256_store_ps(kf + c * W, widen(k + (size_t)j * k_ts + c * W, D - c * W));
+    float f = ks[(size_t)j * ks_ts] * scale;
+    for (int i = 0; i < bq; i++) {
+      const float *qi = q + (size_t)i * q_ts;
+      __m256 acc = _mm256_mul_ps(load_ps(qi, D), _mm256_load_ps(kf));
+#pragma GCC unroll 8
+      for (int c = 1; c < NC; c++)
+        acc = _mm256_fmadd_ps(load_ps(qi + c * W, D - c * W), _mm256_load_ps(kf + c * W), acc);
+      sc[(size_t)i * ldsc + j] = hsum(acc) * f;
+    }
   }
 }
 
+/* Any bq and D (here: D > 64): each key's codes widened once per KV_PIECE floats, then dotted
+ * with every query of the block. */
 AVX2 static void scores_block(float *sc, int ldsc, const float *q, int q_ts, int bq,
                               const int8_t *k, size_t k_ts, const float *ks, int ks_ts, int n,
                               int D, float scale) {
@@ -130,22 +199,33 @@ AVX2 static void scores_block(float *sc, int ldsc, const float *q, int q_ts, int
   }
 }
 
+/* The NC-specialised calls: CALL(nc) for nc = ceil(D/8) in 1..8. */
+#define NC_SWITCH(nc, CALL)                                                                        \
+  switch (nc) {                                                                                    \
+  case 1: CALL(1); break;                                                                          \
+  case 2: CALL(2); break;                                                                          \
+  case 3: CALL(3); break;                                                                          \
+  case 4: CALL(4); break;                                                                          \
+  case 5: CALL(5); break;                                                                          \
+  case 6: CALL(6); break;                                                                          \
+  case 7: CALL(7); break;                                                                          \
+  default: CALL(8); break;                                                                         \
+  }
+
 AVX2 void chai_kvq_scores_avx2(float *sc, int ldsc, const float *q, int q_ts, int bq,
                                const int8_t *k, size_t k_ts, const float *ks, int ks_ts, int n,
                                int D, float scale) {
-  if (bq == 1 && D <= W * MAX_NC) {
-    switch ((D + W - 1) / W) {
-    case 1: scores_one(sc, q, k, k_ts, ks, ks_ts, n, D, scale, 1); return;
-    case 2: scores_one(sc, q, k, k_ts, ks, ks_ts, n, D, scale, 2); return;
-    case 3: scores_one(sc, q, k, k_ts, ks, ks_ts, n, D, scale, 3); return;
-    case 4: scores_one(sc, q, k, k_ts, ks, ks_ts, n, D, scale, 4); return;
-    case 5: scores_one(sc, q, k, k_ts, ks, ks_ts, n, D, scale, 5); return;
-    case 6: scores_one(sc, q, k, k_ts, ks, ks_ts, n, D, scale, 6); return;
-    case 7: scores_one(sc, q, k, k_ts, ks, ks_ts, n, D, scale, 7); return;
-    default: scores_one(sc, q, k, k_ts, ks, ks_ts, n, D, scale, 8); return;
-    }
+  if (D > W * MAX_NC) {
+    scores_block(sc, ldsc, q, q_ts, bq, k, k_ts, ks, ks_ts, n, D, scale);
+  } else if (bq == 1) {
+#define ONE(nc) scores_one(sc, q, k, k_ts, ks, ks_ts, n, D, scale, nc)
+    NC_SWITCH((D + W - 1) / W, ONE)
+#undef ONE
+  } else {
+#define TILE(nc) scores_tile(sc, ldsc, q, q_ts, bq, k, k_ts, ks, ks_ts, n, D, scale, nc)
+    NC_SWITCH((D + W - 1) / W, TILE)
+#undef TILE
   }
-  scores_block(sc, ldsc, q, q_ts, bq, k, k_ts, ks, ks_ts, n, D, scale);
 }
 
 /* ---- values --------------------------------------------------------------------------------- */
@@ -167,6 +247,48 @@ AVX2_INLINE void values_one(float *o, const float *p, const int8_t *v, size_t v_
 #pragma GCC unroll 8
   for (int c = 0; c < NC; c++)
     store_ps(o + c * W, m - c * W, acc[c]);
+}
+
+/* A block of queries, D <= 8·NC: 8 keys at a time widened into a tile (only keys some query of
+ * the block attends), then each query adds its 8 weighted rows in NC registers. */
+AVX2_INLINE void values_tile(float *o, int o_ts, const float *p, int ldp, int bq, const int8_t *v,
+                             size_t v_ts, const float *vs, int vs_ts, int n, int D, const int NC) {
+  float vf[8 * MAX_NC * W] __attribute__((aligned(32)));
+  for (int i = 0; i < bq; i++)
+    memset(o + (size_t)i * o_ts, 0, (size_t)D * sizeof(float));
+  for (int j0 = 0; j0 < n; j0 += 8) {
+    int ng = n - j0 < 8 ? n - j0 : 8, used = 0;
+    for (int jj = 0; jj < ng; jj++) {
+      bool any = false;
+      for (int i = 0; i < bq && !any; i++)
+        any = p[(size_t)i * ldp + j0 + jj] != 0.0f;
+      if (!any) continue;
+      used++;
+#pragma GCC unroll 8
+      for (int c = 0; c < NC; c++)
+        _mm256_store_ps(vf + (jj * NC + c) * W,
+                        widen(v + (size_t)(j0 + jj) * v_ts + c * W, D - c * W));
+    }
+    if (!used) continue;
+    for (int i = 0; i < bq; i++) {
+      const float *pi = p + (size_t)i * ldp + j0;
+      __m256 acc[MAX_NC];
+#pragma GCC unroll 8
+      for (int c = 0; c < NC; c++)
+        acc[c] = _mm256_setzero_ps();
+      for (int jj = 0; jj < ng; jj++) {
+        if (pi[jj] == 0.0f) continue;
+        __m256 w = _mm256_set1_ps(pi[jj] * vs[(size_t)(j0 + jj) * vs_ts]);
+#pragma GCC unroll 8
+        for (int c = 0; c < NC; c++)
+          acc[c] = _mm256_fmadd_ps(w, _mm256_load_ps(vf + (jj * NC + c) * W), acc[c]);
+      }
+      float *oi = o + (size_t)i * o_ts;
+#pragma GCC unroll 8
+      for (int c = 0; c < NC; c++)
+        store_ps(oi + c * W, D - c * W, _mm256_add_ps(load_ps(oi + c * W, D - c * W), acc[c]));
+    }
+  }
 }
 
 AVX2 static void values_block(float *o, int o_ts, const float *p, int ldp, int bq, const int8_t *v,
@@ -201,20 +323,21 @@ AVX2 static void values_block(float *o, int o_ts, const float *p, int ldp, int b
 AVX2 void chai_kvq_values_avx2(float *o, int o_ts, const float *p, int ldp, int bq, const int8_t *v,
                                size_t v_ts, const float *vs, int vs_ts, int n, int D) {
   if (bq != 1) {
-    values_block(o, o_ts, p, ldp, bq, v, v_ts, vs, vs_ts, n, D);
+    if (D > W * MAX_NC) {
+      values_block(o, o_ts, p, ldp, bq, v, v_ts, vs, vs_ts, n, D);
+    } else {
+#define TILE(nc) values_tile(o, o_ts, p, ldp, bq, v, v_ts, vs, vs_ts, n, D, nc)
+      NC_SWITCH((D + W - 1) / W, TILE)
+#undef TILE
+    }
     return;
   }
+  /* One query: pieces of up to 64 columns, each one sweep over the keys with its output in
+   * registers. */
   for (int p0 = 0; p0 < D; p0 += W * MAX_NC) {
     int m = D - p0 < W * MAX_NC ? D - p0 : W * MAX_NC;
-    switch ((m + W - 1) / W) {
-    case 1: values_one(o + p0, p, v + p0, v_ts, vs, vs_ts, n, m, 1); break;
-    case 2: values_one(o + p0, p, v + p0, v_ts, vs, vs_ts, n, m, 2); break;
-    case 3: values_one(o + p0, p, v + p0, v_ts, vs, vs_ts, n, m, 3); break;
-    case 4: values_one(o + p0, p, v + p0, v_ts, vs, vs_ts, n, m, 4); break;
-    case 5: values_one(o + p0, p, v + p0, v_ts, vs, vs_ts, n, m, 5); break;
-    case 6: values_one(o + p0, p, v + p0, v_ts, vs, vs_ts, n, m, 6); break;
-    case 7: values_one(o + p0, p, v + p0, v_ts, vs, vs_ts, n, m, 7); break;
-    default: values_one(o + p0, p, v + p0, v_ts, vs, vs_ts, n, m, 8); break;
-    }
+#define ONE(nc) values_one(o + p0, p, v + p0, v_ts, vs, vs_ts, n, m, nc)
+    NC_SWITCH((m + W - 1) / W, ONE)
+#undef ONE
   }
 }

@@ -127,6 +127,57 @@ AVX512_INLINE void scores_one(float *sc, const float *q, const int8_t *k, size_t
             (ks[(size_t)j * ks_ts] * scale);
 }
 
+/* A block of queries, D <= 16·NC: 16 keys at a time are widened into a tile (16 rows of NC·16
+ * floats, 8 KB at most), then each query's 16 dots come from 16 accumulators and one transposed
+ * reduction, as in the decode sweep. Leftover keys (n mod 16) go one at a time. */
+AVX512_INLINE void scores_tile(float *sc, int ldsc, const float *q, int q_ts, int bq,
+                               const int8_t *k, size_t k_ts, const float *ks, int ks_ts, int n,
+                               int D, float scale, const int NC) {
+  float kf[16 * MAX_NC * W] __attribute__((aligned(64)));
+  const __m512i idx =
+      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                         _mm512_set1_epi32(ks_ts));
+  const __m512 vscale = _mm512_set1_ps(scale);
+  int j = 0;
+  for (; j + 16 <= n; j += 16) {
+    for (int jj = 0; jj < 16; jj++)
+#pragma GCC unroll 8
+      for (int c = 0; c < NC; c++)
+        _mm512_store_ps(kf + (jj * NC + c) * W,
+                        widen(k + (size_t)(j + jj) * k_ts + c * W, D - c * W));
+    __m512 f = _mm512_mul_ps(_mm512_i32gather_ps(idx, ks + (size_t)j * ks_ts, 4), vscale);
+    for (int i = 0; i < bq; i++) {
+      __m512 qv[MAX_NC], acc[16];
+#pragma GCC unroll 8
+      for (int c = 0; c < NC; c++)
+        qv[c] = _mm512_maskz_loadu_ps(lane_mask(D - c * W), q + (size_t)i * q_ts + c * W);
+#pragma GCC unroll 16
+      for (int jj = 0; jj < 16; jj++) {
+        acc[jj] = _mm512_mul_ps(qv[0], _mm512_load_ps(kf + jj * NC * W));
+#pragma GCC unroll 8
+        for (int c = 1; c < NC; c++)
+          acc[jj] = _mm512_fmadd_ps(qv[c], _mm512_load_ps(kf + (jj * NC + c) * W), acc[jj]);
+      }
+      _mm512_storeu_ps(sc + (size_t)i * ldsc + j, _mm512_mul_ps(sum16(acc), f));
+    }
+  }
+  for (; j < n; j++) {
+#pragma GCC unroll 8
+    for (int c = 0; c < NC; c++)
+      _mm512_store_ps(kf + c * W, widen(k + (size_t)j * k_ts + c * W, D - c * W));
+    float f = ks[(size_t)j * ks_ts] * scale;
+    for (int i = 0; i < bq; i++) {
+      const float *qi = q + (size_t)i * q_ts;
+      __m512 acc = _mm512_mul_ps(_mm512_maskz_loadu_ps(lane_mask(D), qi), _mm512_load_ps(kf));
+#pragma GCC unroll 8
+      for (int c = 1; c < NC; c++)
+        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(lane_mask(D - c * W), qi + c * W),
+                              _mm512_load_ps(kf + c * W), acc);
+      sc[(size_t)i * ldsc + j] = _mm512_reduce_add_ps(acc) * f;
+    }
+  }
+}
+
 /* Any bq and D: each key's codes widened once per KV_PIECE floats into kf, then dotted with every
  * query of the block. */
 AVX512 static void scores_block(float *sc, int ldsc, const float *q, int q_ts, int bq,
@@ -155,22 +206,33 @@ AVX512 static void scores_block(float *sc, int ldsc, const float *q, int q_ts, i
   }
 }
 
+/* The NC-specialised calls: CALL(nc) for nc = ceil(D/16) in 1..8. */
+#define NC_SWITCH(nc, CALL)                                                                        \
+  switch (nc) {                                                                                    \
+  case 1: CALL(1); break;                                                                          \
+  case 2: CALL(2); break;                                                                          \
+  case 3: CALL(3); break;                                                                          \
+  case 4: CALL(4); break;                                                                          \
+  case 5: CALL(5); break;                                                                          \
+  case 6: CALL(6); break;                                                                          \
+  case 7: CALL(7); break;                                                                          \
+  default: CALL(8); break;                                                                         \
+  }
+
 AVX512 void chai_kvq_scores_avx512(float *sc, int ldsc, const float *q, int q_ts, int bq,
                                    const int8_t *k, size_t k_ts, const float *ks, int ks_ts, int n,
                                    int D, float scale) {
-  if (bq == 1 && D <= W * MAX_NC) {
-    switch ((D + W - 1) / W) {
-    case 1: scores_one(sc, q, k, k_ts, ks, ks_ts, n, D, scale, 1); return;
-    case 2: scores_one(sc, q, k, k_ts, ks, ks_ts, n, D, scale, 2); return;
-    case 3: scores_one(sc, q, k, k_ts, ks, ks_ts, n, D, scale, 3); return;
-    case 4: scores_one(sc, q, k, k_ts, ks, ks_ts, n, D, scale, 4); return;
-    case 5: scores_one(sc, q, k, k_ts, ks, ks_ts, n, D, scale, 5); return;
-    case 6: scores_one(sc, q, k, k_ts, ks, ks_ts, n, D, scale, 6); return;
-    case 7: scores_one(sc, q, k, k_ts, ks, ks_ts, n, D, scale, 7); return;
-    default: scores_one(sc, q, k, k_ts, ks, ks_ts, n, D, scale, 8); return;
-    }
+  if (D > W * MAX_NC) {
+    scores_block(sc, ldsc, q, q_ts, bq, k, k_ts, ks, ks_ts, n, D, scale);
+  } else if (bq == 1) {
+#define ONE(nc) scores_one(sc, q, k, k_ts, ks, ks_ts, n, D, scale, nc)
+    NC_SWITCH((D + W - 1) / W, ONE)
+#undef ONE
+  } else {
+#define TILE(nc) scores_tile(sc, ldsc, q, q_ts, bq, k, k_ts, ks, ks_ts, n, D, scale, nc)
+    NC_SWITCH((D + W - 1) / W, TILE)
+#undef TILE
   }
-  scores_block(sc, ldsc, q, q_ts, bq, k, k_ts, ks, ks_ts, n, D, scale);
 }
 
 /* ---- values --------------------------------------------------------------------------------- */
@@ -222,6 +284,53 @@ AVX512_INLINE void values_one(float *o, const float *p, const int8_t *v, size_t 
     _mm512_mask_storeu_ps(o + c * W, lane_mask(m - c * W), _mm512_add_ps(acc[c], acc2[c]));
 }
 
+/* A block of queries, D <= 16·NC: 16 keys at a time are widened into a tile (only keys some
+ * query of the block attends), then each query adds its 16 weighted rows in NC registers and its
+ * output row once per tile. */
+AVX512_INLINE void values_tile(float *o, int o_ts, const float *p, int ldp, int bq, const int8_t *v,
+                               size_t v_ts, const float *vs, int vs_ts, int n, int D,
+                               const int NC) {
+  float vf[16 * MAX_NC * W] __attribute__((aligned(64)));
+  for (int i = 0; i < bq; i++)
+    memset(o + (size_t)i * o_ts, 0, (size_t)D * sizeof(float));
+  for (int j0 = 0; j0 < n; j0 += 16) {
+    int ng = n - j0 < 16 ? n - j0 : 16, used = 0;
+    for (int jj = 0; jj < ng; jj++) {
+      bool any = false;
+      for (int i = 0; i < bq && !any; i++)
+        any = p[(size_t)i * ldp + j0 + jj] != 0.0f;
+      if (!any) continue;
+      used++;
+#pragma GCC unroll 8
+      for (int c = 0; c < NC; c++)
+        _mm512_store_ps(vf + (jj * NC + c) * W,
+                        widen(v + (size_t)(j0 + jj) * v_ts + c * W, D - c * W));
+    }
+    if (!used) continue;
+    for (int i = 0; i < bq; i++) {
+      const float *pi = p + (size_t)i * ldp + j0;
+      __m512 acc[MAX_NC];
+#pragma GCC unroll 8
+      for (int c = 0; c < NC; c++)
+        acc[c] = _mm512_setzero_ps();
+      for (int jj = 0; jj < ng; jj++) {
+        if (pi[jj] == 0.0f) continue;
+        __m512 w = _mm512_set1_ps(pi[jj] * vs[(size_t)(j0 + jj) * vs_ts]);
+#pragma GCC unroll 8
+        for (int c = 0; c < NC; c++)
+          acc[c] = _mm512_fmadd_ps(w, _mm512_load_ps(vf + (jj * NC + c) * W), acc[c]);
+      }
+      float *oi = o + (size_t)i * o_ts;
+#pragma GCC unroll 8
+      for (int c = 0; c < NC; c++) {
+        __mmask16 mk = lane_mask(D - c * W);
+        _mm512_mask_storeu_ps(oi + c * W, mk,
+                              _mm512_add_ps(_mm512_maskz_loadu_ps(mk, oi + c * W), acc[c]));
+      }
+    }
+  }
+}
+
 /* Any bq: each key's codes widened once per KV_PIECE into vf, added into every query's output row
  * whose probability for the key is not 0. */
 AVX512 static void values_block(float *o, int o_ts, const float *p, int ldp, int bq,
@@ -261,22 +370,21 @@ AVX512 void chai_kvq_values_avx512(float *o, int o_ts, const float *p, int ldp, 
                                    const int8_t *v, size_t v_ts, const float *vs, int vs_ts, int n,
                                    int D) {
   if (bq != 1) {
-    values_block(o, o_ts, p, ldp, bq, v, v_ts, vs, vs_ts, n, D);
+    if (D > W * MAX_NC) {
+      values_block(o, o_ts, p, ldp, bq, v, v_ts, vs, vs_ts, n, D);
+    } else {
+#define TILE(nc) values_tile(o, o_ts, p, ldp, bq, v, v_ts, vs, vs_ts, n, D, nc)
+      NC_SWITCH((D + W - 1) / W, TILE)
+#undef TILE
+    }
     return;
   }
   /* One query: pieces of up to 128 columns, each one sweep over the keys with its output in
    * registers (D <= 128, all OPT sizes, is a single sweep). */
   for (int p0 = 0; p0 < D; p0 += W * MAX_NC) {
     int m = D - p0 < W * MAX_NC ? D - p0 : W * MAX_NC;
-    switch ((m + W - 1) / W) {
-    case 1: values_one(o + p0, p, v + p0, v_ts, vs, vs_ts, n, m, 1); break;
-    case 2: values_one(o + p0, p, v + p0, v_ts, vs, vs_ts, n, m, 2); break;
-    case 3: values_one(o + p0, p, v + p0, v_ts, vs, vs_ts, n, m, 3); break;
-    case 4: values_one(o + p0, p, v + p0, v_ts, vs, vs_ts, n, m, 4); break;
-    case 5: values_one(o + p0, p, v + p0, v_ts, vs, vs_ts, n, m, 5); break;
-    case 6: values_one(o + p0, p, v + p0, v_ts, vs, vs_ts, n, m, 6); break;
-    case 7: values_one(o + p0, p, v + p0, v_ts, vs, vs_ts, n, m, 7); break;
-    default: values_one(o + p0, p, v + p0, v_ts, vs, vs_ts, n, m, 8); break;
-    }
+#define ONE(nc) values_one(o + p0, p, v + p0, v_ts, vs, vs_ts, n, m, nc)
+    NC_SWITCH((m + W - 1) / W, ONE)
+#undef ONE
   }
 }

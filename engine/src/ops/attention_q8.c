@@ -1,10 +1,10 @@
 /* The int8 KV cache (chai/kvq.h): storing rows, and attention over the codes. The driver blocks the
- * queries (QB rows at a time), and for each block runs two parallel loops: one over the score heads
- * (scores of the block against the visible keys, the causal limit and key mask as −inf, the
- * softmax, into a shared (S, QB, Tk) probability buffer), then one over the value heads (each
- * applies its score head's probabilities to its own V). Every head's result is computed the same
- * way whichever thread runs it, so the output does not depend on the thread count. The arithmetic
- * on the codes is in the kernels (kernels/kvq.h), whose scalar twins are here. */
+ * queries (QB rows at a time); for a block, a score head's scores against the visible keys, the
+ * causal limit and key mask as −inf and the softmax go to its slice of an (S, QB, Tk) probability
+ * buffer, which each of its value heads then applies to its own V. Threads split the heads (see
+ * attention()); every head's result is computed the same way whichever thread runs it, so the
+ * output does not depend on the thread count. The arithmetic on the codes is in the kernels
+ * (kernels/kvq.h), whose scalar twins are here. */
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
@@ -170,48 +170,85 @@ static inline int key_limit(const chai_kvq_attention_args *a, int i) {
   return lim < 0 ? 0 : lim > a->Tk ? a->Tk : lim;
 }
 
+/* One call's state, shared by its threads. */
+typedef struct kvq_run {
+  float *out, *P;
+  const float *q, *ks, *vs;
+  const int8_t *k, *v;
+  const chai_kvq_attention_args *a;
+  const kvq_kernels *kk;
+  int rows;
+  float scale;
+} kvq_run;
+
+/* Score head s, query rows i0..i0+bq−1 (seeing at most hi keys): its probabilities into P's
+ * slice s, (bq, Tk) with row stride Tk. */
+static void score_rows(const kvq_run *r, int s, int i0, int bq, int hi) {
+  const chai_kvq_attention_args *a = r->a;
+  int S = a->S, D = a->D, Tk = a->Tk;
+  float *sc = r->P + (size_t)s * r->rows * Tk;
+  if (hi > 0)
+    r->kk->scores(sc, Tk, r->q + (size_t)i0 * a->q_ts + (size_t)s * D, a->q_ts, bq,
+                  r->k + (size_t)s * D, (size_t)S * D, r->ks + s, S, hi, D, r->scale);
+  for (int ii = 0; ii < bq; ii++) {
+    float *row = sc + (size_t)ii * Tk;
+    int lim = key_limit(a, i0 + ii);
+    for (int j = lim; j < hi; j++)
+      row[j] = -INFINITY;
+    if (a->key_mask)
+      for (int j = 0; j < lim; j++)
+        if (a->key_mask[j] == 0.0f) row[j] = -INFINITY;
+    r->kk->softmax(row, row, hi); /* all −inf (or hi = 0): zeros */
+  }
+}
+
+/* Value head h of score head s over the same rows: out rows i0.. (row stride H·D). */
+static void value_rows(const kvq_run *r, int h, int s, int i0, int bq, int hi) {
+  const chai_kvq_attention_args *a = r->a;
+  int H = a->H, D = a->D, Tk = a->Tk;
+  size_t hd = (size_t)H * D;
+  r->kk->values(r->out + (size_t)i0 * hd + (size_t)h * D, (int)hd, r->P + (size_t)s * r->rows * Tk,
+                Tk, bq, r->v + (size_t)h * D, hd, r->vs + h, H, hi, D);
+}
+
 static chai_status attention(float *out, const float *q, const int8_t *k, const float *ks,
                              const int8_t *v, const float *vs, const chai_kvq_attention_args *a,
                              void *work, const kvq_kernels *kk) {
   chai_status st = check_args(out, q, k, ks, v, vs, a);
   if (st || a->Tq == 0) return st;
-  int Tq = a->Tq, Tk = a->Tk, S = a->S, H = a->H, D = a->D, rows = block_rows(a);
+  int Tq = a->Tq, S = a->S, H = a->H, D = a->D;
   size_t work_bytes = chai_kvq_attention_work_bytes(a);
   float *P = work;
   if (!P && !(P = chai_alloc(work_bytes, "int8 KV attention probabilities"))) return CHAI_ERR_NOMEM;
-  float scale = 1.0f / sqrtf((float)D);
-  size_t kts = (size_t)S * D, vts = (size_t)H * D, hd = (size_t)H * D;
-  for (int i0 = 0; i0 < Tq; i0 += QB) {
-    int bq = Tq - i0 < QB ? Tq - i0 : QB, hi = key_limit(a, i0 + bq - 1);
-    /* A thread team pays for itself above ~2^19 code-times-query multiply-adds (~50 µs of work):
-     * a decode step of opt-125m goes parallel from ~340 cached tokens. */
-    bool par = (double)bq * hi * (S + H) * D >= (double)(1 << 19);
+  kvq_run r = {out, P, q, ks, vs, k, v, a, kk, block_rows(a), 1.0f / sqrtf((float)D)};
+  int hi_all = key_limit(a, Tq - 1);
+  /* A thread team pays for itself above ~2^19 code-times-query multiply-adds (~50 µs of work):
+   * a decode step of opt-125m goes parallel from ~340 cached tokens. */
+  bool par = (double)Tq * hi_all * (S + H) * D >= (double)(1 << 19);
+  if (Tq <= QB) {
+    /* One block (decode): the score heads, then the value heads, split over the threads
+     * separately, so a clustered layer's few score heads do not leave its value heads to one
+     * thread. */
 #pragma omp parallel if (par)
     {
 #pragma omp for schedule(dynamic, 1)
-      for (int s = 0; s < S; s++) {
-        float *sc = P + (size_t)s * rows * Tk;
-        if (hi > 0)
-          kk->scores(sc, Tk, q + (size_t)i0 * a->q_ts + (size_t)s * D, a->q_ts, bq,
-                     k + (size_t)s * D, kts, ks + s, S, hi, D, scale);
-        for (int ii = 0; ii < bq; ii++) {
-          float *row = sc + (size_t)ii * Tk;
-          int lim = key_limit(a, i0 + ii);
-          for (int j = lim; j < hi; j++)
-            row[j] = -INFINITY;
-          if (a->key_mask)
-            for (int j = 0; j < lim; j++)
-              if (a->key_mask[j] == 0.0f) row[j] = -INFINITY;
-          kk->softmax(row, row, hi); /* all −inf (or hi = 0): zeros */
-        }
-      }
+      for (int s = 0; s < S; s++)
+        score_rows(&r, s, 0, Tq, hi_all);
 #pragma omp for schedule(dynamic, 1)
-      for (int h = 0; h < H; h++) {
-        int s = a->slot ? a->slot[h] : h;
-        kk->values(out + (size_t)i0 * hd + (size_t)h * D, (int)hd, P + (size_t)s * rows * Tk, Tk,
-                   bq, v + (size_t)h * D, vts, vs + h, H, hi, D);
-      }
+      for (int h = 0; h < H; h++)
+        value_rows(&r, h, a->slot ? a->slot[h] : h, 0, Tq, hi_all);
     }
+  } else {
+    /* Many blocks (prefill): a task is a score head with its value heads over every block, so
+     * threads never wait for each other between blocks. */
+#pragma omp parallel for schedule(dynamic, 1) if (par)
+    for (int s = 0; s < S; s++)
+      for (int i0 = 0; i0 < Tq; i0 += QB) {
+        int bq = Tq - i0 < QB ? Tq - i0 : QB, hi = key_limit(a, i0 + bq - 1);
+        score_rows(&r, s, i0, bq, hi);
+        for (int h = 0; h < H; h++)
+          if ((a->slot ? a->slot[h] : h) == s) value_rows(&r, h, s, i0, bq, hi);
+      }
   }
   if (!work) chai_free(P, work_bytes);
   return CHAI_OK;
