@@ -43,12 +43,13 @@ typedef struct chai_kvq_attention_args {
  * s, query i and key j, score = (q_i,s · K_j,s) · (ks[j,s] / sqrt(D)); masked keys and keys past
  * the causal limit get −inf; p = softmax over the keys; out_i,h = Σ_j p_i,slot[h],j · vs[j,h] ·
  * V_j,h. A query that sees no key (all masked, or Tq > Tk under causal) gets zeros, as
- * chai_attention_forward. Keys with p = 0 are skipped, so masked tokens' rows are never read.
- * `work` is scratch of chai_kvq_attention_work_bytes(a) bytes, or NULL to allocate it
- * (CHAI_ERR_NOMEM). Threads split the score heads, then the value heads: the result does not
- * depend on the thread count. CHAI_ERR_ARG for bad sizes, strides, a slot out of range or a score
- * head no value head uses. The SIMD version (AVX-512 or AVX2, by chai_simd_level()) agrees with
- * the _ref twin to float rounding (sums in another order, a vector exp). */
+ * chai_attention_forward. Keys with p = 0 are skipped, so a masked token's V row is never read
+ * (its K row is scored, and the score discarded). `work` is scratch of
+ * chai_kvq_attention_work_bytes(a) bytes (S·min(Tq, 16)·Tk floats), or NULL to allocate it
+ * (CHAI_ERR_NOMEM). Threads split the heads; the result does not depend on the thread count.
+ * CHAI_ERR_ARG for bad sizes, strides, a slot out of range or a score head no value head uses.
+ * The SIMD version (AVX-512 or AVX2, by chai_simd_level()) agrees with the _ref twin to float
+ * rounding (sums in another order, a vector exp). */
 size_t chai_kvq_attention_work_bytes(const chai_kvq_attention_args *a);
 chai_status chai_kvq_attention(float *out, const float *q, const int8_t *k, const float *ks,
                                const int8_t *v, const float *vs, const chai_kvq_attention_args *a,
