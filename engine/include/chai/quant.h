@@ -15,10 +15,14 @@
  * one f32 scale a token, chai_qact): integer dot products, int32 accumulation, a float epilogue.
  *
  * ---- Packed layouts (what the kernels read; chosen once, at quantize or load time) ------------
- * Rows are padded to Rp = a multiple of 16, columns to Cp (int8: a multiple of 4; bf16: of 2; int4:
- * of G). Padding is zero codes with zero scales, so it contributes nothing. Rows come in blocks of
- * 16; block rb holds rows 16·rb .. 16·rb+15 and is contiguous, so a range of whole blocks is one
- * sequential stream (decode) and one block is a VNNI/AMX B-tile column strip (GEMM).
+ * Rows are padded to Rp = a multiple of 16, columns to Cp (int8: a multiple of 64; bf16: of 32;
+ * int4: of G): one AMX B tile is 64 bytes of k (16 k-quads of int8, 16 k-pairs of bf16), so every
+ * kernel runs whole tiles and whole 4-chunk unrolls with no column tail (OPT's widths are multiples
+ * of 64 and pay nothing). Padding is zero codes (q = 0, u = z, bf16 +0) with zero scales, so it
+ * contributes nothing. Rows come in blocks of 16; block rb holds rows 16·rb .. 16·rb+15 and is
+ * contiguous, so a range of whole blocks is one sequential stream (decode) and one block is a
+ * VNNI/AMX B-tile column strip (GEMM). C is at most CHAI_QMAT_MAX_COLS for the packed formats, so
+ * every int8 dot product fits an int32.
  *   int8: data[(rb·(Cp/4) + kq)·64 + i·4 + j] = (uint8)(q[16·rb+i][4·kq+j] + 128)
  *         (weights are the unsigned operand of vpdpbusd; the activation is the signed one, so
  *         Σ (q+128)·a = Σ q·a + 128·Σ a: the compensation is per token, 128·Σ_k a_k).
@@ -40,14 +44,16 @@
  *         acc) with w, x bf16 widened (the vdpbf16ps order; SIMD may differ from _ref only where a
  *         product or sum is subnormal).
  *   f32/f16: the existing sgemm / converted-block paths.
- * Then the epilogue on v: out = (accumulate ? y[n][r] : 0) + v; out += bias[r] when bias; ReLU
- * when relu. So a one-token GEMV and any row of a GEMM give the same bits for int8 and int4.
+ * Then the epilogue on v: out = accumulate ? y[n][r] + v : v; out += bias[r] when bias; out = out >
+ * 0 ? out : 0 when relu. So a one-token GEMV and any row of a GEMM give the same bits for int8,
+ * int4 and (on the same kernel) bf16, for any thread count.
  *
  * ---- Activation quantization (chai_qact) -------------------------------------------------------
- * Per token: amax = max |x_k|; sx = amax / 127 (sx = 0 and all codes 0 when amax = 0);
- * a_k = (int8)nearbyintf(x_k / sx) (round half to even, clamped to [-127,127]); codes are padded
- * with zeros to a multiple of 128; gsum[n][b] = Σ of the codes of the 32-wide block b (int32), so an
- * int4 kernel of group G adds G/32 consecutive block sums and int8 adds them all.
+ * Per token: amax = max |x_k| (NaNs skipped); sx = amax / 127 (sx = 0 and all codes 0 when amax =
+ * 0); a_k = (int8)fminf(fmaxf(nearbyintf(x_k / sx), −127), 127) (round half to even; a NaN quotient
+ * becomes −127); codes are padded with zeros to a multiple of 128; gsum[n][b] = Σ of the codes of
+ * the 32-wide block b (int32), so an int4 kernel of group G adds G/32 consecutive block sums and
+ * int8 adds them all. The bf16 copy is chai_f32_to_bf16(x_k), zeros beyond C.
  */
 #ifndef CHAI_QUANT_H
 #define CHAI_QUANT_H
@@ -86,9 +92,9 @@ typedef enum chai_qmethod {
 /* How to quantize one matrix. */
 typedef struct chai_qspec {
   chai_qformat format;
-  int group;         /* int4: 32, 64 or 128 (default 64 when 0) */
-  bool zero_point;   /* int4: asymmetric groups */
-  bool f16_scales;   /* int4: scales stored as f16 */
+  int group;       /* int4: 32, 64 or 128 (default 64 when 0) */
+  bool zero_point; /* int4: asymmetric groups */
+  bool f16_scales; /* int4: scales stored as f16 */
   chai_qmethod method;
 } chai_qspec;
 
@@ -144,15 +150,19 @@ void chai_dequant_int8_codes(float *w, const int8_t *q, const float *scale, int 
 void chai_dequant_int4_codes(float *w, const uint8_t *u, const float *scale, const uint8_t *zero,
                              int R, int C, int group);
 
-/* ---- 2. the matrix (engine/src/quant/qmat.c) --------------------------------------------------- */
+/* ---- 2. the matrix (engine/src/quant/qmat.c) ---------------------------------------------------
+ */
+
+/* The widest C a packed matrix takes: 127·127·C < 2^31. */
+#define CHAI_QMAT_MAX_COLS 131072
 
 typedef struct chai_qmat {
   chai_qformat format;
-  int rows, cols;   /* R, C */
+  int rows, cols;     /* R, C */
   int rows_p, cols_p; /* padded (packed formats); R, C for f32/f16 */
-  int group;        /* int4 */
-  bool zero_point;  /* int4 */
-  bool f16_scales;  /* int4 */
+  int group;          /* int4 */
+  bool zero_point;    /* int4 */
+  bool f16_scales;    /* int4 */
   /* f32/f16: a row-major (R,C) view (holds a reference to the weights' storage). */
   chai_tensor t;
   /* packed formats: one storage holding data, scales and zeros. */
@@ -187,7 +197,8 @@ void chai_qmat_dequant_rows(const chai_qmat *m, float *out, int r0, int r1);
 /* Bytes the matrix holds: payload plus scales and zeros (the f32/f16 view's tensor bytes). */
 size_t chai_qmat_bytes(const chai_qmat *m);
 
-/* ---- 3. activations and products (engine/src/quant/qmatmul.c + kernels) ------------------------ */
+/* ---- 3. activations and products (engine/src/quant/qmatmul.c + kernels) ------------------------
+ */
 
 /* N tokens' activations quantized per token (see the header comment). Caller-owned buffers. */
 typedef struct chai_qact {

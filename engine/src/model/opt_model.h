@@ -9,6 +9,7 @@
 
 #include "chai/ops.h"
 #include "chai/opt.h"
+#include "chai/quant.h"
 #include "chai/tensor.h"
 
 /* Adds a printf-style warning to w (NULL is ignored). */
@@ -117,12 +118,8 @@ chai_status opt_acts_reserve(chai_opt_model *m, size_t tokens, size_t mask, size
                              size_t keys);
 
 /* What becomes of row r's dot product s: y[r] = (accumulate ? y[r] + s : s) + bias[r] (when
- * bias is not NULL), then ReLU when asked. */
-typedef struct {
-  const float *bias;
-  bool accumulate;
-  bool relu;
-} opt_gemv_epilogue;
+ * bias is not NULL), then ReLU when asked (the quant room's epilogue). */
+typedef chai_qepilogue opt_gemv_epilogue;
 
 /* One matrix of a batch: y (OC) = epilogue(W (OC,C) · x), W row-major f32/f16/bf16. */
 typedef struct {

@@ -1,0 +1,141 @@
+/* SIMD twins of chai_qact_rows_ref (quant/qact.c): the same operations lane by lane, so the codes,
+ * scales, block sums and bf16 copies are bit-identical. max_ps(v, m) returns m when v is NaN and
+ * max_ps(r, -127) returns -127 when r is NaN: the scalar fmaxf/compare rules. */
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "chai/half.h"
+#include "quant/qkernels.h"
+
+#define TGT512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+#define TGT2 __attribute__((target("avx2,fma")))
+
+/* chai_f32_to_bf16 on 16 lanes: quiet NaN, subnormal to signed zero, else round to nearest even. */
+TGT512 static inline __m256i bf16_16(__m512 v) {
+  __m512i u = _mm512_castps_si512(v), hi = _mm512_srli_epi32(u, 16);
+  __m512i absu = _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff));
+  __m512i r = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)),
+                                                 _mm512_and_si512(hi, _mm512_set1_epi32(1))),
+                                16);
+  __mmask16 sub = _mm512_testn_epi32_mask(u, _mm512_set1_epi32(0x7f800000));
+  __mmask16 nan = _mm512_cmpgt_epi32_mask(absu, _mm512_set1_epi32(0x7f800000));
+  r = _mm512_mask_mov_epi32(r, sub, _mm512_and_si512(hi, _mm512_set1_epi32(0x8000)));
+  r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(hi, _mm512_set1_epi32(0x40)));
+  return _mm512_cvtepi32_epi16(r);
+}
+
+TGT512 void chai_qact_rows_avx512(chai_qact *a, const float *x, int n0, int n1) {
+  int C = a->C, S = a->stride;
+  const __m512 absmask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+  for (int n = n0; n < n1; n++) {
+    const float *xr = x + (size_t)n * C;
+    int8_t *q = a->q + (size_t)n * S;
+    int32_t *g = a->gsum + (size_t)n * (S / 32);
+    __m512 m = _mm512_setzero_ps();
+    for (int k = 0; k < C; k += 16) {
+      __mmask16 t = C - k >= 16 ? 0xFFFF : (__mmask16)((1u << (C - k)) - 1);
+      m = _mm512_max_ps(_mm512_and_ps(_mm512_maskz_loadu_ps(t, xr + k), absmask), m);
+    }
+    float sx = _mm512_reduce_max_ps(m) / 127.0f;
+    a->scale[n] = sx;
+    if (sx == 0.0f) {
+      memset(q, 0, (size_t)S);
+      memset(g, 0, (size_t)(S / 32) * sizeof(int32_t));
+    } else {
+      __m512 vs = _mm512_set1_ps(sx), lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
+      for (int k = 0; k < S; k += 32) { /* zeros beyond C: 0 / sx rounds to code 0 */
+        __m512i c[2];
+        for (int h = 0; h < 2; h++) {
+          int kk = k + 16 * h;
+          __mmask16 t = kk >= C ? 0 : C - kk >= 16 ? 0xFFFF : (__mmask16)((1u << (C - kk)) - 1);
+          __m512 r = _mm512_roundscale_ps(_mm512_div_ps(_mm512_maskz_loadu_ps(t, xr + kk), vs),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+          c[h] = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(r, lo), hi));
+          _mm_storeu_si128((__m128i *)(q + kk), _mm512_cvtepi32_epi8(c[h]));
+        }
+        g[k / 32] = _mm512_reduce_add_epi32(_mm512_add_epi32(c[0], c[1]));
+      }
+    }
+    if (a->bf) {
+      uint16_t *bf = a->bf + (size_t)n * S;
+      for (int k = 0; k < S; k += 16) {
+        __mmask16 t = k >= C ? 0 : C - k >= 16 ? 0xFFFF : (__mmask16)((1u << (C - k)) - 1);
+        _mm256_storeu_si256((__m256i *)(bf + k), bf16_16(_mm512_maskz_loadu_ps(t, xr + k)));
+      }
+    }
+  }
+}
+
+/* ---- AVX2: full 8-lane chunks in SIMD, the last C % 8 elements by the scalar rule -------------
+ */
+
+TGT2 static inline __m128i bf16_8(__m256 v) {
+  __m256i u = _mm256_castps_si256(v), hi = _mm256_srli_epi32(u, 16);
+  __m256i absu = _mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff));
+  __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)),
+                                                 _mm256_and_si256(hi, _mm256_set1_epi32(1))),
+                                16);
+  __m256i sub = _mm256_cmpeq_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7f800000)),
+                                   _mm256_setzero_si256());
+  __m256i nan = _mm256_cmpgt_epi32(absu, _mm256_set1_epi32(0x7f800000));
+  r = _mm256_blendv_epi8(r, _mm256_and_si256(hi, _mm256_set1_epi32(0x8000)), sub);
+  r = _mm256_blendv_epi8(r, _mm256_or_si256(hi, _mm256_set1_epi32(0x40)), nan);
+  __m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08);
+  return _mm256_castsi256_si128(p);
+}
+
+TGT2 void chai_qact_rows_avx2(chai_qact *a, const float *x, int n0, int n1) {
+  int C = a->C, S = a->stride, C8 = C & ~7;
+  const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  for (int n = n0; n < n1; n++) {
+    const float *xr = x + (size_t)n * C;
+    int8_t *q = a->q + (size_t)n * S;
+    __m256 m = _mm256_setzero_ps();
+    for (int k = 0; k < C8; k += 8)
+      m = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(xr + k), absmask), m);
+    float lanes[8], amax = 0;
+    _mm256_storeu_ps(lanes, m);
+    for (int i = 0; i < 8; i++)
+      amax = lanes[i] > amax ? lanes[i] : amax;
+    for (int k = C8; k < C; k++) {
+      float v = fabsf(xr[k]);
+      amax = v > amax ? v : amax;
+    }
+    float sx = amax / 127.0f;
+    a->scale[n] = sx;
+    memset(q, 0, (size_t)S);
+    if (sx != 0.0f) {
+      __m256 vs = _mm256_set1_ps(sx), lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+      for (int k = 0; k < C8; k += 8) {
+        __m256 r = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(xr + k), vs),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m256i c = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi));
+        __m128i p = _mm_packs_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
+        _mm_storel_epi64((__m128i *)(q + k), _mm_packs_epi16(p, p));
+      }
+      for (int k = C8; k < C; k++)
+        q[k] = (int8_t)fminf(fmaxf(nearbyintf(xr[k] / sx), -127.0f), 127.0f);
+    }
+    int32_t *g = a->gsum + (size_t)n * (S / 32);
+    for (int b = 0; b < S / 32; b++) {
+      /* Σ of 32 codes: widen to 16 bits, pairwise to 32, then across the lanes. */
+      __m256i v = _mm256_loadu_si256((const __m256i *)(q + 32 * b));
+      __m256i s16 = _mm256_add_epi16(_mm256_cvtepi8_epi16(_mm256_castsi256_si128(v)),
+                                     _mm256_cvtepi8_epi16(_mm256_extracti128_si256(v, 1)));
+      __m256i s32 = _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
+      __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s32), _mm256_extracti128_si256(s32, 1));
+      t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4e));
+      t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1));
+      g[b] = _mm_cvtsi128_si32(t);
+    }
+    if (a->bf) {
+      uint16_t *bf = a->bf + (size_t)n * S;
+      memset(bf + C8, 0, (size_t)(S - C8) * sizeof(uint16_t));
+      for (int k = 0; k < C8; k += 8)
+        _mm_storeu_si128((__m128i *)(bf + k), bf16_8(_mm256_loadu_ps(xr + k)));
+      for (int k = C8; k < C; k++)
+        bf[k] = chai_f32_to_bf16(xr[k]);
+    }
+  }
+}
