@@ -194,6 +194,9 @@ void chai_qmat_to_bf16(const chai_qmat *m, uint16_t *w);
 /* Rows r0..r1-1 dequantized to f32 (r1-r0, C): embedding lookups, the backward through a frozen
  * quantized matrix, tests. */
 void chai_qmat_dequant_rows(const chai_qmat *m, float *out, int r0, int r1);
+/* A new matrix (n, C) of src's rows rows[0..n-1], same format and codes (qmat_rows.c).
+ * CHAI_ERR_ARG naming a row out of range. */
+chai_status chai_qmat_gather_rows(chai_qmat *out, const chai_qmat *src, const int *rows, int n);
 /* Bytes the matrix holds: payload plus scales and zeros (the f32/f16 view's tensor bytes). */
 size_t chai_qmat_bytes(const chai_qmat *m);
 
@@ -237,6 +240,13 @@ chai_status chai_qmat_matmul(float *y, const float *x, const chai_qmat *w, int N
 chai_status chai_qmat_matmul_ref(float *y, const float *x, const chai_qmat *w, int N,
                                  const chai_qepilogue *e, void *work);
 
+/* y (N,R) = epilogue(x (N,C) · deq(W)ᵀ) in f32: the matrix's dequantized values times unrounded
+ * activations (no per-token codes), in blocks of rows with sgemm. The training forward through a
+ * frozen quantized matrix, whose gradient chai_qmat_matmul_backward_input then is exactly. `work`:
+ * chai_qmat_dequant_work_bytes(w) bytes, or NULL to allocate (CHAI_ERR_NOMEM). */
+size_t chai_qmat_dequant_work_bytes(const chai_qmat *w);
+chai_status chai_qmat_matmul_dequant(float *y, const float *x, const chai_qmat *w, int N,
+                                     const chai_qepilogue *e, void *work);
 /* dx (N,C) (+)= dy (N,R) · W (R,C): the input gradient through a frozen matrix of any format (its
  * dequantized values), for training the layers around it. */
 chai_status chai_qmat_matmul_backward_input(float *dx, const float *dy, const chai_qmat *w, int N,

@@ -177,6 +177,44 @@ chai_status chai_qmat_matmul_ref(float *y, const float *x, const chai_qmat *w, i
   return matmul(y, x, w, N, e, work, true, "qmat matmul_ref");
 }
 
+/* ---- the dequantized product (training) --------------------------------------------------------
+ */
+
+size_t chai_qmat_dequant_work_bytes(const chai_qmat *w) {
+  if (w->format == CHAI_QF_F32) return 0;
+  return (size_t)lowp_rows(w->rows, w->cols) * (size_t)w->cols * sizeof(float);
+}
+
+chai_status chai_qmat_matmul_dequant(float *y, const float *x, const chai_qmat *w, int N,
+                                     const chai_qepilogue *e, void *work) {
+  chai_status st = check_args(y, x, w, N, "qmat matmul_dequant");
+  if (st || N == 0) return st;
+  if ((st = chai_blas_init())) return st;
+  int R = w->rows, C = w->cols;
+  if (w->format == CHAI_QF_F32) {
+    chai_sgemm(false, true, N, R, C, 1.0f, x, C, chai_tensor_data(&w->t), C,
+               e->accumulate ? 1.0f : 0.0f, y, R);
+    dense_epilogue(y, N, R, e);
+    return CHAI_OK;
+  }
+  int block = lowp_rows(R, C);
+  size_t bytes = chai_qmat_dequant_work_bytes(w);
+  float *scratch = work ? work : chai_alloc(bytes, "dequantized block");
+  if (!scratch) return CHAI_ERR_NOMEM;
+  for (int j0 = 0; j0 < R; j0 += block) {
+    int r = R - j0 < block ? R - j0 : block;
+    int parts = (int64_t)r * C >= (1 << 16) ? omp_get_max_threads() : 1;
+#pragma omp parallel for num_threads(parts) schedule(static)
+    for (int i = 0; i < r; i++)
+      chai_qmat_dequant_rows(w, scratch + (size_t)i * C, j0 + i, j0 + i + 1);
+    chai_sgemm(false, true, N, r, C, 1.0f, x, C, scratch, C, e->accumulate ? 1.0f : 0.0f, y + j0,
+               R);
+  }
+  if (!work) chai_free(scratch, bytes);
+  dense_epilogue(y, N, R, e);
+  return CHAI_OK;
+}
+
 /* ---- the input gradient ---------------------------------------------------------------------- */
 
 chai_status chai_qmat_matmul_backward_input(float *dx, const float *dy, const chai_qmat *w, int N,
