@@ -33,11 +33,22 @@ void chai_bind_open_hub(lua_State *L, int table);
 void chai_bind_open_heads(lua_State *L, int table);
 void chai_bind_open_train(lua_State *L, int table);
 void chai_bind_open_model_train(lua_State *L, int table); /* after chai_bind_open_model */
+void chai_bind_open_model_quant(lua_State *L, int table); /* after chai_bind_open_model */
 
 /* The live OPT model of the chai.Model userdata at idx (model.c); raises for anything else. */
 struct chai_opt_model *chai_bind_check_model(lua_State *L, int idx);
 /* Pushes a new, empty chai.Model userdata and returns where to store the model it will own. */
 struct chai_opt_model **chai_bind_push_model(lua_State *L);
+/* Adds methods to chai.Model (after chai_bind_open_model). */
+void chai_bind_add_model_methods(lua_State *L, const luaL_Reg *methods);
+/* Parses a quantization spec table at idx for a model of n_layers layers (tied: its LM head is
+ * the embeddings) into *q (layers: room for n_layers rows, which q->layers points at); raises
+ * naming a bad key or value (model_quant.c). */
+struct chai_opt_quant;
+void chai_bind_check_quant_spec(lua_State *L, int idx, int n_layers, bool tied,
+                                struct chai_opt_quant *q, int (*layers)[6], const char *fname);
+/* Pushes {format = bytes} of the model's weights (formats holding none are left out). */
+void chai_bind_push_weight_bytes(lua_State *L, struct chai_opt_model *m);
 
 /* ---- chai.Tensor userdata (tensor.c) --------------------------------------------------------- */
 

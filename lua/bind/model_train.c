@@ -186,7 +186,8 @@ static int m_zero_grad(lua_State *L) {
   return 0;
 }
 
-/* {name = view} of the parameters (grads: only those with gradient memory). */
+/* {name = view} of the parameters (grads: only those with gradient memory); a quantized matrix
+ * gives a new f32 tensor of its dequantized values instead of a view. */
 static int name_table(lua_State *L, bool grads) {
   chai_opt_model *m = check_model(L, 1);
   int n = chai_opt_param_count(m);
@@ -200,8 +201,13 @@ static int name_table(lua_State *L, bool grads) {
         lua_pop(L, 1);
         continue;
       }
-    } else {
+    } else if (chai_tensor_alive(&t)) {
       chai_tensor_ref(v, &t);
+    } else { /* a packed matrix: its dequantized values, a copy */
+      const chai_qmat *q = chai_opt_param_qmat(m, i);
+      int64_t shape[2] = {q->rows, q->cols};
+      if (chai_tensor_new(v, CHAI_F32, 2, shape)) return chai_bind_fail(L);
+      chai_qmat_dequant_rows(q, chai_tensor_data(v), 0, q->rows);
     }
     lua_setfield(L, -2, name);
   }
@@ -318,12 +324,5 @@ void chai_bind_open_model_train(lua_State *L, int table) {
                                      {"train_memory", m_train_memory},
                                      {"release_training", m_release_training},
                                      {NULL, NULL}};
-  /* model.c's __index is a closure whose first upvalue is the method table. */
-  luaL_getmetatable(L, MODEL_MT);
-  if (lua_isnil(L, -1)) luaL_error(L, "chai.Model must be registered before its training methods");
-  lua_getfield(L, -1, "__index");
-  const char *up = lua_getupvalue(L, -1, 1);
-  if (!up || !lua_istable(L, -1)) luaL_error(L, "chai.Model's method table was not found");
-  luaL_setfuncs(L, methods, 0);
-  lua_pop(L, 3);
+  chai_bind_add_model_methods(L, methods);
 }

@@ -32,8 +32,19 @@ chai_status opt_train_get(chai_opt_model *m, opt_train **out) {
   memset(tr->grad, 0, (size_t)m->n_params * sizeof(chai_tensor));
   memset(tr->layer, 0, (size_t)m->cfg.num_hidden_layers * sizeof(opt_layer_acts));
   m->train = tr;
+  opt_train_freeze_quantized(m);
   *out = tr;
   return CHAI_OK;
+}
+
+void opt_train_freeze_quantized(chai_opt_model *m) {
+  opt_train *tr = m->train;
+  if (!tr) return;
+  for (int i = 0; i < m->n_params; i++)
+    if (opt_param_quantized(&m->params[i])) {
+      tr->frozen[i] = true;
+      chai_tensor_release(&tr->grad[i]);
+    }
 }
 
 void chai_opt_train_release(chai_opt_model *m) {
@@ -182,6 +193,20 @@ chai_status chai_opt_freeze(chai_opt_model *m, const int *layers, int n_layers, 
     for (int k = 0; k < n_layers && !selected; k++)
       selected = layers[k] == layer;
     if (!selected) continue;
+    if (!frozen && opt_param_quantized(&m->params[i]))
+      return chai_error(CHAI_ERR_ARG,
+                        "OPT unfreeze: %s is quantized (%s) and cannot be trained: training needs "
+                        "f32 weights (quantize after training, or keep its layer in f32)",
+                        m->params[i].name, chai_qformat_name(m->params[i].q.format));
+  }
+  for (int i = 0; i < m->n_params; i++) {
+    int layer;
+    unsigned part = chai_opt_param_part(m, i, &layer);
+    if (!(part & parts)) continue;
+    bool selected = n_layers < 0;
+    for (int k = 0; k < n_layers && !selected; k++)
+      selected = layers[k] == layer;
+    if (!selected) continue;
     tr->frozen[i] = frozen;
     if (frozen) chai_tensor_release(&tr->grad[i]);
   }
@@ -304,6 +329,9 @@ static size_t carve(chai_opt_model *m, opt_train *tr, float *base, int B, int T,
 }
 
 chai_status opt_train_layout(chai_opt_model *m, opt_train *tr, int B, int T, chai_opt_head head) {
+  /* frozen f16 or quantized matrices multiply through the quant room's scratch */
+  chai_status st = opt_qwork_reserve(m, (size_t)B * T, 0);
+  if (st) return st;
   size_t floats = carve(m, tr, NULL, B, T, head);
   if (!tr->arena || tr->arena->bytes < floats * sizeof(float)) {
     chai_storage_release(tr->arena);
@@ -387,10 +415,6 @@ static chai_status make_targets(const chai_opt_model *m, opt_train *tr, const ch
 chai_status chai_opt_forward_backward(chai_opt_model *m, const chai_opt_batch *b,
                                       chai_kd_result *res) {
   const chai_opt_config *c = &m->cfg;
-  if (m->dtype != CHAI_F32)
-    return chai_error(CHAI_ERR_UNSUPPORTED,
-                      "OPT forward_backward: training needs an f32 model, this one is %s",
-                      chai_dtype_name(m->dtype));
   chai_status hst = opt_heads_check_trainable(m); /* CHAI: pruned or online models */
   if (hst) return hst;
   if (b->B < 1 || b->T < 1 || (int64_t)b->B * b->T > (1 << 24))
@@ -450,7 +474,7 @@ chai_status chai_opt_forward_backward(chai_opt_model *m, const chai_opt_batch *b
              (size_t)P * sizeof(float));
     hin = tr->rowsP;
   }
-  chai_linear_forward(tr->logits, hin, chai_tensor_data(&W->t), NULL, nrows, P, V);
+  opt_train_linear(m, tr->logits, hin, W, NULL, nrows, P, V);
   chai_kd_args ka = {
       .T = 1, .alpha = 0, .label_smoothing = b->label_smoothing, .ignore_index = -100};
   if (b->teacher) {
@@ -470,17 +494,17 @@ chai_status chai_opt_forward_backward(chai_opt_model *m, const chai_opt_batch *b
   bool need_feats = opt_train_need_decoder(m);
   if (b->head == CHAI_OPT_HEAD_LM) {
     memset(tr->g_feats, 0, (size_t)N * P * sizeof(float));
-    chai_linear_backward(need_feats ? tr->g_feats : NULL, opt_grad(m, W), NULL, tr->dlogits,
-                         tr->feats, chai_tensor_data(&W->t), N, P, V);
+    opt_linear_backward(need_feats ? tr->g_feats : NULL, opt_grad(m, W), NULL, tr->dlogits,
+                        tr->feats, W, N, P, V);
   } else if (tr->rows_mode) { /* the decoder's output is the B rows */
     memset(tr->g_feats, 0, (size_t)B * P * sizeof(float));
-    chai_linear_backward(need_feats ? tr->g_feats : NULL, opt_grad(m, W), NULL, tr->dlogits,
-                         tr->feats, chai_tensor_data(&W->t), B, P, V);
+    opt_linear_backward(need_feats ? tr->g_feats : NULL, opt_grad(m, W), NULL, tr->dlogits,
+                        tr->feats, W, B, P, V);
   } else {
     memset(tr->g_feats, 0, (size_t)N * P * sizeof(float));
     memset(tr->g_rows, 0, (size_t)B * P * sizeof(float));
-    chai_linear_backward(need_feats ? tr->g_rows : NULL, opt_grad(m, W), NULL, tr->dlogits,
-                         tr->rowsP, chai_tensor_data(&W->t), B, P, V);
+    opt_linear_backward(need_feats ? tr->g_rows : NULL, opt_grad(m, W), NULL, tr->dlogits,
+                        tr->rowsP, W, B, P, V);
     for (int r2 = 0; r2 < B; r2++)
       chai_add_forward(tr->g_feats + (size_t)tr->rows[r2] * P,
                        tr->g_feats + (size_t)tr->rows[r2] * P, tr->g_rows + (size_t)r2 * P,

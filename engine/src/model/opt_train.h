@@ -70,7 +70,15 @@ typedef struct opt_train {
   float *g_rows;                                          /* (B,P) */
 } opt_train;
 
-/* m->train, created on first use (frozen flags all false). */
+/* out (N,OC) = inp (N,C)·Wᵀ + b through a parameter matrix of any format (f32 as before training
+ * had formats; others through the quant room). */
+void opt_train_linear(chai_opt_model *m, float *out, const float *inp, const opt_param *w,
+                      const opt_param *b, int N, int C, int OC);
+/* chai_linear_backward for a parameter matrix of any format: an f16 or packed matrix is frozen
+ * (dweight must be NULL); dinp += dout · its values. */
+void opt_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                         const float *inp, const opt_param *w, int N, int C, int OC);
+/* m->train, created on first use (frozen flags all false, but for packed matrices). */
 chai_status opt_train_get(chai_opt_model *m, opt_train **out);
 /* Sizes and carves the arena for a batch (grows it when needed). */
 chai_status opt_train_layout(chai_opt_model *m, opt_train *tr, int B, int T, chai_opt_head head);
