@@ -25,6 +25,8 @@ void chai_bind_open_ops(lua_State *L, int table);
 void chai_bind_open_npy(lua_State *L, int table);
 void chai_bind_open_sys(lua_State *L, int table);
 void chai_bind_open_bench(lua_State *L, int table);
+/* Adds the quantized-kernel timing helpers to the bench table at `table` (bench_quant.c). */
+void chai_bind_bench_quant(lua_State *L, int table);
 void chai_bind_open_json(lua_State *L, int table);
 void chai_bind_open_testing(lua_State *L, int table);
 void chai_bind_open_model(lua_State *L, int table);

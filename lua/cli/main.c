@@ -99,6 +99,9 @@ static int cmd_version(lua_State *L, int argc, char **argv, int cmd) {
   printf("features  %s\n", chai_cpu_features());
   printf("simd      %s%s%s%s\n", chai_simd_name(chai_simd_level()), forced ? " (CHAI_CPU=" : "",
          forced ? forced : "", forced ? ")" : "");
+  printf("kernels   int8 %s, int4 %s, bf16 %s, f16 %s, f32 %s\n", chai_qformat_kernel(CHAI_QF_INT8),
+         chai_qformat_kernel(CHAI_QF_INT4), chai_qformat_kernel(CHAI_QF_BF16),
+         chai_qformat_kernel(CHAI_QF_F16), chai_qformat_kernel(CHAI_QF_F32));
   printf("threads   %d\n", chai_threads_get());
   printf("lua dir   %s\n", chai_cli_lua_dir());
   printf("scripts   %s\n", chai_cli_scripts_dir());

@@ -242,7 +242,13 @@ static bool qact_equal(const chai_qact *a, const chai_qact *b, bool bf16) {
   size_t n = (size_t)a->N, s = (size_t)a->stride;
   bool ok = a->N == b->N && a->C == b->C && a->stride == b->stride &&
             memcmp(a->q, b->q, n * s) == 0 && memcmp(a->scale, b->scale, n * 4) == 0 &&
-            memcmp(a->gsum, b->gsum, n * (s / 32) * 4) == 0;
+            memcmp(a->gsum, b->gsum, n * (s / 32) * 4) == 0 && memcmp(a->sum, b->sum, n * 4) == 0;
+  for (size_t i = 0; i < n; i++) { /* sum is the total of the block sums */
+    int32_t t = 0;
+    for (size_t j = 0; j < s / 32; j++)
+      t += a->gsum[i * (s / 32) + j];
+    ok = ok && t == a->sum[i];
+  }
   return ok && (!bf16 || memcmp(a->bf, b->bf, n * s * 2) == 0);
 }
 
@@ -255,15 +261,23 @@ static void test_qact_cases(void) {
   CHECK(a.N == 2 && a.C == 6 && a.stride == 128);
   int8_t want[6] = {127, 64, -2, 0, 2, -127};
   CHECK(memcmp(a.q, want, 6) == 0 && a.scale[0] == 1.0f);
-  CHECK(a.gsum[0] == 64 && a.gsum[1] == 0 && a.gsum[3] == 0);
+  CHECK(a.gsum[0] == 64 && a.gsum[1] == 0 && a.gsum[3] == 0 && a.sum[0] == 64 && a.sum[1] == 0);
   for (int k = 6; k < 128; k++)
     CHECK(a.q[k] == 0 && a.bf[k] == 0);
   CHECK(a.bf[1] == chai_f32_to_bf16(63.5f));
-  /* all zero (and a NaN, skipped by the maximum): scale 0, codes 0 */
+  /* all zero (and a NaN, skipped by the maximum): scale 0, codes 0; so is a token of tiny values
+   * (127 / amax would overflow) */
   CHECK(a.scale[1] == 0.0f && a.gsum[4] == 0);
   for (int k = 0; k < 128; k++)
     CHECK(a.q[128 + k] == 0);
   /* a NaN among real values quantizes to -127, and is skipped by the maximum */
+  float tiny[3] = {1e-31f, -2e-31f, 0};
+  for (int lvl = CHAI_SIMD_REF; lvl <= CHAI_SIMD_AMX; lvl++) {
+    if ((int)chai_simd_force((chai_simd)lvl) != lvl) continue;
+    chai_qact_quantize(&a, mem, tiny, 1, 3, false);
+    CHECK(a.scale[0] == 0 && a.q[0] == 0 && a.q[1] == 0 && a.sum[0] == 0);
+  }
+  chai_simd_force(chai_simd_best());
   float y[4] = {-127, NAN, -63.5f, 0.9f};
   chai_qact_quantize_ref(&a, mem, y, 1, 4, false);
   CHECK(a.scale[0] == 1.0f && a.q[0] == -127 && a.q[1] == -127 && a.q[2] == -64 && a.q[3] == 1);

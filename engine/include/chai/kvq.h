@@ -24,8 +24,9 @@
 extern "C" {
 #endif
 
-/* Stores one token: x (heads, D) f32 -> codes (heads, D), scales (heads), as above. The SIMD
- * versions give the same bits as the _ref twin. */
+/* Stores one token: x (heads, D) f32 -> codes (heads, D), scales (heads), as above (heads, D >= 1;
+ * no failure mode: a non-finite row is stored as zero codes with scale NaN). The SIMD versions give
+ * the same bits as the _ref twin. */
 void chai_kvq_store(int8_t *codes, float *scales, const float *x, int heads, int D);
 void chai_kvq_store_ref(int8_t *codes, float *scales, const float *x, int heads, int D);
 

@@ -49,11 +49,13 @@
  * int4 and (on the same kernel) bf16, for any thread count.
  *
  * ---- Activation quantization (chai_qact) -------------------------------------------------------
- * Per token: amax = max |x_k| (NaNs skipped); sx = amax / 127 (sx = 0 and all codes 0 when amax =
- * 0); a_k = (int8)fminf(fmaxf(nearbyintf(x_k / sx), −127), 127) (round half to even; a NaN quotient
- * becomes −127); codes are padded with zeros to a multiple of 128; gsum[n][b] = Σ of the codes of
- * the 32-wide block b (int32), so an int4 kernel of group G adds G/32 consecutive block sums and
- * int8 adds them all. The bf16 copy is chai_f32_to_bf16(x_k), zeros beyond C.
+ * Per token: amax = max |x_k| (NaNs skipped); sx = amax / 127 and inv = 127 / amax (sx = 0 and
+ * all codes 0 when amax < 1e-30, where inv would overflow); a_k = (int8)fminf(fmaxf(nearbyintf(x_k
+ * · inv), −127), 127) (round half to even; a NaN becomes −127; a product, not a quotient: one
+ * division a token, not one an element); codes are padded with zeros to a multiple of 128;
+ * gsum[n][b] = Σ of the codes of the 32-wide block b (int32), so an int4 kernel of group G adds
+ * G/32 consecutive block sums; sum[n] = Σ of all of token n's codes (int8's compensation). The bf16
+ * copy is chai_f32_to_bf16(x_k), zeros beyond C.
  */
 #ifndef CHAI_QUANT_H
 #define CHAI_QUANT_H
@@ -92,9 +94,9 @@ typedef enum chai_qmethod {
 /* How to quantize one matrix. */
 typedef struct chai_qspec {
   chai_qformat format;
-  int group;       /* int4: 32, 64 or 128 (default 64 when 0) */
-  bool zero_point; /* int4: asymmetric groups */
-  bool f16_scales; /* int4: scales stored as f16 */
+  int group;         /* int4: 32, 64 or 128 (default 64 when 0) */
+  bool zero_point;   /* int4: asymmetric groups */
+  bool f16_scales;   /* int4: scales stored as f16 */
   chai_qmethod method;
 } chai_qspec;
 
@@ -150,8 +152,7 @@ void chai_dequant_int8_codes(float *w, const int8_t *q, const float *scale, int 
 void chai_dequant_int4_codes(float *w, const uint8_t *u, const float *scale, const uint8_t *zero,
                              int R, int C, int group);
 
-/* ---- 2. the matrix (engine/src/quant/qmat.c) ---------------------------------------------------
- */
+/* ---- 2. the matrix (engine/src/quant/qmat.c) ------------------------------------------------- */
 
 /* The widest C a packed matrix takes: 127·127·C < 2^31. */
 #define CHAI_QMAT_MAX_COLS 131072
@@ -200,8 +201,7 @@ chai_status chai_qmat_gather_rows(chai_qmat *out, const chai_qmat *src, const in
 /* Bytes the matrix holds: payload plus scales and zeros (the f32/f16 view's tensor bytes). */
 size_t chai_qmat_bytes(const chai_qmat *m);
 
-/* ---- 3. activations and products (engine/src/quant/qmatmul.c + kernels) ------------------------
- */
+/* ---- 3. activations and products (engine/src/quant/qmatmul.c + kernels) --------------------- */
 
 /* N tokens' activations quantized per token (see the header comment). Caller-owned buffers. */
 typedef struct chai_qact {
@@ -209,6 +209,7 @@ typedef struct chai_qact {
   int8_t *q;        /* (N, stride) */
   float *scale;     /* (N) */
   int32_t *gsum;    /* (N, stride/32) */
+  int32_t *sum;     /* (N) */
   uint16_t *bf;     /* (N, stride) bf16 activations (only for bf16 weights), else NULL */
 } chai_qact;
 /* Bytes a chai_qact of N tokens of C needs (bf16: with the bf16 copy). */
@@ -251,6 +252,13 @@ chai_status chai_qmat_matmul_dequant(float *y, const float *x, const chai_qmat *
  * dequantized values), for training the layers around it. */
 chai_status chai_qmat_matmul_backward_input(float *dx, const float *dy, const chai_qmat *w, int N,
                                             bool accumulate);
+
+/* The measured peak of an instruction the kernels use: independent chains of `kind` on every
+ * OpenMP thread for about `seconds`; *gops = operations per second of all threads / 1e9, counting
+ * a multiply-add as 2 ("vpdpbusd": 64 u8×s8 products an instruction, "vpdpbusd-ymm" (AVX-VNNI):
+ * 32, "vdpbf16ps": 32 bf16 products, "vfmadd231ps": 16, "vfmadd231ps-ymm": 8). CHAI_ERR_ARG for an
+ * unknown kind, CHAI_ERR_UNSUPPORTED when this CPU lacks the instruction. */
+chai_status chai_quant_peak(const char *kind, double seconds, double *gops);
 
 /* The kernel each format uses on this CPU now ("avx512-vnni", "avx-vnni", "amx-int8",
  * "avx512-bf16", "amx-bf16", "avx2", "ref", ...), after CHAI_CPU. */

@@ -119,7 +119,7 @@ AMX static void finish(float *y, int N, const chai_qmat *w, const chai_qact *a, 
     for (int m = 0; m < 16; m++) {
       int n = n0 + 16 * i + m;
       if (n >= N) return;
-      int32_t asum = int8 ? chai_qact_sum(a, n) : 0;
+      int32_t asum = int8 ? a->sum[n] : 0;
       for (int j = 0; j < nb; j++) {
         int r = 16 * (rb + j);
         if (r >= R) break;

@@ -25,6 +25,23 @@ TGT512 static inline __m256i bf16_16(__m512 v) {
   return _mm512_cvtepi32_epi16(r);
 }
 
+/* Block sums of a token's S codes (S a multiple of 64) and their total: vpsadbw adds 8 bytes of
+ * u = c + 128 (the codes with the sign bit flipped); a block's four sums less 32·128 is its Σ c. */
+TGT512 static int32_t block_sums_avx512(int32_t *g, const int8_t *q, int S) {
+  int32_t total = 0;
+  for (int k = 0; k < S; k += 64) {
+    __m512i u = _mm512_xor_si512(_mm512_load_si512(q + k), _mm512_set1_epi8((char)0x80));
+    __m512i sad = _mm512_sad_epu8(u, _mm512_setzero_si512()); /* blocks: qwords 0-3, 4-7 */
+    __m256i lo = _mm512_castsi512_si256(sad), hi = _mm512_extracti64x4_epi64(sad, 1);
+    __m256i t = _mm256_add_epi64(_mm256_unpacklo_epi64(lo, hi), _mm256_unpackhi_epi64(lo, hi));
+    __m128i b2 = _mm_add_epi64(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+    g[k / 32] = (int32_t)_mm_cvtsi128_si64(b2) - 32 * 128;
+    g[k / 32 + 1] = (int32_t)_mm_extract_epi64(b2, 1) - 32 * 128;
+    total += g[k / 32] + g[k / 32 + 1];
+  }
+  return total;
+}
+
 TGT512 void chai_qact_rows_avx512(chai_qact *a, const float *x, int n0, int n1) {
   int C = a->C, S = a->stride;
   const __m512 absmask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
@@ -37,25 +54,34 @@ TGT512 void chai_qact_rows_avx512(chai_qact *a, const float *x, int n0, int n1) 
       __mmask16 t = C - k >= 16 ? 0xFFFF : (__mmask16)((1u << (C - k)) - 1);
       m = _mm512_max_ps(_mm512_and_ps(_mm512_maskz_loadu_ps(t, xr + k), absmask), m);
     }
-    float sx = _mm512_reduce_max_ps(m) / 127.0f;
-    a->scale[n] = sx;
-    if (sx == 0.0f) {
+    float amax = _mm512_reduce_max_ps(m);
+    bool zero = amax < CHAI_QACT_TINY;
+    a->scale[n] = zero ? 0.0f : amax / 127.0f;
+    if (zero) {
       memset(q, 0, (size_t)S);
       memset(g, 0, (size_t)(S / 32) * sizeof(int32_t));
+      a->sum[n] = 0;
     } else {
-      __m512 vs = _mm512_set1_ps(sx), lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
-      for (int k = 0; k < S; k += 32) { /* zeros beyond C: 0 / sx rounds to code 0 */
-        __m512i c[2];
-        for (int h = 0; h < 2; h++) {
+      __m512 inv = _mm512_set1_ps(127.0f / amax);
+      __m512 lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
+      /* 64 codes at a time: four int32 vectors narrowed by two saturating packs (exact: the
+       * codes are in [-127,127]) and put back in order by one dword permutation (a register
+       * vpmovdb store is slow on some cores). Zeros beyond C give code 0. */
+      const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+      for (int k = 0; k < S; k += 64) {
+        __m512i c[4];
+        for (int h = 0; h < 4; h++) {
           int kk = k + 16 * h;
           __mmask16 t = kk >= C ? 0 : C - kk >= 16 ? 0xFFFF : (__mmask16)((1u << (C - kk)) - 1);
-          __m512 r = _mm512_roundscale_ps(_mm512_div_ps(_mm512_maskz_loadu_ps(t, xr + kk), vs),
+          __m512 r = _mm512_roundscale_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(t, xr + kk), inv),
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
           c[h] = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(r, lo), hi));
-          _mm_storeu_si128((__m128i *)(q + kk), _mm512_cvtepi32_epi8(c[h]));
         }
-        g[k / 32] = _mm512_reduce_add_epi32(_mm512_add_epi32(c[0], c[1]));
+        __m512i p =
+            _mm512_packs_epi16(_mm512_packs_epi32(c[0], c[1]), _mm512_packs_epi32(c[2], c[3]));
+        _mm512_store_si512(q + k, _mm512_permutexvar_epi32(order, p));
       }
+      a->sum[n] = block_sums_avx512(g, q, S);
     }
     if (a->bf) {
       uint16_t *bf = a->bf + (size_t)n * S;
@@ -102,33 +128,34 @@ TGT2 void chai_qact_rows_avx2(chai_qact *a, const float *x, int n0, int n1) {
       float v = fabsf(xr[k]);
       amax = v > amax ? v : amax;
     }
-    float sx = amax / 127.0f;
-    a->scale[n] = sx;
+    bool zero = amax < CHAI_QACT_TINY;
+    float inv = zero ? 0.0f : 127.0f / amax;
+    a->scale[n] = zero ? 0.0f : amax / 127.0f;
     memset(q, 0, (size_t)S);
-    if (sx != 0.0f) {
-      __m256 vs = _mm256_set1_ps(sx), lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+    if (!zero) {
+      __m256 vi = _mm256_set1_ps(inv), lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
       for (int k = 0; k < C8; k += 8) {
-        __m256 r = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(xr + k), vs),
+        __m256 r = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(xr + k), vi),
                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         __m256i c = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi));
         __m128i p = _mm_packs_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
         _mm_storel_epi64((__m128i *)(q + k), _mm_packs_epi16(p, p));
       }
       for (int k = C8; k < C; k++)
-        q[k] = (int8_t)fminf(fmaxf(nearbyintf(xr[k] / sx), -127.0f), 127.0f);
+        q[k] = (int8_t)fminf(fmaxf(nearbyintf(xr[k] * inv), -127.0f), 127.0f);
     }
-    int32_t *g = a->gsum + (size_t)n * (S / 32);
+    /* Block sums as in block_sums_avx512, 32 bytes at a time. */
+    int32_t *g = a->gsum + (size_t)n * (S / 32), total = 0;
     for (int b = 0; b < S / 32; b++) {
-      /* Σ of 32 codes: widen to 16 bits, pairwise to 32, then across the lanes. */
-      __m256i v = _mm256_loadu_si256((const __m256i *)(q + 32 * b));
-      __m256i s16 = _mm256_add_epi16(_mm256_cvtepi8_epi16(_mm256_castsi256_si128(v)),
-                                     _mm256_cvtepi8_epi16(_mm256_extracti128_si256(v, 1)));
-      __m256i s32 = _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
-      __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s32), _mm256_extracti128_si256(s32, 1));
-      t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4e));
-      t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1));
-      g[b] = _mm_cvtsi128_si32(t);
+      __m256i u = _mm256_xor_si256(_mm256_load_si256((const __m256i *)(q + 32 * b)),
+                                   _mm256_set1_epi8((char)0x80));
+      __m256i sad = _mm256_sad_epu8(u, _mm256_setzero_si256());
+      __m128i t = _mm_add_epi64(_mm256_castsi256_si128(sad), _mm256_extracti128_si256(sad, 1));
+      t = _mm_add_epi64(t, _mm_unpackhi_epi64(t, t));
+      g[b] = (int32_t)_mm_cvtsi128_si64(t) - 32 * 128;
+      total += g[b];
     }
+    a->sum[n] = total;
     if (a->bf) {
       uint16_t *bf = a->bf + (size_t)n * S;
       memset(bf + C8, 0, (size_t)(S - C8) * sizeof(uint16_t));

@@ -48,7 +48,7 @@ Q256_TGT void Q256_NAME(q8, gemv)(float *y, const chai_qmat *w, const chai_qact 
   int nkq = w->cols_p / 4, end = r1 < w->rows ? r1 : w->rows;
   size_t bb = chai_qmat_block_bytes(w);
   const int8_t *a = xa->q;
-  int32_t asum = chai_qact_sum(xa, 0);
+  int32_t asum = xa->sum[0];
   const float *s = w->scales;
   for (int r = r0; r < end; r += 16) {
     const uint8_t *p = w->data + (size_t)(r / 16) * bb;
@@ -95,7 +95,7 @@ Q256_TGT void Q256_NAME(q8, gemm)(float *y, int N, const chai_qmat *w, const cha
 #pragma GCC unroll 4
       for (int t = 0; t < Q8_T256; t++) {
         if (n + t >= N) break;
-        int32_t asum = chai_qact_sum(a, n + t);
+        int32_t asum = a->sum[n + t];
         float sx = a->scale[n + t], *yn = y + (size_t)(n + t) * R;
         store8(yn, r, R - r, q8_value8(lo[t], asum, sx, s + r), e);
         store8(yn, r + 8, R - r - 8, q8_value8(hi[t], asum, sx, s + r + 8), e);

@@ -24,7 +24,7 @@ VNNI void chai_q8_gemv_avx512vnni(float *y, const chai_qmat *w, const chai_qact 
   int nkq = w->cols_p / 4, end = r1 < w->rows ? r1 : w->rows;
   size_t bb = chai_qmat_block_bytes(w);
   const int8_t *a = xa->q;
-  int32_t asum = chai_qact_sum(xa, 0);
+  int32_t asum = xa->sum[0];
   const float *s = w->scales;
   for (int r = r0; r < end; r += 16) {
     const uint8_t *blk = w->data + (size_t)(r / 16) * bb;
@@ -75,7 +75,7 @@ VNNI Q512_INLINE void q8_tile(float *y, int N, const chai_qmat *w, const chai_qa
   for (int t = 0; t < Q8_T; t++) {
     int n = n0 + t;
     if (n >= N) break;
-    int32_t asum = chai_qact_sum(a, n);
+    int32_t asum = a->sum[n];
     float *yn = y + (size_t)n * R;
 #pragma GCC unroll 3
     for (int b = 0; b < RB; b++) {

@@ -207,6 +207,11 @@ static void value_rows(const kvq_run *r, int h, int s, int i0, int bq, int hi) {
   const chai_kvq_attention_args *a = r->a;
   int H = a->H, D = a->D, Tk = a->Tk;
   size_t hd = (size_t)H * D;
+  if (hi == 0) { /* no key visible (the cache may be empty and its pointers NULL): zeros */
+    for (int ii = 0; ii < bq; ii++)
+      memset(r->out + (size_t)(i0 + ii) * hd + (size_t)h * D, 0, (size_t)D * sizeof(float));
+    return;
+  }
   r->kk->values(r->out + (size_t)i0 * hd + (size_t)h * D, (int)hd, r->P + (size_t)s * r->rows * Tk,
                 Tk, bq, r->v + (size_t)h * D, hd, r->vs + h, H, hi, D);
 }

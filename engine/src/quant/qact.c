@@ -19,7 +19,7 @@ static int act_stride(int C) {
 size_t chai_qact_bytes(int N, int C, bool bf16) {
   size_t n = (size_t)N, stride = (size_t)act_stride(C);
   return n * stride + align64(n * sizeof(float)) + align64(n * (stride / 32) * sizeof(int32_t)) +
-         (bf16 ? n * stride * sizeof(uint16_t) : 0);
+         align64(n * sizeof(int32_t)) + (bf16 ? n * stride * sizeof(uint16_t) : 0);
 }
 
 void chai_qact_layout(chai_qact *a, void *mem, int N, int C, bool bf16) {
@@ -34,6 +34,8 @@ void chai_qact_layout(chai_qact *a, void *mem, int N, int C, bool bf16) {
   p += align64(n * sizeof(float));
   a->gsum = (int32_t *)p;
   p += align64(n * (stride / 32) * sizeof(int32_t));
+  a->sum = (int32_t *)p;
+  p += align64(n * sizeof(int32_t));
   a->bf = bf16 ? (uint16_t *)p : NULL;
 }
 
@@ -43,6 +45,7 @@ void chai_qact_zero_rows(chai_qact *a, int n0, int n1) {
   memset(a->q + (size_t)n0 * s, 0, k * s);
   memset(a->scale + n0, 0, k * sizeof(float));
   memset(a->gsum + (size_t)n0 * (s / 32), 0, k * (s / 32) * sizeof(int32_t));
+  memset(a->sum + n0, 0, k * sizeof(int32_t));
   if (a->bf) memset(a->bf + (size_t)n0 * s, 0, k * s * sizeof(uint16_t));
 }
 
@@ -56,18 +59,21 @@ void chai_qact_rows_ref(chai_qact *a, const float *x, int n0, int n1) {
       float v = fabsf(xr[k]);
       amax = v > amax ? v : amax; /* a NaN compares false: skipped */
     }
-    float sx = amax / 127.0f;
+    bool zero = amax < CHAI_QACT_TINY;
+    float sx = zero ? 0.0f : amax / 127.0f, inv = zero ? 0.0f : 127.0f / amax;
     a->scale[n] = sx;
     for (int k = 0; k < C; k++)
-      q[k] = sx == 0.0f ? 0 : (int8_t)fminf(fmaxf(nearbyintf(xr[k] / sx), -127.0f), 127.0f);
+      q[k] = zero ? 0 : (int8_t)fminf(fmaxf(nearbyintf(xr[k] * inv), -127.0f), 127.0f);
     memset(q + C, 0, (size_t)(S - C));
-    int32_t *g = a->gsum + (size_t)n * (S / 32);
+    int32_t *g = a->gsum + (size_t)n * (S / 32), total = 0;
     for (int b = 0; b < S / 32; b++) {
       int32_t s = 0;
       for (int j = 0; j < 32; j++)
         s += q[b * 32 + j];
       g[b] = s;
+      total += s;
     }
+    a->sum[n] = total;
     if (a->bf) {
       uint16_t *bf = a->bf + (size_t)n * S;
       for (int k = 0; k < C; k++)

@@ -41,14 +41,8 @@ void chai_qact_rows(chai_qact *a, const float *x, int n0, int n1);
 /* Tokens n0..n1-1 all zero: codes, scale, block sums and the bf16 copy (the padding tokens of a
  * GEMM's workspace). */
 void chai_qact_zero_rows(chai_qact *a, int n0, int n1);
-/* Σ of token n's codes (the int8 compensation term's factor). */
-static inline int32_t chai_qact_sum(const chai_qact *a, int n) {
-  const int32_t *g = a->gsum + (size_t)n * (size_t)(a->stride / 32);
-  int32_t s = 0;
-  for (int b = 0; b < a->stride / 32; b++)
-    s += g[b];
-  return s;
-}
+/* Below this maximum a token counts as all zero (127 / amax would overflow). */
+#define CHAI_QACT_TINY 1e-30f
 
 /* SIMD twins of chai_qact_rows_ref. */
 void chai_qact_rows_avx512(chai_qact *a, const float *x, int n0, int n1);
