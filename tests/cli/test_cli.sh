@@ -223,10 +223,12 @@ while IFS= read -r script; do
   expect_rc "$script --no-such-option" 2
   one_line "$script --no-such-option" "$err"
   expect_has "$script --no-such-option: names it" "$err" "'--no-such-option'"
+done < <(cd "$src/scripts" && find . -name '*.lua' | sed 's|^\./||' | sort)
+for script in experiments/chai_sst2.lua experiments/zeroshot.lua; do # chai.cli.options; its own
   run "$chai" script "$script" --help
   expect_rc "$script --help" 0
   expect_has "$script --help: the usage on stdout" "$out" "usage: chai script "
-done < <(cd "$src/scripts" && find . -name '*.lua' | sed 's|^\./||' | sort)
+done
 
 # Bundled scripts under $CHAI_HOME/scripts, found from any folder; the current folder wins.
 mkdir -p "$tmp/home/scripts/sub" "$tmp/home/lua" "$tmp/work/sub"
