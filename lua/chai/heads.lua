@@ -81,7 +81,7 @@ M.kmeans_samples = C.kmeans_samples
 -- labels 1..k numbered by lowest member (representative = lowest-index head).
 function M.agglomerative(dist, k) return C.agglomerative(dist, k) end
 
--- The seed project's rule on one layer's per-head mean attention → labels, k.
+-- The CHAI-KTQ project's rule on one layer's per-head mean attention → labels, k.
 function M.ktq_rule(mean_attention, opts) return C.ktq_rule(mean_attention, opts) end
 
 -- A plan layer entry from labels (any positive numbering): clusters ordered by lowest member.
@@ -94,7 +94,7 @@ local plan_known = {method = true, sensitivity = true, override = true, skip_lay
 --   method = "kmeans-elbow" (default): per layer, the inertia curve summed over samples for
 --     k = 1..H, its elbow (kneedle, `sensitivity`, default 1.0; chord fallback), then one static
 --     membership from k-means with that k on each head's rows concatenated over samples;
---   method = "chai-ktq": the seed project's rule on the per-layer mean attention.
+--   method = "chai-ktq": the CHAI-KTQ project's rule on the per-layer mean attention.
 -- override = {[layer] = k} forces k; skip_layers = {layers...} or min_layer = l (layers below l)
 -- stay dense; a layer whose k equals H stays dense too. seed, n_init, max_iter go to k-means.
 -- plan.meta records the method, options and each layer's curve and elbow.

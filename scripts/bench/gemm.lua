@@ -15,17 +15,14 @@ local chai = require "chai"
 local bench = require("chai.core").bench
 
 local opts = {threads = 2, reps = 7, child = nil}
-local i = 1
-while i <= #arg do
-  local a = arg[i]
-  if a == "--threads" then opts.threads = tonumber(arg[i + 1]); i = i + 1
-  elseif a == "--reps" then opts.reps = tonumber(arg[i + 1]); i = i + 1
-  elseif a == "--child" then opts.child = true
-  elseif a == "--child-quant" then opts.child = "quant"
-  elseif a == "--quant-only" then opts.quant_only = true
-  else error("gemm.lua: unknown option '" .. a .. "' (use --threads N, --reps R, --quant-only)") end
-  i = i + 1
-end
+for k, v in pairs(require("chai.cli").options(arg, {
+  prog = "gemm.lua",
+  usage = "usage: chai script scripts/bench/gemm.lua [--threads N] [--reps R] [--quant-only]",
+  -- --child, --child-quant: one configuration (the parent runs them)
+  options = {threads = "count", reps = "count", child = "flag", child_quant = "flag",
+             quant_only = "flag"},
+})) do opts[k] = v end
+if opts.child_quant then opts.child = "quant" end
 local qshapes = {{1024, 1024, 1024}, {512, 768, 768}, {512, 768, 3072}, {512, 3072, 768}}
 local qformats = {"f32", "bf16", "int8", "int4"}
 local peak_of = {f32 = "vfmadd231ps", bf16 = "vdpbf16ps", int8 = "vpdpbusd", int4 = "vpdpbusd"}

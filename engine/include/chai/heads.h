@@ -87,7 +87,7 @@ chai_status chai_cosine_distance(double *dist, const float *x, int n, int d);
  * or asymmetric distance (naming i, j). */
 chai_status chai_agglomerative_average(int *labels, const double *dist, int n, int k);
 
-/* ---- seed project's rule (CHAI-KTQ "CHAI-base") --------------------------------------------- */
+/* ---- the CHAI-KTQ project's rule (its "CHAI-base") ------------------------------------------- */
 
 /* One layer with H heads and a 1-D feature per head (mean attention): 1-D k-means for k = 1..H,
  * kneedle elbow on that inertia curve (sensitivity S), k = max(H − ⌊0.2·H⌋, elbow), then labels

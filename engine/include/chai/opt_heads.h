@@ -48,7 +48,7 @@ chai_status chai_opt_heads_membership(const chai_opt_model *m, int layer, int *K
  * figure, not a fallen-back prompt's. */
 size_t chai_opt_kv_bytes_per_token(const chai_opt_model *m);
 
-/* Structural pruning (what the seed project calls CHAI-base, done right): a new model in which
+/* Structural pruning (what the CHAI-KTQ project calls CHAI-base, done right): a new model in which
  * every clustered layer of `plan` keeps only the first `keep` heads of each cluster
  * (representative first; all heads of a smaller cluster), made by slicing the real q/k/v rows and
  * out_proj columns; nothing is re-initialised and every other parameter is copied. The per-layer
