@@ -24,27 +24,21 @@ local now = require("chai.core").bench.now
 
 local opts = {threads = 2, reps = 5, rounds = 2, dir = "/tmp/chai-bench-opt125m", torch = true,
               rss = true, formats = {"f32", "bf16", "int8", "int4"}}
-local i = 1
-while i <= #arg do
-  local a = arg[i]
-  local function val()
-    i = i + 1
-    if not arg[i] then error("quant.lua: " .. a .. " needs a value", 0) end
-    return arg[i]
-  end
-  if a == "--threads" then opts.threads = tonumber(val())
-  elseif a == "--reps" then opts.reps = tonumber(val())
-  elseif a == "--rounds" then opts.rounds = tonumber(val())
-  elseif a == "--dir" then opts.dir = val()
-  elseif a == "--formats" then
-    opts.formats = {}
-    for f in val():gmatch("[^,]+") do opts.formats[#opts.formats + 1] = f end
-  elseif a == "--no-torch" then opts.torch = false
-  elseif a == "--no-rss" then opts.rss = false
-  elseif a == "--child" then opts.child = val()
-  elseif a == "--format" then opts.format = val()
-  else error("quant.lua: unknown option '" .. a .. "'", 0) end
-  i = i + 1
+for k, v in pairs(require("chai.cli").options(arg, {
+  prog = "quant.lua",
+  usage = "usage: chai script scripts/bench/quant.lua [--threads N] [--reps R] [--rounds N] " ..
+          "[--formats f32,bf16,int8,int4] [--dir DIR] [--no-torch] [--no-rss]",
+  -- --child chai|rss and --format F: the child processes this script starts
+  options = {threads = "count", reps = "count", rounds = "count", dir = "string",
+             formats = "string", no_torch = "flag", no_rss = "flag", child = "string",
+             format = "string"},
+})) do opts[k] = v end
+if opts.no_torch then opts.torch = false end
+if opts.no_rss then opts.rss = false end
+if type(opts.formats) == "string" then
+  local list = {}
+  for f in opts.formats:gmatch("[^,]+") do list[#list + 1] = f end
+  opts.formats = list
 end
 
 local OPT125M = {vocab_size = 50272, hidden_size = 768, num_hidden_layers = 12,
