@@ -255,7 +255,8 @@ end
 --- new one: pruning, fewer layers); the result and the step records are returned:
 ---   records[i] = {step=, index=, seconds=, what=, params_trained=, bytes_before=, bytes_after=,
 ---                 bytes_by_format_before/after=, kv_bytes_per_token_before/after=, ...}
---- A pretrained model whose classification head is random gets the "head" step first. opts:
+--- A pretrained model whose classification head is random gets the "head" step first (options:
+--- recipe.head). opts:
 --- progress (lines on stderr), prepare (false: do not train a random head first).
 function M.apply(model, recipe, task, opts)
   opts = opts or {}
@@ -271,7 +272,7 @@ function M.apply(model, recipe, task, opts)
     plan[#plan + 1] = {name = name, fn = fn, opts = o}
   end
   if opts.prepare ~= false and task.kind == "classify" and util.score_random(model) then
-    table.insert(plan, 1, {name = "head", fn = M.steps.head, opts = {}})
+    table.insert(plan, 1, {name = "head", fn = M.steps.head, opts = recipe.head or {}})
   end
   local needs_original = false
   for _, p in ipairs(plan) do
