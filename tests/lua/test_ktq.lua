@@ -194,6 +194,15 @@ do
                                                seed = 1, data = {calibration = 40, sensitivity = 40, heldout = 60}}, task)
   T.eq(chai.heads.layer_heads(pm), {4, 4, 2, 2}, "prune: fewer heads in layers 3-4")
   T.check(precs[1].bytes_after < precs[1].bytes_before, "prune: fewer weight bytes")
+  -- chai before training trains the pruned model
+  local tm, trecs = ktq.apply(ktq.clone(base), {steps = {"chai", "target"}, seed = 1,
+                                               chai = {k = 2, layers = {3, 4}, mode = "prune"},
+                                               target = {layers = {3}, steps = 5, eval_every = 5, lr = 1e-2},
+                                               data = {calibration = 40, sensitivity = 40, heldout = 60}}, task)
+  T.eq(chai.heads.layer_heads(tm), {4, 4, 2, 2}, "prune → target: still pruned")
+  T.check(trecs[2].params_trained > 0 and trecs[2].training.steps == 5, "prune → target trained the pruned layer")
+  T.check(not same(tm:params()["model.decoder.layers.2.self_attn.q_proj.weight"],
+                   pm:params()["model.decoder.layers.2.self_attn.q_proj.weight"]), "its smaller q_proj moved")
   local om = ktq.clone(base)
   ktq.apply(om, {steps = {"chai"}, chai = {k = 2, mode = "online"}}, task)
   T.eq(om:heads().mode, "online", "online membership")

@@ -233,9 +233,6 @@ chai_status chai_opt_set_heads(chai_opt_model *m, const chai_heads_plan *plan,
 }
 
 chai_status opt_heads_check_trainable(const chai_opt_model *m) {
-  if (m->layer_heads)
-    return chai_error(CHAI_ERR_UNSUPPORTED,
-                      "training a pruned model (per-layer head counts) is not supported");
   if (m->heads && m->heads->has_plan && m->heads->mode == CHAI_HEADS_ONLINE)
     return chai_error(CHAI_ERR_UNSUPPORTED,
                       "training under online head clustering is not supported (membership is per "
