@@ -113,44 +113,52 @@ local function known_steps()
   return table.concat(names, ", ")
 end
 
+local check_recipe
+
 --- Checks a recipe against a model and task without running it; raises with the bad value named.
 function M.check(recipe, model, task)
-  if type(recipe) ~= "table" then error("chai.ktq: a recipe must be a table, got " .. type(recipe), 2) end
-  if not task_mod.is_task(task) then error("chai.ktq: the task must come from chai.ktq.task", 2) end
+  local ok, err = pcall(check_recipe, recipe, model, task)
+  if not ok then error(err, 2) end
+  return true
+end
+
+function check_recipe(recipe, model, task)
+  if type(recipe) ~= "table" then error("chai.ktq: a recipe must be a table, got " .. type(recipe), 0) end
+  if not task_mod.is_task(task) then error("chai.ktq: the task must come from chai.ktq.task", 0) end
   local steps = recipe.steps
-  if type(steps) ~= "table" then error("chai.ktq: recipe.steps must be a list of steps", 2) end
+  if type(steps) ~= "table" then error("chai.ktq: recipe.steps must be a list of steps", 0) end
   local names = {}
   for i, entry in ipairs(steps) do
     local name = step_name(entry, i)
     if not name then
-      error(("chai.ktq: recipe.steps[%d] must be a step name, a function or {name=, run=}, got %s"):format(i, type(entry)), 2)
+      error(("chai.ktq: recipe.steps[%d] must be a step name, a function or {name=, run=}, got %s"):format(i, type(entry)), 0)
     end
     if type(entry) == "string" and not M.steps[entry] then
       if PENDING[entry] then
-        error(("chai.ktq: step %s is not available: %s (known steps: %s)"):format(entry, PENDING[entry], known_steps()), 2)
+        error(("chai.ktq: step %s is not available: %s (known steps: %s)"):format(entry, PENDING[entry], known_steps()), 0)
       end
-      error(("chai.ktq: unknown step '%s' in recipe.steps[%d] (known: %s)"):format(entry, i, known_steps()), 2)
+      error(("chai.ktq: unknown step '%s' in recipe.steps[%d] (known: %s)"):format(entry, i, known_steps()), 0)
     end
     names[name] = true
   end
   for k in pairs(recipe) do
     if not (TOP_KNOWN[k] or M.steps[k] or PENDING[k] or names[k]) then
-      error(("chai.ktq: unknown recipe key '%s' (a step's options go under its name)"):format(tostring(k)), 2)
+      error(("chai.ktq: unknown recipe key '%s' (a step's options go under its name)"):format(tostring(k)), 0)
     end
   end
   if recipe.seed ~= nil and math.type(recipe.seed) ~= "integer" then
-    error("chai.ktq: recipe.seed must be an integer, got " .. tostring(recipe.seed), 2)
+    error("chai.ktq: recipe.seed must be an integer, got " .. tostring(recipe.seed), 0)
   end
   if recipe.data ~= nil then
-    if type(recipe.data) ~= "table" then error("chai.ktq: recipe.data must be a table of slice sizes", 2) end
+    if type(recipe.data) ~= "table" then error("chai.ktq: recipe.data must be a table of slice sizes", 0) end
     for k, v in pairs(recipe.data) do
       if not DATA_KNOWN[k] then
-        error(("chai.ktq: unknown recipe.data key '%s' (known: calibration, fit, heldout, sensitivity)"):format(tostring(k)), 2)
+        error(("chai.ktq: unknown recipe.data key '%s' (known: calibration, fit, heldout, sensitivity)"):format(tostring(k)), 0)
       end
       local ok, err = pcall(task_mod.check_train_data, task, v, "data." .. k)
-      if not ok then error(err, 2) end
+      if not ok then error(err, 0) end
       if math.type(v) ~= "integer" then
-        error(("chai.ktq: recipe.data.%s must be a number of train rows, got %s"):format(k, type(v)), 2)
+        error(("chai.ktq: recipe.data.%s must be a number of train rows, got %s"):format(k, type(v)), 0)
       end
     end
   end
@@ -158,23 +166,23 @@ function M.check(recipe, model, task)
     if type(entry) == "string" then
       local o = recipe[entry]
       if o ~= nil and type(o) ~= "table" then
-        error(("chai.ktq: recipe.%s must be a table of options, got %s"):format(entry, type(o)), 2)
+        error(("chai.ktq: recipe.%s must be a table of options, got %s"):format(entry, type(o)), 0)
       end
       o = o or {}
       for key in pairs(DATA_KEYS) do
         if o[key] ~= nil and math.type(o[key]) ~= "integer" then
           local ok, err = pcall(task_mod.check_train_data, task, o[key], entry .. "." .. key)
-          if not ok then error(err, 2) end
+          if not ok then error(err, 0) end
         end
       end
       local sopts = o.sensitivity_opts
       if type(sopts) == "table" and sopts.data ~= nil then
         local ok, err = pcall(task_mod.check_train_data, task, sopts.data, entry .. ".sensitivity_opts.data")
-        if not ok then error(err, 2) end
+        if not ok then error(err, 0) end
       end
       if M.checks[entry] then
         local ok, err = pcall(M.checks[entry], o, model, task)
-        if not ok then error("chai.ktq: " .. tostring(err), 2) end
+        if not ok then error("chai.ktq: " .. tostring(err), 0) end
       end
     end
   end
@@ -260,7 +268,8 @@ end
 --- progress (lines on stderr), prepare (false: do not train a random head first).
 function M.apply(model, recipe, task, opts)
   opts = opts or {}
-  M.check(recipe, model, task)
+  local ok, err = pcall(check_recipe, recipe, model, task)
+  if not ok then error(err, 2) end
   local ctx = setmetatable({task = task, recipe = recipe, seed = recipe.seed or 0, records = {},
                             progress = opts.progress}, Ctx)
   local records = {}

@@ -71,13 +71,15 @@ local function fit_model(model, ctx, name, o, defaults, extra)
   local fit_ds, heldout_ds = training_rows(ctx, name, o)
   local bs = o.batch_size or defaults.batch_size
   local steps = o.steps
-  local rows = task:encode(fit_ds)
+  local want = o.rows
   if not o.epochs then
     steps = steps or defaults.steps
-    rows = prefix(rows, o.rows or steps * bs) -- one pass over the rows the steps will see
-  elseif o.rows then
-    rows = prefix(rows, o.rows)
+    want = want or steps * bs -- one pass over the rows the steps will see
   end
+  if want and want < #fit_ds.rows then -- encode only those (the slice is a seeded shuffle)
+    fit_ds = task_mod.user_dataset(task, prefix(fit_ds.rows, want), "fit")
+  end
+  local rows = task:encode(fit_ds)
   local heldout = task:encode(heldout_ds)
   if extra.annotate then rows = extra.annotate(rows) end
   local every = o.eval_every or defaults.eval_every

@@ -10,6 +10,7 @@ local chai = require "chai"
 local ktq = chai.ktq
 local core = require "chai.core"
 local json = core.json
+chai.threads(1) -- tiny models: one thread avoids OpenMP spinning against a busy machine
 
 local config = {vocab_size = 64, hidden_size = 32, num_hidden_layers = 4, num_attention_heads = 4,
                 ffn_dim = 64, max_position_embeddings = 64, num_labels = 2}
