@@ -62,6 +62,13 @@ local function training_rows(ctx, name, o)
   local fit, heldout = s.fit, s.heldout
   if o.train ~= nil then fit = ctx:dataset(o.train, name .. ".train") end
   if o.heldout ~= nil then heldout = ctx:dataset(o.heldout, name .. ".heldout") end
+  if fit ~= s.fit or heldout ~= s.heldout then -- given rows: the held-out ones never train
+    local held = {}
+    for _, r in ipairs(heldout.rows) do held[r] = true end
+    local keep = {}
+    for _, r in ipairs(fit.rows) do if not held[r] then keep[#keep + 1] = r end end
+    if #keep < #fit.rows then fit = task_mod.user_dataset(ctx.task, keep, "fit") end
+  end
   return fit, heldout
 end
 

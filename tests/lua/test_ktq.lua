@@ -246,6 +246,10 @@ do
   local only2 = #ch > 0
   for _, name in ipairs(ch) do only2 = only2 and name:match("layers%.1%.") ~= nil end
   T.check(only2, "layers = {2}, head = false: only layer 2 changed")
+  -- given train rows never include the held-out slice
+  local m4 = ktq.clone(base)
+  local _, r4 = run_target(m4, {target = {train = task.train, epochs = 1, eval_every = 20}})
+  T.eq(r4[1].training.train_rows, 700 - 60, "the whole train split minus the held-out rows")
   -- same seed, same bits
   local m3 = ktq.clone(base)
   run_target(m3)
