@@ -384,6 +384,7 @@ function M.measure(m, task, opts)
   -- Peak RSS over one pass of the model alone at the largest batch size (the process's: every
   -- model it holds counts).
   if opts.rss ~= false then
+    collectgarbage() -- models and tensors nothing refers to any more are not counted
     local reset = reset_peak()
     local b = d.batches(m, sizes[#sizes])
     d.pass(m, b)

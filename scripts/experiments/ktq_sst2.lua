@@ -101,6 +101,8 @@ for _, name in ipairs(o.configs) do
   else
     local build = 0
     for _, r in ipairs(records) do build = build + r.seconds end
+    m = nil
+    collectgarbage() -- the copies a recipe made (kd's teacher) go before measuring
     local metrics = ktq.measure(model, task, {reference = ref, repeats = o.repeats, limit = o.limit,
                                               seed = o.seed})
     io.stderr:write(("ktq_sst2: %s: accuracy %.2f%% (%+.2f vs f32) in %.0f s\n"):format(name,
