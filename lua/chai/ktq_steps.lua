@@ -99,17 +99,15 @@ local function fit_model(model, ctx, name, o, defaults, extra)
                dropout = o.dropout, progress = ctx.progress,
                optimizer = {kind = "adamw", lr = o.lr or defaults.lr,
                             weight_decay = o.weight_decay or defaults.weight_decay,
-                            schedule = o.schedule or "linear", max_grad_norm = o.max_grad_norm or 1.0,
-                            warmup = o.warmup and (o.warmup < 1 and nil or math.floor(o.warmup)) or nil},
+                            schedule = o.schedule or "linear", max_grad_norm = o.max_grad_norm or 1.0},
                on_step = function(r)
                  curve.step[#curve.step + 1] = r.step
                  curve.loss[#curve.loss + 1] = r.loss
                end}
   for k, v in pairs(extra.run or {}) do run[k] = v end
-  if o.warmup and o.warmup > 0 and o.warmup < 1 then
-    -- a fraction of the steps
+  if o.warmup then -- steps, or a fraction (< 1) of them; default chai.train.run's 10%
     local total = run.max_steps or ((#rows + bs - 1) // bs) * (o.epochs or 1)
-    run.optimizer.warmup = math.floor(o.warmup * total)
+    run.optimizer.warmup = math.floor(o.warmup < 1 and o.warmup * total or o.warmup)
   end
   local res = train.run(run)
   -- Thin long curves to at most 500 points (every k-th step, the last kept).

@@ -329,6 +329,13 @@ do
   local _, again = ktq.apply(lm, ktq.recipes.baseline, task)
   T.eq(#again, 0, "a trained head is left alone")
   T.raises(function() lm:score_random(true) end, {"only false"})
+  local fresh = chai.opt.load(tmp .. "/m", {quiet = true})
+  local pm, prec = ktq.prepare(fresh, task, {head = {steps = 5}, seed = 1})
+  T.check(pm == fresh and prec.step == "head" and prec.training.steps == 5, "prepare trains a random head once")
+  T.check(select(2, ktq.prepare(fresh, task)) == nil, "and leaves a trained one alone")
+  local cl = ktq.clone(chai.opt.load(tmp .. "/m", {quiet = true}))
+  local _, crec = ktq.apply(cl, ktq.recipe("baseline", {head = {steps = 5}}), task)
+  T.eq(crec[1].step, "head", "a copy of a random-headed model is still random-headed")
 end
 
 -- ---- bad recipes raise errors naming the value ----
