@@ -7,6 +7,8 @@
 --     --seed S [1]    --repeats N [3]   --limit N (first N dev rows)   --steps N (target/kd steps)
 --     --slices N      rows in each train slice (calibration, sensitivity, held-out) [chai.ktq's
 --                     defaults: 256, 256, 500]
+--     --set S.K=V     set option K of step S in every recipe that has step S (repeatable; V a
+--                     number, true/false or a word), e.g. --set chai.min_layer=2
 --     --threads N     chai.threads(N) [all cores]
 --     --out FILE      JSON Lines: one object per configuration and one for the sensitivities
 --     --no-sensitivity  skip the sensitivity table
@@ -17,7 +19,7 @@ local json = require("chai.core").json
 
 local args = {...}
 local o = {model = nil, configs = ktq.recipe_names, seed = 1, repeats = 3, limit = nil, steps = nil,
-           out = nil, sensitivity = true, slices = nil}
+           out = nil, sensitivity = true, slices = nil, set = {}}
 local i = 1
 local function num(a, v)
   local n = math.tointeger(tonumber(v))
@@ -42,9 +44,14 @@ while i <= #args do
   elseif a == "--steps" then o.steps = num(a, v)
   elseif a == "--slices" then o.slices = num(a, v)
   elseif a == "--threads" then chai.threads(num(a, v))
+  elseif a == "--set" then
+    local step, key, value = (v or ""):match("^([%w_]+)%.([%w_]+)=(.+)$")
+    if not step then error("ktq_sst2: --set needs STEP.KEY=VALUE, got " .. tostring(v), 0) end
+    if value == "true" or value == "false" then value = value == "true" else value = tonumber(value) or value end
+    o.set[#o.set + 1] = {step, key, value}
   elseif a == "--out" then o.out = v
   elseif a == "--no-sensitivity" then o.sensitivity = false; used = 1
-  else error("ktq_sst2: unknown option " .. tostring(a) .. " (--model, --configs, --seed, --repeats, --limit, --steps, --slices, --threads, --out, --no-sensitivity)", 0) end
+  else error("ktq_sst2: unknown option " .. tostring(a) .. " (--model, --configs, --seed, --repeats, --limit, --steps, --slices, --set, --threads, --out, --no-sensitivity)", 0) end
   if used == 2 and v == nil then error("ktq_sst2: " .. a .. " needs a value", 0) end
   i = i + used
 end
@@ -88,6 +95,14 @@ local results = {}
 for _, name in ipairs(o.configs) do
   local recipe = ktq.recipe(name, {seed = o.seed})
   if o.slices then recipe.data = {calibration = o.slices, sensitivity = o.slices, heldout = o.slices} end
+  for _, kv in ipairs(o.set) do
+    local has = false
+    for _, st in ipairs(recipe.steps) do has = has or st == kv[1] end
+    if has then
+      recipe[kv[1]] = recipe[kv[1]] or {}
+      recipe[kv[1]][kv[2]] = kv[3]
+    end
+  end
   if o.steps then
     if recipe.target then recipe.target.steps = o.steps end
     if recipe.kd then recipe.kd.steps = o.steps end
