@@ -399,6 +399,28 @@ do
   T.check(r.acc_norm and r.paired.acc_norm, "acc_norm and its paired difference")
 end
 
+-- ---- RTE: sentence pairs, classified by the score head ----
+do
+  local tok = {encode = function(_, text, o)
+    local t = (o == nil or o.add_bos ~= false) and {2} or {}
+    for ch in text:gmatch(".") do t[#t + 1] = 3 + ch:byte() % 60 end
+    return t
+  end}
+  local rows = {}
+  for i = 1, 300 do
+    rows[i] = {sentence1 = "premise " .. i, sentence2 = (i % 2 == 0 and "yes " or "no ") .. i, label = i % 2}
+  end
+  local rte = ktq.task("rte", {tokenizer = tok, train = {table.unpack(rows, 1, 240)},
+                               validation = {table.unpack(rows, 241)}})
+  T.eq(rte.kind, "classify", "rte is classification")
+  local enc = rte:encode(rte.dev)
+  T.eq(enc[1].ids, tok:encode("premise 241\nno 241"), "the pair is read as sentence1, newline, sentence2")
+  local m, recs = ktq.apply(ktq.clone(base), {steps = {"target"}, seed = 1, target = {layers = {4}, steps = 3, eval_every = 3},
+                                              data = {calibration = 20, sensitivity = 20, heldout = 20}}, rte)
+  T.eq(recs[1].training.steps, 3, "rte trains")
+  T.eq(ktq.measure(m, rte, {latency = false, throughput = false, rss = false}).n, 60, "rte measured")
+end
+
 -- ---- measure ----
 do
   local m = ktq.clone(base)
