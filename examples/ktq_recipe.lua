@@ -28,7 +28,8 @@ local task = ktq.task("sst2")
 -- chai.ktq.measure below. Add "quant" where you want quantization once your build has it.
 local recipe = {
   seed = 1,
-  data = {calibration = 128, sensitivity = 128, heldout = quick and 64 or 500},
+  data = quick and {calibration = 8, sensitivity = 8, heldout = 8} -- the test data's 40 rows
+              or {calibration = 128, sensitivity = 128, heldout = 500},
   steps = {"chai", "kd", "target"},
   chai = {mode = "static", min_layer = 2},               -- CHAI on layers 2.., k from the elbow
   kd = {alpha = 0.5, T = 2, steps = quick and 10 or 400}, -- distil the unmodified model

@@ -12,53 +12,50 @@
 --     --threads N     chai.threads(N) [all cores]
 --     --out FILE      JSON Lines: one object per configuration and one for the sensitivities
 --     --no-sensitivity  skip the sensitivity table
--- Data: CHAI_DATA_DIR (sst2/, opt-tokenizer/). Prints markdown tables (docs/benchmarks.md).
+-- Data: chai.data (CHAI_DATA_DIR, else the Hub). Prints markdown tables (docs/benchmarks.md).
 local chai = require "chai"
 local ktq = chai.ktq
 local json = require("chai.core").json
 
-local args = {...}
 local o = {model = nil, configs = ktq.recipe_names, seed = 1, repeats = 3, limit = nil, steps = nil,
            out = nil, sensitivity = true, slices = nil, set = {}}
-local i = 1
-local function num(a, v)
-  local n = math.tointeger(tonumber(v))
-  if not n or n < 1 then error(("ktq_sst2: %s needs a positive integer, got %s"):format(a, tostring(v)), 0) end
-  return n
-end
-while i <= #args do
-  local a, v = args[i], args[i + 1]
-  local used = 2
-  if a == "--model" then o.model = v
-  elseif a == "--configs" then
-    o.configs = {}
-    for name in (v or ""):gmatch("[^,]+") do
-      if not ktq.recipes[name] then
-        error(("ktq_sst2: unknown configuration '%s' (known: %s)"):format(name, table.concat(ktq.recipe_names, ", ")), 0)
+local sets = {}
+local given = require("chai.cli").options({...}, {
+  prog = "ktq_sst2.lua",
+  usage = "usage: chai script experiments/ktq_sst2.lua [--model DIR] [--configs LIST] [--seed S] "
+          .. "[--repeats N] [--limit N] [--steps N] [--slices N] [--set STEP.KEY=VALUE]... "
+          .. "[--threads N] [--out FILE] [--no-sensitivity]",
+  options = {
+    model = "string", seed = "count", repeats = "count", limit = "count", steps = "count",
+    slices = "count", threads = "count", out = "string", no_sensitivity = "flag",
+    configs = function(raw)
+      local list = {}
+      for name in raw:gmatch("[^,]+") do
+        if not ktq.recipes[name] then
+          return nil, "unknown configuration '" .. name .. "' (known: " .. table.concat(ktq.recipe_names, ", ") .. ")"
+        end
+        list[#list + 1] = name
       end
-      o.configs[#o.configs + 1] = name
-    end
-  elseif a == "--seed" then o.seed = num(a, v)
-  elseif a == "--repeats" then o.repeats = num(a, v)
-  elseif a == "--limit" then o.limit = num(a, v)
-  elseif a == "--steps" then o.steps = num(a, v)
-  elseif a == "--slices" then o.slices = num(a, v)
-  elseif a == "--threads" then chai.threads(num(a, v))
-  elseif a == "--set" then
-    local step, key, value = (v or ""):match("^([%w_]+)%.([%w_]+)=(.+)$")
-    if not step then error("ktq_sst2: --set needs STEP.KEY=VALUE, got " .. tostring(v), 0) end
-    if value == "true" or value == "false" then value = value == "true" else value = tonumber(value) or value end
-    o.set[#o.set + 1] = {step, key, value}
-  elseif a == "--out" then o.out = v
-  elseif a == "--no-sensitivity" then o.sensitivity = false; used = 1
-  else error("ktq_sst2: unknown option " .. tostring(a) .. " (--model, --configs, --seed, --repeats, --limit, --steps, --slices, --set, --threads, --out, --no-sensitivity)", 0) end
-  if used == 2 and v == nil then error("ktq_sst2: " .. a .. " needs a value", 0) end
-  i = i + used
-end
+      return list
+    end,
+    set = function(raw) -- repeatable: each --set adds one
+      local step, key, value = raw:match("^([%w_]+)%.([%w_]+)=(.+)$")
+      if not step then return nil, "needs STEP.KEY=VALUE" end
+      if value == "true" or value == "false" then value = value == "true" else value = tonumber(value) or value end
+      sets[#sets + 1] = {step, key, value}
+      return sets
+    end,
+  },
+})
+for k, v in pairs(given) do o[k] = v end
+if o.no_sensitivity then o.sensitivity = false end
+if o.threads then chai.threads(o.threads) end
 
-local dir = o.model or chai.train.cached_model("sst2-opt-student")
-local ref = chai.opt.load(dir)
-local task = ktq.task("sst2", {max_length = math.min(128, ref.config.max_position_embeddings)})
+local cli = require "chai.cli"
+local dir = o.model or cli.guard("ktq_sst2.lua", chai.train.cached_model, "sst2-opt-student")
+local ref = cli.guard("ktq_sst2.lua: --model '" .. dir .. "'", chai.opt.load, dir)
+local task = cli.guard("ktq_sst2.lua", ktq.task, "sst2",
+                       {max_length = math.min(128, ref.config.max_position_embeddings)})
 io.stderr:write(("ktq_sst2: %s, %d dev rows, %d train rows, %d threads\n"):format(dir, #task.dev.rows,
                                                                                  #task.train.rows, chai.threads()))
 local out = o.out and assert(io.open(o.out, "w"))
