@@ -474,6 +474,20 @@ static int m_warnings(lua_State *L) {
   return 1;
 }
 
+/* m:score_random() → true while the classification head is the random one drawn at load;
+ * m:score_random(false) marks it trained. */
+static int m_score_random(lua_State *L) {
+  lmodel *u = check_model(L, 1);
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TBOOLEAN);
+    if (lua_toboolean(L, 2))
+      return luaL_error(L, "model:score_random: only false (mark the head trained) can be set");
+    chai_opt_score_mark_trained(u->m);
+  }
+  lua_pushboolean(L, chai_opt_score_random(u->m));
+  return 1;
+}
+
 static int m_dtype(lua_State *L) {
   lmodel *u = check_model(L, 1);
   lua_pushstring(L, chai_dtype_name(chai_opt_dtype(u->m)));
@@ -531,13 +545,19 @@ void chai_bind_add_model_methods(lua_State *L, const luaL_Reg *methods) {
 }
 
 void chai_bind_open_model(lua_State *L, int table) {
-  static const luaL_Reg methods[] = {
-      {"forward", m_forward},   {"classify", m_classify},
-      {"generate", m_generate}, {"score_continuations", m_score_continuations},
-      {"save", m_save},         {"num_parameters", m_num_parameters},
-      {"memory", m_memory},     {"decode_bytes", m_decode_bytes},
-      {"warnings", m_warnings}, {"dtype", m_dtype},
-      {"free", m_release},      {NULL, NULL}};
+  static const luaL_Reg methods[] = {{"forward", m_forward},
+                                     {"classify", m_classify},
+                                     {"generate", m_generate},
+                                     {"score_continuations", m_score_continuations},
+                                     {"save", m_save},
+                                     {"num_parameters", m_num_parameters},
+                                     {"memory", m_memory},
+                                     {"decode_bytes", m_decode_bytes},
+                                     {"warnings", m_warnings},
+                                     {"dtype", m_dtype},
+                                     {"score_random", m_score_random},
+                                     {"free", m_release},
+                                     {NULL, NULL}};
   luaL_newmetatable(L, MODEL_MT);
   lua_newtable(L);
   luaL_setfuncs(L, methods, 0);

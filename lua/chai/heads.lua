@@ -182,7 +182,8 @@ local calib_known = {tokens = true, max_samples = true}
 -- paper's dumps); one dense forward records, per layer and head, the attention probabilities of the
 -- LAST of those tokens over all of them (zero-padded to `tokens` when the text is shorter; zero
 -- columns shared by all heads change no k-means inertia). Texts with fewer than 2 tokens are
--- skipped. max_samples caps the number of texts used (default: all).
+-- skipped; a text may also come tokenized (a list of token ids; tok is then not used).
+-- max_samples caps the number of texts used (default: all).
 -- Returns {n_layers=, n_heads=, tokens=, n_samples=, layers={[l]={rows=(S,H,tokens) tensor,
 -- mean={per-head mean of those rows over samples}}}}. The model must be dense (set_heads(nil)).
 -- Note: a softmax row sums to 1, so each head's mean over it is 1/T for every head: the seed
@@ -200,8 +201,14 @@ function M.calibrate(model, tok, texts, opts)
   local chosen = {}
   for _, text in ipairs(texts) do
     if #chosen >= max then break end
-    if type(text) ~= "string" then error("chai.heads.calibrate: texts must be strings", 2) end
-    local ids = tok:encode(text)
+    local ids
+    if type(text) == "table" then
+      ids = text
+    elseif type(text) == "string" then
+      ids = tok:encode(text)
+    else
+      error("chai.heads.calibrate: texts must be strings (or lists of token ids)", 2)
+    end
     if #ids >= 2 then
       local cut = {}
       for i = 1, math.min(N, #ids) do cut[i] = ids[i] end

@@ -69,6 +69,10 @@ int chai_opt_layer_heads(const chai_opt_model *m, int layer);
  * CHAI_ERR_ARG when a captured forward has B != 1 or T > T_max, or the model is clustered. */
 chai_status chai_opt_capture_begin(chai_opt_model *m, int T_max);
 const float *chai_opt_capture_rows(const chai_opt_model *m, int *T, int *T_max);
+/* The attention statistics (chai_heads_attention_stats) of every captured forward since
+ * capture_begin, per layer and head: (L,H) borrowed, valid until capture_end; NULL when not
+ * capturing. Each forward's full (H,T,T) probabilities count, not only the last query's row. */
+const chai_attention_stats *chai_opt_capture_stats(const chai_opt_model *m);
 void chai_opt_capture_end(chai_opt_model *m);
 
 #ifdef __cplusplus
