@@ -488,6 +488,17 @@ static int m_score_random(lua_State *L) {
   return 1;
 }
 
+/* m:clone() → a new model sharing nothing with m (formats and codes kept; no head plan) */
+static int m_clone(lua_State *L) {
+  lmodel *u = check_model(L, 1);
+  lmodel *c = push_model(L);
+  if (chai_opt_clone(&c->m, u->m)) return chai_bind_fail(L);
+  c->quiet = u->quiet;
+  c->printed = chai_opt_warning_count(c->m);
+  nudge(L, c);
+  return 1;
+}
+
 static int m_dtype(lua_State *L) {
   lmodel *u = check_model(L, 1);
   lua_pushstring(L, chai_dtype_name(chai_opt_dtype(u->m)));
@@ -556,6 +567,7 @@ void chai_bind_open_model(lua_State *L, int table) {
                                      {"warnings", m_warnings},
                                      {"dtype", m_dtype},
                                      {"score_random", m_score_random},
+                                     {"clone", m_clone},
                                      {"free", m_release},
                                      {NULL, NULL}};
   luaL_newmetatable(L, MODEL_MT);

@@ -225,6 +225,28 @@ do
   end
 end
 
+-- ---- chai.quant.plan: sensitivity scores to a spec ---------------------------------------------
+do
+  local spec, tiers = chai.quant.plan({0.9, 0.1, 0.5, 0.5, 0.2, 0.7, 0.3, 0.4, 0.6, 0.8})
+  -- 10 layers, high 0.3 → 3 (layers 1, 10, 6), low 0.3 → 3 (2, 5, 7), the rest medium
+  T.eq(tiers.high, {1, 6, 10}, "high tier: the three highest scores")
+  T.eq(tiers.low, {2, 5, 7}, "low tier: the three lowest")
+  T.eq(spec.layers, {"f32", "int4", "int8", "int8", "int4", "f32", "int4", "int8", "int8", "f32"},
+       "formats by tier")
+  -- ties: the earlier layer ranks as more sensitive; a fraction rounds down but keeps one layer
+  local s2, t2 = chai.quant.plan({1, 1, 1}, {high = 0.2, low = 0.2, formats = {high = "bf16", low = "int8", medium = "int8"}})
+  T.eq({t2.high, t2.low}, {{1}, {3}}, "constant scores: by layer order, at least one layer each")
+  T.eq(s2.layers, {"bf16", "int8", "int8"}, "given formats")
+  local m = model():quantize(chai.quant.plan({0.3, 0.2, 0.1}, {high = 0.34, low = 0.34}))
+  T.eq({m:formats()["model.decoder.layers.0.self_attn.q_proj.weight"],
+        m:formats()["model.decoder.layers.2.fc2.weight"]}, {"f32", "int4"}, "a plan is a spec m:quantize takes")
+  T.raises(function() chai.quant.plan({1, 2}, {formats = {low = "int2"}}) end, {"formats.low", "int2"}, "bad format")
+  T.raises(function() chai.quant.plan({1, 2}, {high = 0.8, low = 0.5}) end, {"chai.quant.plan", "at most 1"}, "fractions")
+  T.raises(function() chai.quant.plan({1, 0 / 0}) end, {"layer 2"}, "a NaN score")
+  T.raises(function() chai.quant.plan({1, 2}, {hihg = 0.3}) end, {"hihg"}, "unknown option")
+  T.check(type(chai.quant.kernels().int8) == "string", "chai.quant.kernels names the int8 kernel")
+end
+
 -- ---- errors name the bad value -------------------------------------------------------------------
 do
   local m = model()

@@ -148,6 +148,10 @@ chai_status chai_opt_load(chai_opt_model **out, const char *dir, const chai_opt_
  * zero biases, unit LayerNorms, a zero padding row) drawn from `rng` (NULL = global). */
 chai_status chai_opt_create(chai_opt_model **out, const chai_opt_config *cfg, chai_dtype dtype,
                             chai_rng *rng);
+/* A new model that shares nothing with src: its config, and every parameter copied in its format
+ * (quantized matrices keep their codes), the KV cache format, the score head's origin. Not copied:
+ * the head-clustering plan, training state, caches. */
+chai_status chai_opt_clone(chai_opt_model **out, const chai_opt_model *src);
 /* Frees the model and everything it owns. NULL is ignored. */
 void chai_opt_free(chai_opt_model *m);
 

@@ -198,6 +198,8 @@ void chai_qmat_dequant_rows(const chai_qmat *m, float *out, int r0, int r1);
 /* A new matrix (n, C) of src's rows rows[0..n-1], same format and codes (qmat_rows.c).
  * CHAI_ERR_ARG naming a row out of range. */
 chai_status chai_qmat_gather_rows(chai_qmat *out, const chai_qmat *src, const int *rows, int n);
+/* A deep copy: a new storage (or tensor) with the same bytes. */
+chai_status chai_qmat_copy(chai_qmat *out, const chai_qmat *src);
 /* Bytes the matrix holds: payload plus scales and zeros (the f32/f16 view's tensor bytes). */
 size_t chai_qmat_bytes(const chai_qmat *m);
 

@@ -200,6 +200,31 @@ const char *chai_opt_warning(const chai_opt_model *m, int i) {
   return i >= 0 && i < m->warnings.n ? m->warnings.msg[i] : NULL;
 }
 
+chai_status chai_opt_clone(chai_opt_model **out, const chai_opt_model *src) {
+  chai_opt_model *m;
+  chai_status st = model_new(&m, &src->cfg, src->dtype);
+  if (st) return st;
+  for (int i = 0; i < m->n_params && !st; i++) {
+    opt_param *p = &m->params[i];
+    const opt_param *s = &src->params[i];
+    if (!p->matrix) {
+      st = chai_tensor_clone(&p->t, &s->t);
+    } else if ((st = chai_qmat_copy(&p->q, &s->q)) == CHAI_OK && !opt_param_packed(p)) {
+      chai_tensor_ref(&p->t, &p->q.t);
+    }
+  }
+  if (st) {
+    opt_model_destroy(m);
+    return st;
+  }
+  m->kv_format = src->kv_format;
+  m->score_from_checkpoint = src->score_from_checkpoint;
+  m->score_warned = src->score_warned;
+  memcpy(m->score_note, src->score_note, sizeof m->score_note);
+  *out = m;
+  return CHAI_OK;
+}
+
 /* ---- random initialisation ------------------------------------------------------------------- */
 
 static chai_status init_param(chai_opt_model *m, opt_param *p, chai_rng *rng) {

@@ -60,3 +60,24 @@ chai_status chai_qmat_gather_rows(chai_qmat *out, const chai_qmat *src, const in
   chai_free(buf, bytes);
   return st;
 }
+
+chai_status chai_qmat_copy(chai_qmat *out, const chai_qmat *src) {
+  chai_qmat_init(out);
+  if (!src->storage) { /* f32/f16: a copy of the tensor */
+    chai_tensor t;
+    chai_status st = chai_tensor_clone(&t, &src->t);
+    if (st) return st;
+    st = chai_qmat_wrap(out, &t);
+    chai_tensor_release(&t);
+    return st;
+  }
+  chai_storage *s = chai_storage_new(src->storage->bytes);
+  if (!s) return chai_error_context(CHAI_ERR_NOMEM, "copying a %s matrix", chai_qformat_name(src->format));
+  memcpy(s->data, src->storage->data, src->storage->bytes);
+  *out = *src;
+  out->storage = s;
+  out->data = s->data + (src->data - src->storage->data);
+  if (src->scales) out->scales = s->data + ((const uint8_t *)src->scales - src->storage->data);
+  if (src->zeros) out->zeros = s->data + (src->zeros - src->storage->data);
+  return CHAI_OK;
+}
