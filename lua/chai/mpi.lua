@@ -85,11 +85,38 @@ function M.shard(n, rank, size)
   return k * base + math.min(k, extra) + 1, base + (k < extra and 1 or 0)
 end
 
---- Raises the same error on every rank unless every rank's value encodes to the same JSON as rank
---- 1's. `what` names the value in the message.
+-- A canonical text of a value (keys sorted: table order differs between processes).
+local function canonical(v, out)
+  local t = type(v)
+  if t == "table" then
+    local keys = {}
+    for k in pairs(v) do keys[#keys + 1] = k end
+    table.sort(keys, function(a, b)
+      if type(a) ~= type(b) then return type(a) < type(b) end
+      return a < b
+    end)
+    out[#out + 1] = "{"
+    for _, k in ipairs(keys) do
+      out[#out + 1] = string.format("%q=", k)
+      canonical(v[k], out)
+      out[#out + 1] = ","
+    end
+    out[#out + 1] = "}"
+  elseif t == "number" then
+    out[#out + 1] = math.type(v) == "integer" and tostring(v) or string.format("%a", v)
+  elseif t == "string" then
+    out[#out + 1] = string.format("%q", v)
+  else
+    out[#out + 1] = tostring(t == "boolean" and v or t)
+  end
+  return out
+end
+
+--- Raises the same error on every rank unless every rank's value is equal to rank 1's (tables
+--- compared by content; functions and userdata only by type). `what` names the value.
 function M.agree(value, what)
   if C.size() == 1 then return end
-  local mine = encode(value, "chai.mpi.agree")
+  local mine = table.concat(canonical(value, {}))
   local first = C.broadcast_string(C.rank() == 1 and mine or nil, 1)
   local bad = C.sum({mine == first and 0 or C.rank()})
   if bad[1] ~= 0 then
