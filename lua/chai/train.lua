@@ -493,6 +493,10 @@ function M.run(opts)
             .. "MPI or run one process", 2)
     end
   end
+  local bmb = opts.bucket_mb
+  if bmb ~= nil and (type(bmb) ~= "number" or not (bmb > 0)) then
+    error(fname .. ": bucket_mb must be a positive number, got " .. tostring(bmb), 2)
+  end
   local nranks = dist and mpi.size() or 1
   local rank = dist and mpi.rank() or 1
   local lead = rank == 1 -- writes the checkpoint, the best model, the log and the progress bar
