@@ -204,3 +204,40 @@ for k, c in ipairs(configs) do
                         base / med))
   end
 end
+
+-- ---- the model: ring allreduce against the measured step ----------------------------------------
+-- Bytes each rank sends (and receives) per step: 2·(N−1)/N × the f32 gradient (a ring allreduce;
+-- chai's all-to-all + all-gather moves the same). Compute per step for the larger models: the
+-- measured opt-125m step at one thread scaled by the parameters in the layers (the GEMM FLOPs;
+-- the embedding gradient is a scatter, cheap to compute but exchanged in full).
+if opts.shape == "tiny" or not results[1] or not next(results[1]) then return end
+local one = {}
+for _, r in pairs(results[1]) do one[#one + 1] = r.step end
+local t1 = median(one)
+local MODELS = { -- name, all parameters, parameters in the layers (Hugging Face configs)
+  {"opt-125m", 125239296, 85054464},
+  {"opt-350m", 331196416, 302309376},
+  {"opt-1.3b", 1315758080, 1208598528},
+}
+local GBPS = {10, 25, 100}
+print()
+print(string.format("Modelled: ring allreduce of the f32 gradients against the step of one rank "
+                    .. "(1 thread, B%d x T%d, measured %.0f ms for opt-125m)", opts.batch,
+                    opts.seq, t1 * 1e3))
+print("| model | gradient | sent per rank, N=2 / N→∞ | allreduce N→∞ at 10 / 25 / 100 Gb/s "
+      .. "| step (1 thread) | tokens per rank for exchange = compute, at 10 / 25 / 100 Gb/s |")
+print("|---|---|---|---|---|---|")
+for _, mdl in ipairs(MODELS) do
+  local grad = 4 * mdl[2]
+  local step = t1 * mdl[3] / MODELS[1][3]
+  local per_token = step / tokens
+  local tx, need = {}, {}
+  for k, g in ipairs(GBPS) do
+    local t = 2 * grad * 8 / (g * 1e9)
+    tx[k] = string.format("%.2f", t)
+    need[k] = string.format("%.0f", t / per_token)
+  end
+  print(string.format("| %s | %.0f MB | %.0f / %.0f MB | %s s | %.1f s | %s |", mdl[1], grad / 1e6,
+                      grad / 1e6, 2 * grad / 1e6, table.concat(tx, " / "), step,
+                      table.concat(need, " / ")))
+end
