@@ -8,9 +8,10 @@
  * A chai.mpi.Reducer: r:add(t) (f32 contiguous; t must stay alive and unchanged until finish),
  * r:finish(), r:stats() → {floats=, buckets=, sent_bytes=, wait_seconds=}, r:free().
  *
- * MPI starts when the module opens in a process a launcher started (chai_mpi_launched) and ends
- * when the Lua state closes. Under MPI, os.exit(true/0) ends MPI first and os.exit(failure) ends
- * every rank (chai_mpi_abort), so neither leaves the other ranks waiting. */
+ * MPI starts when the module opens in a process a launcher started (chai_mpi_launched; not when
+ * CHAI_MPI_AUTO=0, e.g. for a child process that a rank starts and that inherits the launcher's
+ * environment) and ends when the Lua state closes. Under MPI, os.exit(true/0) ends MPI first and
+ * os.exit(failure) ends every rank (chai_mpi_abort), so neither leaves the other ranks waiting. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -327,7 +328,9 @@ void chai_bind_open_mpi(lua_State *L, int table) {
   lua_setfield(L, table, "mpi");
   /* Under a launcher, MPI starts with the module (chai_mpi_init reports nothing to fail on here
    * when built without MPI: the script then runs as one process and chai.mpi says why). */
-  if (chai_mpi_available() && chai_mpi_launched(NULL)) {
+  const char *autostart = getenv("CHAI_MPI_AUTO");
+  if (chai_mpi_available() && chai_mpi_launched(NULL) &&
+      !(autostart && strcmp(autostart, "0") == 0)) {
     if (chai_mpi_init()) luaL_error(L, "%s", chai_last_error());
     after_start(L);
   }

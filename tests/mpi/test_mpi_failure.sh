@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A rank that fails ends every rank, with its message, instead of leaving the others waiting:
-# an error on rank 2 while rank 1 waits in a barrier; os.exit with a failure on one rank; and the
-# clean endings (end of script, os.exit(0)) that finalise MPI on every rank.
+# an error on rank 2 while rank 1 waits in a barrier; os.exit with a failure on one rank; the
+# clean endings (end of script, os.exit(0)) that finalise MPI on every rank; and CHAI_MPI_AUTO=0,
+# which keeps a launched process out of the group.
 #   test_mpi_failure.sh CHAI MPIEXEC   (run by ctest)
 set -u
 chai=$1
@@ -49,6 +50,10 @@ check "os.exit(0) on every rank ends cleanly" test "$status" -eq 0
 
 run nompi 'print("no chai here")'
 check "a script that never loads chai runs under mpirun" test "$status" -eq 0
+
+out=$(CHAI_MPI_AUTO=0 timeout 120 "$mpiexec" -n 2 --oversubscribe "$chai" -e \
+      'local m = require("chai").mpi; print("size " .. m.size() .. " started " .. tostring(m.initialized()))' 2>&1)
+check "CHAI_MPI_AUTO=0: each rank runs alone" bash -c '[ "$(grep -c "size 1 started false" <<<"$1")" = 2 ]' _ "$out"
 
 echo "$fails failed"
 [ "$fails" -eq 0 ]

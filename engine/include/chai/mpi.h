@@ -31,8 +31,8 @@ extern "C" {
 bool chai_mpi_available(void);
 
 /* Whether a launcher started this process as one rank of several: mpirun/mpiexec (Open MPI's
- * OMPI_COMM_WORLD_SIZE, MPICH's PMI_SIZE) or Slurm's srun (PMI_SIZE, PMIX_RANK). *size (may be
- * NULL) gets the announced number of ranks, or 0 when the environment does not say. */
+ * OMPI_COMM_WORLD_SIZE, MPICH's PMI_SIZE/PMI_RANK) or Slurm's srun (PMI_RANK, PMIX_RANK). *size
+ * (may be NULL) gets the announced number of ranks, or 0 when the environment does not say. */
 bool chai_mpi_launched(int *size);
 
 /* Starts MPI (once; later calls return CHAI_OK) and sets MPI_ERRORS_RETURN on the group so that

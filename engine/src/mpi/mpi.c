@@ -25,21 +25,17 @@ bool chai_mpi_available(void) {
 }
 
 bool chai_mpi_launched(int *size) {
-  /* Open MPI's mpirun, MPICH/Hydra and Slurm's srun (PMI-2 or PMIx) set these in every rank. */
-  static const char *const size_vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE",
-                                          "SLURM_STEP_NUM_TASKS"};
-  static const char *const rank_vars[] = {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"};
+  /* Open MPI's mpirun sets OMPI_COMM_WORLD_*, MPICH/Hydra and Slurm's srun (PMI-2) PMI_*, srun
+   * with PMIx PMIX_RANK (the size then comes from Slurm). */
+  static const char *const marks[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMI_RANK", "PMIX_RANK"};
+  static const char *const sizes[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS"};
   bool launched = false;
-  for (size_t i = 0; i < sizeof rank_vars / sizeof rank_vars[0]; i++)
-    if (getenv(rank_vars[i])) launched = true;
+  for (size_t i = 0; i < sizeof marks / sizeof marks[0]; i++)
+    if (getenv(marks[i])) launched = true;
   int n = 0;
-  for (size_t i = 0; i < sizeof size_vars / sizeof size_vars[0] && n == 0; i++) {
-    const char *v = getenv(size_vars[i]);
-    /* SLURM_STEP_NUM_TASKS alone (a batch script's own step) does not make a launch */
-    if (v && (launched || i < 3)) {
-      launched = true;
-      n = atoi(v);
-    }
+  for (size_t i = 0; launched && i < sizeof sizes / sizeof sizes[0] && n <= 0; i++) {
+    const char *v = getenv(sizes[i]);
+    if (v) n = atoi(v);
   }
   if (size) *size = n > 0 ? n : 0;
   return launched;
