@@ -222,8 +222,7 @@ chai_status chai_mpi_reducer_finish(chai_mpi_reducer *r) {
   r->round_floats = 0;
   if (!r->active) return CHAI_OK;
 #ifdef CHAI_WITH_MPI
-  if (r->filling && r->filling->len > 0) start_bucket(r, r->filling);
-  r->filling = NULL;
+  if (r->filling) start_bucket(r, r->filling); /* a filling bucket holds at least one value */
   advance(r, 0);
   for (int k = 0; k < NBUCKETS; k++)
     if (r->b[k].state == B_GATHER) complete(r, &r->b[k]);
