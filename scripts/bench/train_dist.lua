@@ -94,12 +94,13 @@ if opts.child then
   end
   step()
   mpi.barrier()
-  local ts, wait0, sent0 = {}, red and red:stats().wait_seconds or 0, red and red:stats().sent_bytes or 0
+  local ts, cpu = {}, {}
+  local wait0, sent0 = red and red:stats().wait_seconds or 0, red and red:stats().sent_bytes or 0
   for _ = 1, opts.reps do
     mpi.barrier() -- the ranks start each step together
-    local t = now()
+    local t, c = now(), os.clock()
     step()
-    ts[#ts + 1] = now() - t
+    ts[#ts + 1], cpu[#cpu + 1] = now() - t, os.clock() - c
   end
   -- the step of the group is its slowest rank's
   local worst = {}
@@ -110,6 +111,7 @@ if opts.child then
       for k, x in ipairs(rts) do worst[k] = math.max(worst[k], x) end
     end
     print("step", median(worst))
+    print("cpu", median(cpu)) -- rank 1's process CPU time (all its threads)
     if red then
       local st = red:stats()
       print("sent_mb", (st.sent_bytes - sent0) / opts.reps / 2 ^ 20)
@@ -175,7 +177,8 @@ for run = 1, opts.runs do
     results[k] = results[k] or {}
     if res and res.step then
       results[k][run] = res
-      print(string.format("run %d  %-22s step %7.0f ms%s", run, c.name, res.step * 1e3,
+      print(string.format("run %d  %-22s step %7.0f ms  cpu %7.0f ms%s", run, c.name,
+                          res.step * 1e3, res.cpu * 1e3,
                           res.sent_mb and string.format("   sent %.0f MB/rank, blocked %.0f ms",
                                                         res.sent_mb, res.wait * 1e3) or ""))
     else
@@ -207,12 +210,13 @@ end
 
 -- ---- the model: ring allreduce against the measured step ----------------------------------------
 -- Bytes each rank sends (and receives) per step: 2·(N−1)/N × the f32 gradient (a ring allreduce;
--- chai's all-to-all + all-gather moves the same). Compute per step for the larger models: the
--- measured opt-125m step at one thread scaled by the parameters in the layers (the GEMM FLOPs;
--- the embedding gradient is a scatter, cheap to compute but exchanged in full).
+-- chai's all-to-all + all-gather moves the same). Compute per step: the CPU time of the
+-- one-thread step (on a shared machine the wall clock also counts other jobs' time slices), for
+-- the larger models scaled by the parameters in the layers (the GEMM FLOPs; the embedding
+-- gradient is a scatter, cheap to compute but exchanged in full).
 if opts.shape == "tiny" or not results[1] or not next(results[1]) then return end
 local one = {}
-for _, r in pairs(results[1]) do one[#one + 1] = r.step end
+for _, r in pairs(results[1]) do one[#one + 1] = r.cpu end
 local t1 = median(one)
 local MODELS = { -- name, all parameters, parameters in the layers (Hugging Face configs)
   {"opt-125m", 125239296, 85054464},
@@ -222,7 +226,7 @@ local MODELS = { -- name, all parameters, parameters in the layers (Hugging Face
 local GBPS = {10, 25, 100}
 print()
 print(string.format("Modelled: ring allreduce of the f32 gradients against the step of one rank "
-                    .. "(1 thread, B%d x T%d, measured %.0f ms for opt-125m)", opts.batch,
+                    .. "(1 thread, B%d x T%d, measured %.0f ms CPU for opt-125m)", opts.batch,
                     opts.seq, t1 * 1e3))
 print("| model | gradient | sent per rank, N=2 / N→∞ | allreduce N→∞ at 10 / 25 / 100 Gb/s "
       .. "| step (1 thread) | tokens per rank for exchange = compute, at 10 / 25 / 100 Gb/s |")

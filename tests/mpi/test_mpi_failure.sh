@@ -37,6 +37,12 @@ mpi.barrier()'
 check "os.exit(3) on one rank ends the run" test "$status" -ne 0 -a "$status" -ne 124
 check "os.exit says so" has "os.exit(3): ending every rank"
 
+run abort 'local mpi = require("chai").mpi
+if mpi.rank() == 1 then mpi.abort("stopping here", 3) end
+mpi.barrier()'
+check "chai.mpi.abort ends every rank" test "$status" -ne 0 -a "$status" -ne 124
+check "with its message and rank" has "chai: rank 1 of 2: stopping here"
+
 run clean 'local mpi = require("chai").mpi
 mpi.barrier()
 print("done " .. mpi.rank())'
