@@ -179,7 +179,7 @@ for run = 1, opts.runs do
       results[k][run] = res
       print(string.format("run %d  %-22s step %7.0f ms  cpu %7.0f ms%s", run, c.name,
                           res.step * 1e3, res.cpu * 1e3,
-                          res.sent_mb and string.format("   sent %.0f MB/rank, blocked %.0f ms",
+                          res.sent_mb and string.format("   sent %.0f MiB/rank, blocked %.0f ms",
                                                         res.sent_mb, res.wait * 1e3) or ""))
     else
       print(string.format("run %d  %-22s failed (%s)", run, c.name, c.cmd))
