@@ -19,27 +19,15 @@ local now = require("chai.core").bench.now
 
 local opts = {reps = 5, runs = 3, batch = 8, seq = 64, dir = "/tmp/chai-bench-train125m",
               bucket_mb = 8, mpirun = "mpirun"}
-local i = 1
-while i <= #arg do
-  local a = arg[i]
-  local function val()
-    i = i + 1
-    if not arg[i] then error("train_dist.lua: " .. a .. " needs a value") end
-    return arg[i]
-  end
-  if a == "--reps" then opts.reps = tonumber(val())
-  elseif a == "--runs" then opts.runs = tonumber(val())
-  elseif a == "--batch" then opts.batch = tonumber(val())
-  elseif a == "--seq" then opts.seq = tonumber(val())
-  elseif a == "--dir" then opts.dir = val()
-  elseif a == "--shape" then opts.shape = val()
-  elseif a == "--bucket-mb" then opts.bucket_mb = tonumber(val())
-  elseif a == "--mpirun" then opts.mpirun = val()
-  elseif a == "--threads" then opts.threads = tonumber(val())
-  elseif a == "--child" then opts.child = true
-  else error("train_dist.lua: unknown option '" .. a .. "'") end
-  i = i + 1
-end
+for k, v in pairs(require("chai.cli").options(arg, {
+  prog = "train_dist.lua",
+  usage = "usage: chai script scripts/bench/train_dist.lua [--reps N] [--runs N] [--batch N] "
+          .. "[--seq N] [--dir DIR] [--shape S] [--bucket-mb N] [--mpirun PATH] [--threads N]",
+  -- --child: one configuration (the parent starts it)
+  options = {reps = "count", runs = "count", batch = "count", seq = "count", dir = "string",
+             shape = "string", bucket_mb = "number", mpirun = "string", threads = "count",
+             child = "flag"},
+})) do opts[k] = v end
 
 local OPT125M = {vocab_size = 50272, hidden_size = 768, num_hidden_layers = 12,
                  num_attention_heads = 12, ffn_dim = 3072, max_position_embeddings = 2048,
