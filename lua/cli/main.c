@@ -10,6 +10,7 @@
 #include <lauxlib.h>
 
 #include "chai/chai.h"
+#include "chai/mpi.h"
 #include "cli.h"
 
 typedef struct command {
@@ -344,6 +345,10 @@ int main(int argc, char **argv) {
     else if (cmd < argc)
       rc = run_lua_command(L, argc, argv, cmd);
   }
-  lua_close(L);
+  /* An error on one rank of several would leave the others waiting in their next collective (and
+   * MPI_Finalize waits for every rank): end them all. Its message is on stderr already. */
+  if (rc != CHAI_EXIT_OK && chai_mpi_size() > 1)
+    chai_mpi_abort("this rank failed (the error above); ending every rank", rc);
+  lua_close(L); /* ends MPI when the script started it */
   return rc;
 }

@@ -19,6 +19,10 @@
 --     --eos              end every row with </s> (the token the score head reads)
 --     --ema D [0.999]    weight averaging decay (0 = off)
 --     --heads N [8]      student heads per layer; N != 8 saves sst2-opt-student-hN* instead
+--     --distributed      data-parallel over the ranks of `mpirun -n N` / `srun` (chai.train's
+--                        distributed = true; --batch stays the global batch): rank 1 writes the
+--                        models, logs and results; the KD teacher's logits are computed a share
+--                        per rank. See docs/distributed.md.
 -- Data (chai.data): $CHAI_DATA_DIR (sst2/glue_train.tsv, sst2/glue_dev.tsv, opt-tokenizer/), else
 -- the Hub (the rows API, facebook/opt-125m's tokenizer; cached).
 -- Logs: <models_dir>/logs/*.jsonl; results: <models_dir>/sst2-results.json. See docs/training.md.
@@ -33,11 +37,11 @@ local given, words = cli.options({...}, {
   usage = "usage: chai script experiments/train_sst2.lua [all|student|kd|teacher-large|report] " ..
           "[--seeds 1,2,3] [--teacher-seeds 1,2,3] [--epochs N] [--teacher-epochs N] [--minutes M] " ..
           "[--threads N] [--quick] [--out DIR] [--batch N] [--lr X] [--wd X] [--label-smoothing X] " ..
-          "[--dropout P] [--eos] [--ema D] [--heads N]",
+          "[--dropout P] [--eos] [--ema D] [--heads N] [--distributed]",
   options = {seeds = "integers", teacher_seeds = "integers", epochs = "number", teacher_epochs = "number",
              minutes = "number", threads = "count", quick = "flag", out = "string", batch = "count",
              lr = "number", wd = "number", label_smoothing = "number", dropout = "number", eos = "flag",
-             ema = "number", heads = "count"},
+             ema = "number", heads = "count", distributed = "flag"},
   positional = 1,
 })
 local phase = words[1] or "all"
@@ -46,9 +50,17 @@ if not PHASES[phase] then
 end
 local o = {seeds = {1, 2, 3}, epochs = 1, teacher_epochs = 2, minutes = 20, threads = nil,
            quick = false, out = nil, batch = 32, lr = 1e-3, wd = 0.1, ls = 0.1,
-           dropout = 0, eos = false, ema = 0.999, teacher_seeds = nil, heads = 8}
+           dropout = 0, eos = false, ema = 0.999, teacher_seeds = nil, heads = 8,
+           distributed = false}
 for k, v in pairs(given) do o[k == "label_smoothing" and "ls" or k] = v end
 if o.threads then chai.threads(o.threads) end
+local lead = chai.mpi.rank() == 1 -- the rank that writes (every rank when not distributed)
+if chai.mpi.size() > 1 and not o.distributed then
+  error("train_sst2: started as " .. chai.mpi.size() .. " ranks; add --distributed to train one "
+        .. "model on all of them (without it every rank would train and save the same model)", 0)
+end
+-- Messages from the writing rank only.
+local function say(...) if lead then io.stderr:write(string.format(...)) end end
 if o.out then chai.train.models_dir = function() return o.out end end
 
 local STUDENT = {vocab_size = 50272, hidden_size = 256, num_hidden_layers = 4,
@@ -81,8 +93,7 @@ if o.quick then
   for k = 1, 2000 do sub[k] = train_rows[k] end
   train_rows = sub
 end
-io.stderr:write(string.format("SST-2: %d train rows, %d dev rows; models in %s\n", #train_rows,
-                              #dev_rows, dir))
+say("SST-2: %d train rows, %d dev rows; models in %s\n", #train_rows, #dev_rows, dir)
 
 local results_path = dir .. "/sst2-results.json"
 local function load_results()
@@ -93,6 +104,7 @@ local function load_results()
   return r
 end
 local function save_result(key, rec)
+  if not lead then return end
   local r = load_results()
   r[key] = rec
   local f = assert(io.open(results_path, "wb"))
@@ -111,22 +123,24 @@ local function train(name, cfg, seed, epochs, extra)
                 eval_every = o.quick and 20 or 500, eval_batch_size = 128,
                 log = dir .. "/logs/" .. name .. ".jsonl",
                 checkpoint = dir .. "/runs/" .. name, resume = true,
-                time_budget = extra and extra.time_budget or nil}
+                time_budget = extra and extra.time_budget or nil, distributed = o.distributed}
   for k, v in pairs(extra or {}) do opts[k] = v end
   local res = chai.train.run(opts)
-  m:save(dir .. "/" .. name)
+  if lead then m:save(dir .. "/" .. name) end
+  if o.distributed then chai.mpi.barrier() end -- saved before any rank reads it
   local rec = {name = name, seed = seed, accuracy = res.eval.accuracy, loss = res.eval.loss,
                steps = res.step, total_steps = res.total_steps, seconds = res.seconds,
                stopped = res.stopped, history = res.history, config = cfg,
-               kd = opts.teacher and KD or nil, threads = chai.threads()}
+               kd = opts.teacher and KD or nil, threads = chai.threads(),
+               ranks = o.distributed and chai.mpi.size() or nil}
   save_result(name, rec)
-  io.stderr:write(string.format("%s: dev accuracy %.4f after %d steps in %.1f min%s\n", name,
-                                res.eval.accuracy, res.step, res.seconds / 60,
-                                res.stopped and (" (stopped: " .. res.stopped .. ")") or ""))
+  say("%s: dev accuracy %.4f after %d steps in %.1f min%s\n", name, res.eval.accuracy, res.step,
+      res.seconds / 60, res.stopped and (" (stopped: " .. res.stopped .. ")") or "")
   return m, rec
 end
 
 local function copy_default(from, to)
+  if not lead then return end
   os.execute(string.format("rm -rf '%s/%s' && cp -r '%s/%s' '%s/%s'", dir, to, dir, from, dir, to))
 end
 
@@ -148,6 +162,7 @@ if phase == "all" or phase == "student" then
     train(SP .. "-s" .. seed, STUDENT, seed, o.epochs, {time_budget = budget})
   end
   copy_default(SP .. "-s" .. o.seeds[1], SP)
+  if o.distributed then chai.mpi.barrier() end
 end
 if phase == "teacher-large" then
   train("sst2-opt-teacher-large", TEACHER, 100, o.teacher_epochs)
@@ -158,7 +173,7 @@ if phase == "all" or phase == "kd" then
   local members = o.teacher_seeds or o.seeds
   local sum, dev_sum = {}, {}
   local function accumulate(acc_rows, rows, mem)
-    chai.train.annotate(rows, mem, {batch_size = 128})
+    chai.train.annotate(rows, mem, {batch_size = 128, distributed = o.distributed})
     for k, row in ipairs(rows) do
       local acc = acc_rows[k] or {}
       for j = 1, #row.teacher do acc[j] = (acc[j] or 0) + row.teacher[j] end
@@ -177,8 +192,8 @@ if phase == "all" or phase == "kd" then
     for j = 1, #sum[k] do sum[k][j] = sum[k][j] / #members end
     row.teacher = sum[k]
   end
-  io.stderr:write(string.format("teacher (ensemble of %d) logits for %d train and %d dev rows in %.1f s\n",
-                                #members, #train_rows, #dev_rows, chai.bench.now() - t0))
+  say("teacher (ensemble of %d) logits for %d train and %d dev rows in %.1f s\n", #members,
+      #train_rows, #dev_rows, chai.bench.now() - t0)
   local correct = 0
   for k, row in ipairs(dev_rows) do
     local pred = dev_sum[k][2] > dev_sum[k][1] and 1 or 0
@@ -189,8 +204,8 @@ if phase == "all" or phase == "kd" then
   save_result(SP .. "-teacher-ensemble", {name = SP .. "-teacher-ensemble",
               accuracy = correct / #dev_rows, members = members,
               seconds = 0, config = STUDENT})
-  io.stderr:write(string.format("teacher (ensemble of seeds %s): dev accuracy %.4f\n",
-                                table.concat(names, ","), correct / #dev_rows))
+  say("teacher (ensemble of seeds %s): dev accuracy %.4f\n", table.concat(names, ","),
+      correct / #dev_rows)
   for _, seed in ipairs(o.seeds) do
     train(SP .. "-kd-s" .. seed, STUDENT, seed, o.epochs,
           {teacher = "rows", T = KD.T, alpha = KD.alpha, time_budget = budget})
@@ -199,6 +214,7 @@ if phase == "all" or phase == "kd" then
 end
 
 -- report
+if not lead then return end
 local r = load_results()
 local function collect(prefix)
   local acc, mins = {}, {}

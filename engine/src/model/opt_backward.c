@@ -233,10 +233,12 @@ void opt_train_backward(chai_opt_model *m, opt_train *tr, const int32_t *ids) {
                             opt_grad(m, m->final_ln_b), g_src, tr->xL, W(m->final_ln_w), tr->meanf,
                             tr->rstdf, Mf, C);
   }
+  opt_train_grads_ready(m, tr, L + 1); /* the head, the final LayerNorm, project_out */
   if (!below) return;
   for (int l = L - 1; l >= 0; l--) {
     bool need_input = opt_train_need_below(m, l);
     layer_backward(m, tr, l, need_input);
+    opt_train_grads_ready(m, tr, l + 1);
     if (!need_input) return;
   }
   /* x0 = project_in(embed_tokens[ids]) + embed_positions[pos] */
