@@ -1,4 +1,5 @@
-/* chai.core.json: JSON through cJSON. decode(text) → Lua value (null → json.null); encode(value
+/* chai.core.json: JSON through cJSON. decode(text [, {unique_keys=true}]) → Lua value (null →
+ * json.null; unique_keys: an object with a repeated key is an error); encode(value
  * [, {indent=true}]) → text. Tables with keys 1..n only are arrays; an empty table is an object
  * unless it carries the json.array metatable. */
 #include <cjson/cJSON.h>
@@ -15,7 +16,7 @@ static void push_null(lua_State *L) {
   lua_getfield(L, LUA_REGISTRYINDEX, JSON_NULL_KEY);
 }
 
-static void push_json(lua_State *L, const cJSON *item, int depth) {
+static void push_json(lua_State *L, const cJSON *item, int depth, int unique) {
   if (depth > JSON_MAX_DEPTH) luaL_error(L, "json: nesting deeper than %d", JSON_MAX_DEPTH);
   luaL_checkstack(L, 4, "json: nesting too deep");
   if (cJSON_IsNull(item)) {
@@ -35,14 +36,18 @@ static void push_json(lua_State *L, const cJSON *item, int depth) {
     luaL_setmetatable(L, JSON_ARRAY_MT);
     lua_Integer i = 1;
     for (const cJSON *c = item->child; c; c = c->next) {
-      push_json(L, c, depth + 1);
+      push_json(L, c, depth + 1, unique);
       lua_rawseti(L, -2, i++);
     }
   } else {
     lua_newtable(L);
     for (const cJSON *c = item->child; c; c = c->next) {
-      push_json(L, c, depth + 1);
-      lua_setfield(L, -2, c->string ? c->string : "");
+      const char *key = c->string ? c->string : "";
+      if (unique && lua_getfield(L, -1, key) != LUA_TNIL)
+        luaL_error(L, "json: key '%s' appears twice in an object", key);
+      if (unique) lua_pop(L, 1);
+      push_json(L, c, depth + 1, unique);
+      lua_setfield(L, -2, key);
     }
   }
 }
@@ -73,6 +78,12 @@ static json_box *new_box(lua_State *L) {
 static int json_decode(lua_State *L) {
   size_t len;
   const char *text = luaL_checklstring(L, 1, &len);
+  int unique = 0;
+  if (lua_istable(L, 2)) {
+    lua_getfield(L, 2, "unique_keys");
+    unique = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  }
   json_box *b = new_box(L);
   const char *end = NULL;
   b->root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
@@ -86,7 +97,7 @@ static int json_decode(lua_State *L) {
     }
     return luaL_error(L, "json: malformed JSON at byte %d near '%s'", (int)at + 1, near);
   }
-  push_json(L, b->root, 0);
+  push_json(L, b->root, 0, unique);
   return 1;
 }
 

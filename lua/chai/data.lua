@@ -319,6 +319,21 @@ local tasks = {
 
 M.task_names = {"piqa", "rte", "sst2"}
 
+--- What a task offers without loading it: {name=, fields=, num_labels=, splits = {{name=,
+--- local=bool}, ...}}, `local` telling whether the split's mirror file is in $CHAI_DATA_DIR (or
+--- opts.data_dir); other splits come from the Hub. nil for an unknown task.
+function M.task_info(name, opts)
+  local t = tasks[name]
+  if not t then return nil end
+  local data_dir = (opts or {}).data_dir or env("CHAI_DATA_DIR")
+  local splits = {}
+  for split, file in pairs(t.mirror) do
+    splits[#splits + 1] = {name = split, ["local"] = data_dir ~= nil and file_exists(data_dir .. "/" .. file)}
+  end
+  table.sort(splits, function(a, b) return a.name < b.name end)
+  return {name = name, fields = {table.unpack(t.fields)}, num_labels = t.num_labels, splits = splits}
+end
+
 --- Loads a task split: {name=, split=, rows=, fields=, num_labels=, source=, revision=}.
 --- Source: the local mirror in $CHAI_DATA_DIR (or opts.data_dir) when it has the file, else the
 --- Hub's /rows API (cached; HF_HUB_OFFLINE=1 reads the cache only).
