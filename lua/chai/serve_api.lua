@@ -206,7 +206,7 @@ function M.new(o)
     if not (ctype:match("^application/json%s*$") or ctype:match("^application/json%s*;")) then
       return nil, fail(415, "the body must be sent as Content-Type: application/json", "body")
     end
-    local ok, value = pcall(json.decode, req.body, {unique_keys = true})
+    local ok, value = pcall(json.decode, req.body, {strict = true})
     if not ok then
       local msg = tostring(value):gsub("^.-json: ", "")
       return nil, fail(400, "the body is not valid JSON: " .. shown(msg):gsub("%.%.%.$", ""), "body")

@@ -12,6 +12,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -234,6 +235,13 @@ void chai_server_stream_release(chai_server_stream *st) {
 
 /* ---- requests ---- */
 
+static int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
 const char *chai_server_request_method(const chai_server_request *r) {
   return r->method;
 }
@@ -268,12 +276,76 @@ static int append_body(chai_server_request *r, const char *data, size_t n) {
   return 0;
 }
 
+/* ---- request hygiene: what libmicrohttpd lets through but a careful server refuses ---- */
+
+/* %HH sequences decoded, except %00: a NUL would cut the path short in every C string after it
+ * ("/static/app.js%00.png" must not be "/static/app.js"), so it stays "%00" and cannot match a
+ * route. */
+static size_t unescape(void *cls, struct MHD_Connection *c, char *s) {
+  (void)cls, (void)c;
+  char *w = s;
+  for (const char *r = s; *r;) {
+    int hi, lo;
+    if (r[0] == '%' && r[1] && r[2] && (hi = hex_digit(r[1])) >= 0 && (lo = hex_digit(r[2])) >= 0 &&
+        (hi | lo)) {
+      *w++ = (char)(hi * 16 + lo);
+      r += 3;
+    } else {
+      *w++ = *r++;
+    }
+  }
+  *w = '\0';
+  return (size_t)(w - s);
+}
+
+typedef struct header_check {
+  int host, content_length, transfer_encoding, bad;
+} header_check;
+
+static int is_tchar(unsigned char ch) {
+  return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+         (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+static enum MHD_Result check_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    size_t key_size, const char *value, size_t value_size) {
+  (void)kind;
+  header_check *h = cls;
+  if (key_size == 0) h->bad = 1;
+  for (size_t i = 0; i < key_size; i++)
+    if (!is_tchar((unsigned char)key[i])) h->bad = 1;
+  for (size_t i = 0; value && i < value_size; i++) {
+    unsigned char ch = (unsigned char)value[i];
+    if ((ch < 0x20 && ch != '\t') || ch == 0x7f) h->bad = 1; /* NUL and other controls */
+  }
+  h->host += !strcasecmp(key, "Host");
+  h->content_length += !strcasecmp(key, "Content-Length");
+  h->transfer_encoding += !strcasecmp(key, "Transfer-Encoding");
+  return MHD_YES;
+}
+
+/* NULL when the headers are acceptable, else the reason (answered 400): a header name that is
+ * not a token, a control character in a value, Host, Content-Length or Transfer-Encoding given
+ * twice or together (request smuggling), an HTTP/1.1 request with an empty Host. */
+static const char *bad_headers(struct MHD_Connection *conn, const char *version) {
+  header_check h = {0};
+  MHD_get_connection_values_n(conn, MHD_HEADER_KIND, check_header, &h);
+  if (h.bad) return "{\"error\": \"headers: a malformed header name or value\"}";
+  if (h.host > 1 || h.content_length > 1 || h.transfer_encoding > 1 ||
+      (h.content_length && h.transfer_encoding))
+    return "{\"error\": \"headers: Host, Content-Length or Transfer-Encoding is repeated or "
+           "ambiguous\"}";
+  const char *host = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Host");
+  if (!strcmp(version, MHD_HTTP_VERSION_1_1) && (!host || !*host))
+    return "{\"error\": \"headers: HTTP/1.1 needs a Host\"}";
+  return NULL;
+}
+
 /* MHD calls this when the headers are in (*ctx NULL), once per piece of body, and once more with
  * no data when the body is complete. */
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *data,
                                   size_t *data_size, void **ctx) {
-  (void)version;
   chai_server *s = cls;
   chai_server_request *r = *ctx;
   if (!r) {
@@ -284,6 +356,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     r->method = method;
     r->path = url;
     *ctx = r;
+    const char *bad = bad_headers(conn, version);
+    if (bad) return answer_error(r, 400, bad);
     const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
     if (cl) {
       char *end;
@@ -394,7 +468,7 @@ chai_status chai_server_open(const chai_server_config *cfg, chai_server **out) {
       MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(cfg->timeout_s ? cfg->timeout_s : 15),
       MHD_OPTION_CONNECTION_LIMIT, (unsigned)(cfg->max_connections ? cfg->max_connections : 256),
       MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_STRICT_FOR_CLIENT, (int)1,
-      MHD_OPTION_END);
+      MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_END);
   if (!s->d) {
     close(s->listen_fd);
     free(s);
