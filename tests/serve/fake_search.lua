@@ -7,8 +7,8 @@
 --
 -- Knobs (environment): FAKE_SEARCH_DELAY seconds per stage (default 0.1 with --quick, else 0.6);
 -- FAKE_SEARCH_CRASH=NAME dies of SIGSEGV when it reaches configuration NAME;
--- FAKE_SEARCH_FAIL=NAME records NAME as failed; FAKE_SEARCH_ERROR=1 exits 1 after the first
--- configuration with an "error" event.
+-- FAKE_SEARCH_FAIL=NAME records NAME as failed; FAKE_SEARCH_ERROR=NAME exits 1 with an "error"
+-- event when it reaches NAME.
 local core = require "chai.core"
 local fs, json = core.serve, core.json
 
@@ -85,6 +85,11 @@ for k, name in ipairs(configs) do
   if stopped() then break end
   if not done_ok[name] then
     if os.getenv("FAKE_SEARCH_CRASH") == name then os.execute("kill -SEGV " .. fs.pid()) end
+    if os.getenv("FAKE_SEARCH_ERROR") == name then
+      event({event = "error", done = finished, message = "the fake search was told to fail at " .. name})
+      io.stderr:write("search: the fake search was told to fail at ", name, "\n")
+      os.exit(1)
+    end
     for _, stage in ipairs({"build", "measure"}) do
       event({event = "stage", config = name, stage = stage, done = finished,
              eta_s = (total - finished) * 2 * delay})
@@ -105,11 +110,6 @@ for k, name in ipairs(configs) do
         weight_bytes = {total = 4e6 / k}, kv_bytes_per_token = 9216 // k} or nil,
       records = {{step = "fake", seconds = delay}}})
     event({event = failed and "config_failed" or "config_done", config = name, done = finished + 1})
-    if os.getenv("FAKE_SEARCH_ERROR") == "1" then
-      event({event = "error", done = finished + 1, message = "the fake search was told to stop with an error"})
-      io.stderr:write("search: the fake search was told to stop with an error\n")
-      os.exit(1)
-    end
   end
   finished = finished + 1
 end

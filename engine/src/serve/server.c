@@ -299,7 +299,7 @@ static size_t unescape(void *cls, struct MHD_Connection *c, char *s) {
 }
 
 typedef struct header_check {
-  int host, content_length, transfer_encoding, bad;
+  int host, content_length, transfer_encoding, content_type, authorization, bad;
 } header_check;
 
 static int is_tchar(unsigned char ch) {
@@ -321,20 +321,23 @@ static enum MHD_Result check_header(void *cls, enum MHD_ValueKind kind, const ch
   h->host += !strcasecmp(key, "Host");
   h->content_length += !strcasecmp(key, "Content-Length");
   h->transfer_encoding += !strcasecmp(key, "Transfer-Encoding");
+  h->content_type += !strcasecmp(key, "Content-Type");
+  h->authorization += !strcasecmp(key, "Authorization");
   return MHD_YES;
 }
 
 /* NULL when the headers are acceptable, else the reason (answered 400): a header name that is
- * not a token, a control character in a value, Host, Content-Length or Transfer-Encoding given
- * twice or together (request smuggling), an HTTP/1.1 request with an empty Host. */
+ * not a token, a control character in a value, Host, Content-Length, Transfer-Encoding,
+ * Content-Type or Authorization given twice, Content-Length with Transfer-Encoding (request
+ * smuggling), an HTTP/1.1 request with an empty Host. */
 static const char *bad_headers(struct MHD_Connection *conn, const char *version) {
   header_check h = {0};
   MHD_get_connection_values_n(conn, MHD_HEADER_KIND, check_header, &h);
   if (h.bad) return "{\"error\": \"headers: a malformed header name or value\"}";
-  if (h.host > 1 || h.content_length > 1 || h.transfer_encoding > 1 ||
-      (h.content_length && h.transfer_encoding))
-    return "{\"error\": \"headers: Host, Content-Length or Transfer-Encoding is repeated or "
-           "ambiguous\"}";
+  if (h.host > 1 || h.content_length > 1 || h.transfer_encoding > 1 || h.content_type > 1 ||
+      h.authorization > 1 || (h.content_length && h.transfer_encoding))
+    return "{\"error\": \"headers: Host, Content-Length, Transfer-Encoding, Content-Type or "
+           "Authorization is repeated or ambiguous\"}";
   const char *host = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Host");
   if (!strcmp(version, MHD_HTTP_VERSION_1_1) && (!host || !*host))
     return "{\"error\": \"headers: HTTP/1.1 needs a Host\"}";
