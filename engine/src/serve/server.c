@@ -402,8 +402,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **ctx,
 
 /* ---- the server ---- */
 
-/* A listening socket on host:port, or -1 with the error recorded. */
-static int listen_on(const char *host, int port, int *ipv6) {
+/* A listening socket on host:port in *out. */
+static chai_status listen_on(const char *host, int port, int *ipv6, int *out) {
+  *out = -1;
   struct sockaddr_storage ss;
   memset(&ss, 0, sizeof ss);
   socklen_t sl;
@@ -420,23 +421,22 @@ static int listen_on(const char *host, int port, int *ipv6) {
     sl = sizeof *a6;
     *ipv6 = 1;
   } else {
-    chai_error(CHAI_ERR_ARG, "server: host '%s' is not a numeric IPv4 or IPv6 address", host);
-    return -1;
+    return chai_error(CHAI_ERR_ARG, "server: host '%s' is not a numeric IPv4 or IPv6 address",
+                      host);
   }
   int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    chai_error(CHAI_ERR_IO, "server: socket: %s", strerror(errno));
-    return -1;
-  }
+  if (fd < 0) return chai_error(CHAI_ERR_IO, "server: socket: %s", strerror(errno));
   int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   if (*ipv6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
   if (bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, 128) != 0) {
-    chai_error(CHAI_ERR_IO, "server: cannot listen on %s port %d: %s", host, port, strerror(errno));
+    chai_status st = chai_error(CHAI_ERR_IO, "server: cannot listen on %s port %d: %s", host, port,
+                                strerror(errno));
     close(fd);
-    return -1;
+    return st;
   }
-  return fd;
+  *out = fd;
+  return CHAI_OK;
 }
 
 static int bound_port(int fd) {
@@ -459,10 +459,10 @@ chai_status chai_server_open(const chai_server_config *cfg, chai_server **out) {
   s->max_body = cfg->max_body ? cfg->max_body : 64 * 1024;
   s->max_stream = cfg->max_stream_buffer ? cfg->max_stream_buffer : 1024 * 1024;
   int ipv6 = 0;
-  s->listen_fd = listen_on(cfg->host ? cfg->host : "127.0.0.1", cfg->port, &ipv6);
-  if (s->listen_fd < 0) {
+  chai_status st = listen_on(cfg->host ? cfg->host : "127.0.0.1", cfg->port, &ipv6, &s->listen_fd);
+  if (st != CHAI_OK) {
     free(s);
-    return CHAI_ERR_IO;
+    return st;
   }
   s->port = bound_port(s->listen_fd);
   unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | (ipv6 ? MHD_USE_IPv6 : 0);
