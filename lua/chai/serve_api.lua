@@ -119,10 +119,12 @@ function M.validate(kind, body, catalog)
       if type(name) ~= "string" then
         return nil, field, string.format("'%s' must be a string, got %s", field, json_type(name))
       end
-      local canonical = name:gsub("%-", "_")
-      if not contains(listing.configurations, canonical) then
-        return nil, field, string.format("no configuration '%s' (the configurations are: %s)",
-                                         shown(name), table.concat(listing.configurations, ", "))
+      local canonical = catalog:configuration(name)
+      if not canonical then
+        return nil, field, string.format("no configuration '%s' (the search's are: %s%s)", shown(name),
+                                         table.concat(listing.configurations, ", "),
+                                         catalog.space and "; or chai_ and steps of quant, target, "
+                                           .. "kd in any order" or "")
       end
       if seen[canonical] then
         return nil, field, string.format("configuration '%s' is given twice", canonical)
@@ -152,6 +154,7 @@ local API_HEADERS = {["Content-Type"] = "application/json; charset=utf-8",
                      ["Referrer-Policy"] = "no-referrer"}
 
 local function headers(extra)
+  if not extra then return API_HEADERS end -- read, never changed, by the server
   local h = {}
   for k, v in pairs(API_HEADERS) do h[k] = v end
   for k, v in pairs(extra or {}) do h[k] = v end
@@ -178,7 +181,7 @@ local REPORT_CSP = "sandbox allow-scripts allow-popups; default-src 'none'; "
 -- ---------------------------------------------------------------------------------------------
 -- The app
 
---- The request handler. o: {jobs=, catalog=, token=, host=, port=, health=function → table}.
+--- The request handler. o: {jobs=, catalog=, token=, host=, port=, health=function → JSON text}.
 function M.new(o)
   local jobs, catalog = o.jobs, o.catalog
   local app = {}
@@ -235,7 +238,7 @@ function M.new(o)
       if not s or name == "index.html" then return fail(404, "no such file", "path") end
       return s, h, b
     end},
-    {"^/health$", public = true, GET = function() return reply(200, o.health()) end},
+    {"^/health$", public = true, GET = function() return 200, headers(), o.health() end},
     {"^/models$", GET = function()
       return 200, headers(), catalog:json()
     end},

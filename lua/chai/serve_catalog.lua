@@ -9,10 +9,8 @@ local fs, json = core.serve, core.json
 local M = {}
 M.__index = M
 
-M.criteria = {"accuracy", "latency", "throughput", "memory", "pareto"}
-
--- The configurations of the search space (issue 13's names), used when the search module does not
--- list its own.
+-- Used when the search's modules (chai.search_space, chai.search_pick) are not installed.
+M.default_criteria = {"accuracy", "latency", "throughput", "memory", "pareto"}
 M.default_configurations = {"baseline", "chai_base", "chai_quant", "chai_target", "chai_kd",
                             "chai_ktq"}
 
@@ -80,20 +78,38 @@ end
 function M.new(opts)
   opts = opts or {}
   local self = setmetatable({ttl = opts.ttl or 5, listed_at = -math.huge}, M)
-  self.configurations = opts.configurations or M.search_configurations()
+  local ok, space = pcall(require, "chai.search_space")
+  self.space = ok and type(space) == "table" and space.orders and space.name and space.parse_name
+               and space or nil
+  self.configurations = opts.configurations or M.search_configurations(self.space)
+  local okp, pick = pcall(require, "chai.search_pick")
+  self.criteria = okp and type(pick) == "table" and type(pick.criteria) == "table"
+                  and #pick.criteria > 0 and pick.criteria or M.default_criteria
   return self
 end
 
---- The configuration names of the search space: chai.search's list when that module has one,
---- else the default names.
-function M.search_configurations()
-  local ok, search = pcall(require, "chai.search")
-  if ok and type(search) == "table" then
-    local names = search.configuration_names
-    if type(names) == "function" then names = names() end
-    if type(names) == "table" and #names > 0 then return names end
+--- The configurations of the search's default space (chai.search_space: the baseline, CHAI
+--- alone, and each set of steps in the CHAI-KTQ order and its reverse), else the default names.
+function M.search_configurations(space)
+  if not space then return M.default_configurations end
+  local names = {}
+  for _, order in ipairs(space.orders({})) do names[#names + 1] = space.name(order) end
+  return names
+end
+
+--- The canonical name of a configuration (the search's spelling: "chai_kd_quant_target" is
+--- "chai_ktq"), or nil when the search does not know it. A dash reads as an underscore (the
+--- CHAI-KTQ project wrote "chai-quant").
+function M:configuration(name)
+  name = name:gsub("%-", "_")
+  if not self.space then
+    for _, c in ipairs(self.configurations) do if c == name then return c end end
+    return nil
   end
-  return M.default_configurations
+  if not name:match("^[%w_]+$") then return nil end
+  local ok, order = pcall(self.space.parse_name, name)
+  if not ok then return nil end
+  return self.space.name(order)
 end
 
 local function task_list()
@@ -123,7 +139,7 @@ function M:list(now)
     public[i] = p
   end
   self.listing = {models = public, tasks = task_list(), configurations = self.configurations,
-                  criteria = M.criteria}
+                  criteria = self.criteria}
   self.tasks_by_name = {}
   for _, t in ipairs(self.listing.tasks) do self.tasks_by_name[t.name] = t end
   self.listed_at = now
