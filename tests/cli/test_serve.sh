@@ -389,8 +389,9 @@ expect_has "server A says it stopped" "$(cat "$tmp/a/err")" "stopped"
 
 # ---- server B: a job that crashes, one that fails, one whose configuration fails ----
 section "server B: a job that crashes, one that fails, one whose configuration fails"
+# (handle_segv=0: under AddressSanitizer the crash must still be a SIGSEGV, not ASan's exit 1)
 start b FAKE_SEARCH_DELAY=0.05 FAKE_SEARCH_CRASH=chai_kd FAKE_SEARCH_ERROR=chai_ktq \
-  FAKE_SEARCH_FAIL=chai_target || exit 1
+  FAKE_SEARCH_FAIL=chai_target "ASAN_OPTIONS=handle_segv=0:${ASAN_OPTIONS:-}" || exit 1
 pid_b=$pid
 choose() { req POST /choose_configuration "{\"model_name\": \"default\", \"dataset_name\": \"sst2\", \"configurations\": [$1]}"; }
 choose '"chai_quant", "chai_kd"'
