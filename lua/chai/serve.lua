@@ -3,7 +3,7 @@
 --   chai serve [--host 127.0.0.1] [--port 5005] [--results DIR] [--token TOKEN] [--jobs 1]
 --              [--timeout 15]
 --
--- One thread runs the loop: the HTTP server (C, libmicrohttpd) waits up to a tenth of a second
+-- One thread runs the loop: the HTTP server (C, libmicrohttpd) waits up to 50 ms (250 ms idle)
 -- for requests and calls the handler (chai.serve_api) for each; between turns the jobs
 -- (chai.serve_jobs) are polled: finished children reaped, new progress and results lines read
 -- and sent to the event streams, queued jobs started. SIGTERM or SIGINT: stop accepting, send
@@ -211,9 +211,13 @@ function M.run(o)
 
   local signals_seen, last_tick = 0, 0
   while true do
-    srv:run(100, handler)
+    -- With jobs running, their files are read every 50 ms (a progress line reaches the streams
+    -- that soon); idle, the loop wakes every 250 ms. Under load run() returns at each request,
+    -- and the files are still read only every 50 ms.
+    local busy = next(jobs.running) ~= nil or #jobs.queue > 0
+    srv:run(busy and 50 or 250, handler)
     local now = fs.now()
-    if now - last_tick >= 0.05 then -- under load run() returns often; the files need not
+    if jobs.dirty or now - last_tick >= 0.05 then -- dirty: a job was just queued or cancelled
       jobs:tick()
       last_tick = now
     end

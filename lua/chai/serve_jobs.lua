@@ -141,6 +141,7 @@ function M:submit(kind, request)
   self.queue[#self.queue + 1] = job
   self:save(job)
   self.log("job %s: queued (%s)", id, kind)
+  self.dirty = true
   return job
 end
 
@@ -399,6 +400,7 @@ end
 --- alive. Returns the number of jobs still running.
 function M:tick()
   local now = fs.now()
+  self.dirty = nil
   for _, job in pairs(self.running) do
     local how = job.proc:poll()
     if how then self:finish(job, how) else self:refresh(job) end
@@ -427,6 +429,7 @@ function M:cancel(job)
     return 200, job
   elseif job.state == "running" then
     job.cancel_requested = true
+    self.dirty = true
     job.proc:signal("TERM")
     self.log("job %s: cancelling (SIGTERM sent; the running configuration finishes first)", job.id)
     self:set_state(job, "cancelling")
@@ -452,6 +455,7 @@ function M:resume(job)
   job.error, job.exit, job.finished = nil, nil, nil
   self.queue[#self.queue + 1] = job
   self.log("job %s: queued again to resume", job.id)
+  self.dirty = true
   self:set_state(job, "queued")
   return 202, job
 end

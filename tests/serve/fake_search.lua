@@ -8,7 +8,8 @@
 -- Knobs (environment): FAKE_SEARCH_DELAY seconds per stage (default 0.1 with --quick, else 0.6);
 -- FAKE_SEARCH_CRASH=NAME dies of SIGSEGV when it reaches configuration NAME;
 -- FAKE_SEARCH_FAIL=NAME records NAME as failed; FAKE_SEARCH_ERROR=NAME exits 1 with an "error"
--- event when it reaches NAME.
+-- event when it reaches NAME; FAKE_SEARCH_BURN=1 spends each stage multiplying matrices on every
+-- core instead of sleeping (CPU-bound like a real search, for scripts/bench/serve.sh).
 local core = require "chai.core"
 local fs, json = core.serve, core.json
 
@@ -78,6 +79,13 @@ local function event(e)
   append("progress.jsonl", e)
 end
 local function stopped() return fs.stop_requested() > 0 end
+local function wait(seconds)
+  if os.getenv("FAKE_SEARCH_BURN") ~= "1" then return fs.sleep(seconds) end
+  local chai = require "chai"
+  local a = chai.randn({512, 512}, {seed = 1})
+  local t_end = fs.now() + seconds
+  while fs.now() < t_end and not stopped() do a:matmul(a):free() end
+end
 
 event({event = "start", done = 0, message = "fake search of " .. total .. " configurations"})
 local finished = 0
@@ -93,7 +101,7 @@ for k, name in ipairs(configs) do
     for _, stage in ipairs({"build", "measure"}) do
       event({event = "stage", config = name, stage = stage, done = finished,
              eta_s = (total - finished) * 2 * delay})
-      fs.sleep(delay)
+      wait(delay)
     end
     local failed = os.getenv("FAKE_SEARCH_FAIL") == name
     local acc = 0.80 - 0.01 * k
