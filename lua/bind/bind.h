@@ -40,6 +40,7 @@ void chai_bind_open_mpi(lua_State *L, int table);
 
 /* The live reducer of the chai.mpi.Reducer userdata at idx (mpi.c); raises for anything else. */
 struct chai_mpi_reducer *chai_bind_check_reducer(lua_State *L, int idx);
+void chai_bind_open_serve(lua_State *L, int table);
 
 /* The live OPT model of the chai.Model userdata at idx (model.c); raises for anything else. */
 struct chai_opt_model *chai_bind_check_model(lua_State *L, int idx);

@@ -20,5 +20,6 @@ int luaopen_chai_core(lua_State *L) {
   chai_bind_open_model_train(L, t);
   chai_bind_open_model_quant(L, t);
   chai_bind_open_mpi(L, t);
+  chai_bind_open_serve(L, t);
   return 1;
 }
