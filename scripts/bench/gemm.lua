@@ -36,9 +36,13 @@ end
 if opts.child == "quant" then
   chai.threads(opts.threads)
   local kinds = {"vfmadd231ps", "vdpbf16ps", "vpdpbusd"}
-  for _, k in ipairs(kinds) do
-    local g = bench.peak(k, 0.5)
-    print(string.format("peak %s %s", k, g and string.format("%.3f", g) or "nan"))
+  for _, k in ipairs(kinds) do -- the best of five short readings: a busy machine only lowers it
+    local best
+    for _ = 1, 5 do
+      local g = bench.peak(k, 0.2)
+      if g and (not best or g > best) then best = g end
+    end
+    print(string.format("peak %s %s", k, best and string.format("%.3f", best) or "nan"))
   end
   local kernels = chai.cpu().kernels or {}
   for _, sh in ipairs(qshapes) do
@@ -114,8 +118,9 @@ for n in (512, 1024, 2048):
 end
 
 local function quant_child()
-  local cmd = string.format("%q script %q --child-quant --threads %d --reps %d", exe, self,
-                            opts.threads, opts.reps)
+  local cmd = string.format("env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE %q script %q " ..
+                            "--child-quant --threads %d --reps %d", exe, self, opts.threads,
+                            opts.reps)
   local p = assert(io.popen(cmd))
   local peaks, rows = {}, {}
   for line in p:lines() do
@@ -167,14 +172,14 @@ end
 local function print_quant()
   local peaks, rows = quant_child()
   local torch = torch_quant()
-  print(string.format("\nQuantized GEMM y (M,N) = x (M,K)·Wᵀ, activations quantized inside the timing, %d threads, median of %d runs",
-                      opts.threads, opts.reps))
-  print("measured peaks (independent chains on every thread), GOP/s:")
+  print(string.format("\nQuantized GEMM y (M,N) = x (M,K)·Wᵀ, activations quantized inside the " ..
+                      "timing, %d threads, median of %d runs", opts.threads, opts.reps))
+  print("measured peaks (independent chains on every thread, best of 5 readings), GOP/s:")
   for _, k in ipairs({"vfmadd231ps", "vdpbf16ps", "vpdpbusd"}) do
     print(string.format("  %-12s %8s", k, peaks[k] and string.format("%.1f", peaks[k]) or "n/a"))
   end
-  print(string.format("%-16s %-5s %-12s %9s %7s %8s %9s %8s", "M×K×N", "fmt", "kernel", "GOP/s",
-                      "peak", "×f32", "torch", "chai/pt"))
+  print(string.format("%-16s %-5s %-12s %9s %9s %7s %8s %9s %8s", "M×K×N", "fmt", "kernel",
+                      "GOP/s", "(best)", "peak", "×f32", "torch", "chai/pt"))
   local f32 = {}
   for _, r in ipairs(rows) do
     if r.f == "f32" then f32[r.M .. "x" .. r.K .. "x" .. r.N] = r.med end
@@ -185,8 +190,8 @@ local function print_quant()
     local pk = peaks[peak_of[r.f]]
     local key = r.M .. "x" .. r.K .. "x" .. r.N
     local tt = torch[table.concat({r.M, r.K, r.N, r.f}, " ")]
-    print(string.format("%-16s %-5s %-12s %9.1f %6.0f%% %7.2fx %9s %8s", key, r.f, r.kernel, gops,
-                        pk and 100 * gops / pk or 0, f32[key] / r.med,
+    print(string.format("%-16s %-5s %-12s %9.1f %9.1f %6.0f%% %7.2fx %9s %8s", key, r.f, r.kernel,
+                        gops, ops / r.best / 1e9, pk and 100 * gops / pk or 0, f32[key] / r.med,
                         tt and string.format("%.1f", ops / tt / 1e9) or "-",
                         tt and string.format("%.2fx", tt / r.med) or "-"))
   end

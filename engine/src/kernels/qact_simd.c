@@ -8,7 +8,7 @@
 #include "chai/half.h"
 #include "quant/qkernels.h"
 
-#define TGT512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+#define TGT512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,bmi2")))
 #define TGT2 __attribute__((target("avx2,fma")))
 
 /* chai_f32_to_bf16 on 16 lanes: quiet NaN, subnormal to signed zero, else round to nearest even. */
@@ -25,21 +25,22 @@ TGT512 static inline __m256i bf16_16(__m512 v) {
   return _mm512_cvtepi32_epi16(r);
 }
 
-/* Block sums of a token's S codes (S a multiple of 64) and their total: vpsadbw adds 8 bytes of
- * u = c + 128 (the codes with the sign bit flipped); a block's four sums less 32·128 is its Σ c. */
-TGT512 static int32_t block_sums_avx512(int32_t *g, const int8_t *q, int S) {
-  int32_t total = 0;
-  for (int k = 0; k < S; k += 64) {
-    __m512i u = _mm512_xor_si512(_mm512_load_si512(q + k), _mm512_set1_epi8((char)0x80));
-    __m512i sad = _mm512_sad_epu8(u, _mm512_setzero_si512()); /* blocks: qwords 0-3, 4-7 */
-    __m256i lo = _mm512_castsi512_si256(sad), hi = _mm512_extracti64x4_epi64(sad, 1);
-    __m256i t = _mm256_add_epi64(_mm256_unpacklo_epi64(lo, hi), _mm256_unpackhi_epi64(lo, hi));
-    __m128i b2 = _mm_add_epi64(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
-    g[k / 32] = (int32_t)_mm_cvtsi128_si64(b2) - 32 * 128;
-    g[k / 32 + 1] = (int32_t)_mm_extract_epi64(b2, 1) - 32 * 128;
-    total += g[k / 32] + g[k / 32 + 1];
-  }
-  return total;
+/* The two 32-code block sums of 64 codes: vpsadbw adds 8 bytes of u = c + 128 (the codes with the
+ * sign bit flipped); a block's four sums less 32·128 is its Σ c. */
+TGT512 static inline void block_sums64(int32_t *g, __m512i codes) {
+  __m512i u = _mm512_xor_si512(codes, _mm512_set1_epi8((char)0x80));
+  __m512i sad = _mm512_sad_epu8(u, _mm512_setzero_si512()); /* blocks: qwords 0-3, 4-7 */
+  __m256i lo = _mm512_castsi512_si256(sad), hi = _mm512_extracti64x4_epi64(sad, 1);
+  __m256i t = _mm256_add_epi64(_mm256_unpacklo_epi64(lo, hi), _mm256_unpackhi_epi64(lo, hi));
+  __m128i b2 = _mm_add_epi64(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+  g[0] = (int32_t)_mm_cvtsi128_si64(b2) - 32 * 128;
+  g[1] = (int32_t)_mm_extract_epi64(b2, 1) - 32 * 128;
+}
+
+/* The lanes of x[k .. k+15] below C. */
+TGT512 static inline __mmask16 below(int k, int C) {
+  int n = C - k < 0 ? 0 : C - k > 16 ? 16 : C - k; /* bzhi reads only the index's low byte */
+  return (__mmask16)_bzhi_u32(0xFFFF, (unsigned)n);
 }
 
 TGT512 void chai_qact_rows_avx512(chai_qact *a, const float *x, int n0, int n1) {
@@ -50,10 +51,8 @@ TGT512 void chai_qact_rows_avx512(chai_qact *a, const float *x, int n0, int n1) 
     int8_t *q = a->q + (size_t)n * S;
     int32_t *g = a->gsum + (size_t)n * (S / 32);
     __m512 m = _mm512_setzero_ps();
-    for (int k = 0; k < C; k += 16) {
-      __mmask16 t = C - k >= 16 ? 0xFFFF : (__mmask16)((1u << (C - k)) - 1);
-      m = _mm512_max_ps(_mm512_and_ps(_mm512_maskz_loadu_ps(t, xr + k), absmask), m);
-    }
+    for (int k = 0; k < C; k += 16)
+      m = _mm512_max_ps(_mm512_and_ps(_mm512_maskz_loadu_ps(below(k, C), xr + k), absmask), m);
     float amax = _mm512_reduce_max_ps(m);
     bool zero = amax < CHAI_QACT_TINY;
     a->scale[n] = zero ? 0.0f : amax / 127.0f;
@@ -62,33 +61,37 @@ TGT512 void chai_qact_rows_avx512(chai_qact *a, const float *x, int n0, int n1) 
       memset(g, 0, (size_t)(S / 32) * sizeof(int32_t));
       a->sum[n] = 0;
     } else {
+      /* 64 codes at a time: x·inv rounded to nearest even by the conversion itself, four int32
+       * vectors narrowed by two saturating packs and put back in order by one dword permutation
+       * (a vpmovdb store is slow on some cores). No product exceeds 127·(1 + 2^-23), so none
+       * rounds above 127; a NaN converts to INT_MIN, which the packs saturate to -128 and the
+       * clamp makes -127, the scalar rule. Zeros beyond C give code 0. */
       __m512 inv = _mm512_set1_ps(127.0f / amax);
-      __m512 lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
-      /* 64 codes at a time: four int32 vectors narrowed by two saturating packs (exact: the
-       * codes are in [-127,127]) and put back in order by one dword permutation (a register
-       * vpmovdb store is slow on some cores). Zeros beyond C give code 0. */
       const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+      int32_t total = 0;
       for (int k = 0; k < S; k += 64) {
         __m512i c[4];
+#pragma GCC unroll 4
         for (int h = 0; h < 4; h++) {
           int kk = k + 16 * h;
-          __mmask16 t = kk >= C ? 0 : C - kk >= 16 ? 0xFFFF : (__mmask16)((1u << (C - kk)) - 1);
-          __m512 r = _mm512_roundscale_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(t, xr + kk), inv),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-          c[h] = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(r, lo), hi));
+          c[h] = _mm512_cvt_roundps_epi32(
+              _mm512_mul_ps(_mm512_maskz_loadu_ps(below(kk, C), xr + kk), inv),
+              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         }
         __m512i p =
             _mm512_packs_epi16(_mm512_packs_epi32(c[0], c[1]), _mm512_packs_epi32(c[2], c[3]));
-        _mm512_store_si512(q + k, _mm512_permutexvar_epi32(order, p));
+        p = _mm512_permutexvar_epi32(order, _mm512_max_epi8(p, _mm512_set1_epi8(-127)));
+        _mm512_store_si512(q + k, p);
+        block_sums64(g + k / 32, p);
+        total += g[k / 32] + g[k / 32 + 1];
       }
-      a->sum[n] = block_sums_avx512(g, q, S);
+      a->sum[n] = total;
     }
     if (a->bf) {
       uint16_t *bf = a->bf + (size_t)n * S;
-      for (int k = 0; k < S; k += 16) {
-        __mmask16 t = k >= C ? 0 : C - k >= 16 ? 0xFFFF : (__mmask16)((1u << (C - k)) - 1);
-        _mm256_storeu_si256((__m256i *)(bf + k), bf16_16(_mm512_maskz_loadu_ps(t, xr + k)));
-      }
+      for (int k = 0; k < S; k += 16)
+        _mm256_storeu_si256((__m256i *)(bf + k),
+                            bf16_16(_mm512_maskz_loadu_ps(below(k, C), xr + k)));
     }
   }
 }

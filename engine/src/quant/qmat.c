@@ -229,7 +229,8 @@ void chai_qmat_to_int4(const chai_qmat *m, uint8_t *u, float *scale, uint8_t *ze
     }
     for (int k = 0; k < m->cols; k++) {
       int shift;
-      u[(size_t)r * m->cols + k] = (uint8_t)(m->data[q4_index(m, r, k, &shift)] >> shift & 15);
+      size_t at = q4_index(m, r, k, &shift);
+      u[(size_t)r * m->cols + k] = (uint8_t)(m->data[at] >> shift & 15);
     }
   }
 }
@@ -301,8 +302,8 @@ void chai_qmat_dequant_rows(const chai_qmat *m, float *out, int r0, int r1) {
     case CHAI_QF_INT4:
       for (int k = 0; k < C; k++) {
         int shift;
-        size_t gi = q4_group_index(m, r, k / m->group);
-        int u = m->data[q4_index(m, r, k, &shift)] >> shift & 15;
+        size_t gi = q4_group_index(m, r, k / m->group), at = q4_index(m, r, k, &shift);
+        int u = m->data[at] >> shift & 15;
         int z = m->zero_point ? m->zeros[gi] : 8;
         o[k] = chai_q4_scale(m, gi) * (float)(u - z);
       }
