@@ -10,15 +10,11 @@ local chai = require "chai"
 local bench = require("chai.core").bench
 
 local opts = {threads = 2, reps = 7, formats = "f32,f16,bf16,int8,int4"}
-local i = 1
-while i <= #arg do
-  local a = arg[i]
-  if a == "--threads" then opts.threads = tonumber(arg[i + 1]); i = i + 1
-  elseif a == "--reps" then opts.reps = tonumber(arg[i + 1]); i = i + 1
-  elseif a == "--formats" then opts.formats = arg[i + 1]; i = i + 1
-  else error("qdecode.lua: unknown option '" .. a .. "' (use --threads N, --reps R, --formats LIST)") end
-  i = i + 1
-end
+for k, v in pairs(require("chai.cli").options(arg, {
+  prog = "qdecode.lua",
+  usage = "usage: chai script scripts/bench/qdecode.lua [--threads N] [--reps R] [--formats LIST]",
+  options = {threads = "count", reps = "count", formats = "string"},
+})) do opts[k] = v end
 
 local function median(xs)
   local c = {}
