@@ -3,7 +3,7 @@
 --   chai script experiments/ktq_sst2.lua [options]
 --     --model DIR     a trained classifier [chai.train.cached_model("sst2-opt-student")]
 --     --configs LIST  comma-separated recipe names [baseline,chai_base,chai_quant,chai_target,
---                     chai_kd,chai_ktq]; a recipe whose step is not in this build is reported, not run
+--                     chai_kd,chai_ktq]; a recipe that fails is reported, not run
 --     --seed S [1]    --repeats N [3]   --limit N (first N dev rows)   --steps N (target/kd steps)
 --     --slices N      rows in each train slice (calibration, sensitivity, held-out) [chai.ktq's
 --                     defaults: 256, 256, 500]
