@@ -33,6 +33,8 @@ void chai_bind_open_hub(lua_State *L, int table);
 void chai_bind_open_heads(lua_State *L, int table);
 void chai_bind_open_train(lua_State *L, int table);
 void chai_bind_open_model_train(lua_State *L, int table); /* after chai_bind_open_model */
+void chai_bind_open_files(lua_State *L, int table);
+void chai_bind_open_signals(lua_State *L, int table);
 
 /* The live OPT model of the chai.Model userdata at idx (model.c); raises for anything else. */
 struct chai_opt_model *chai_bind_check_model(lua_State *L, int idx);
