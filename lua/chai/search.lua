@@ -12,7 +12,10 @@
 -- The work on models goes through a backend (lua/chai/search_ktq.lua: chai.ktq's recipes and
 -- measurements); the tests give a fake one. A backend is a table of functions:
 --   defaults()                      step name → the recipes' default options
---   setup(o, hooks)                 → ctx {reference =, task =, model =, model_label =, info =}
+--   validate(o)                     (optional) raises for options wrong before any work (a
+--                                     --model folder that is not a model)
+--   setup(o, hooks)                 → ctx {reference =, task =, model = (its identity), info =,
+--                                     quick = {data =, steps =} (what --quick changes)}
 --   unavailable(config)             → why this build cannot run it, or nil
 --   check(config, ctx)              raises when the recipe is wrong for this model and task
 --   sensitivity(ctx, hooks)         → {layers =, methods = {{method =, scores =, ...}}}
@@ -276,6 +279,7 @@ function M.run(o, env)
   o.task = o.task or DEFAULTS.task
   o.criterion = o.criterion or DEFAULTS.criterion
   o.seed = o.seed or DEFAULTS.seed
+  if backend.validate then backend.validate(o) end
   local ok_open, store = pcall(store_mod.open, dir)
   if not ok_open then fail(M.prog .. ": " .. tostring(store), 1) end
 
@@ -338,7 +342,7 @@ function M.run(o, env)
   end
 
   -- The configurations, checked against this model and task before anything runs.
-  local quick = o.quick and backend.quick or nil
+  local quick = o.quick and (ctx.quick or backend.quick) or nil
   local ok_space, configs = pcall(space.configs, {configs = o.configs, orders = o.orders, grid = o.grid,
                                                   seed = o.seed, data = quick and quick.data,
                                                   step_overrides = quick and quick.steps},

@@ -45,8 +45,9 @@ local function exists(path)
   return f ~= nil
 end
 
--- The OPT tokenizer through chai.data: the data folder ($CHAI_DATA_DIR), else the Hub.
-local function tokenizer()
+--- The OPT tokenizer through chai.data: the data folder ($CHAI_DATA_DIR), else the Hub; an error
+--- naming both ways when neither serves.
+function M.tokenizer()
   local data = require "chai.data"
   if data.tokenizer then return (data.tokenizer()) end
   local dir = os.getenv("CHAI_DATA_DIR")
@@ -68,7 +69,7 @@ function M.data(opts)
   opts = opts or {}
   local data = require "chai.data"
   local train = require "chai.train"
-  local tok = tokenizer()
+  local tok = M.tokenizer()
   local enc = {max_length = M.max_length, add_eos = opts.eos or false}
   local train_rows = train.encode(data.task("sst2", "train").rows, tok, enc)
   local dev_rows = train.encode(data.task("sst2", "validation").rows, tok, enc)
