@@ -524,6 +524,59 @@ function M.markdown(data)
   return table.concat(out, "\n") .. "\n"
 end
 
+-- ---------------------------------------------------------------------------------------------
+-- Rendering in a headless browser (the suite's check, and screenshots for the docs)
+
+local function sh_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+--- The Chromium (or Chrome) command: $CHAI_CHROMIUM, else the first of chromium, chromium-browser,
+--- google-chrome on PATH; nil when there is none.
+function M.chromium()
+  local env = os.getenv("CHAI_CHROMIUM")
+  if env and env ~= "" then return env end
+  for _, name in ipairs({"chromium", "chromium-browser", "google-chrome"}) do
+    local p = io.popen("command -v " .. name .. " 2>/dev/null")
+    local path = p and p:read("l")
+    if p then p:close() end
+    if path and path ~= "" then return path end
+  end
+  return nil
+end
+
+-- Headless, offline and quiet: no sandbox (containers), no GPU, no network services, a fresh
+-- profile that is removed afterwards.
+local FLAGS = "--headless --no-sandbox --disable-gpu --disable-quic --no-first-run "
+  .. "--disable-background-networking --disable-component-update --disable-sync --hide-scrollbars "
+  .. "--virtual-time-budget=10000"
+
+--- Opens a report in headless Chromium and returns what the page's self-check recorded
+--- ({canvases =, drawn =, blank =, errors =, chartjs =}); with opts.screenshot also writes a PNG of
+--- the page (opts.width × opts.height [1400 × 2400]). Returns nil and the reason when there is no
+--- Chromium or the page recorded nothing.
+function M.render(html_path, opts)
+  opts = opts or {}
+  local bin = M.chromium()
+  if not bin then return nil, "no Chromium (install Debian's chromium, or set CHAI_CHROMIUM)" end
+  local profile = os.tmpname()
+  os.remove(profile)
+  local url = "file://" .. (html_path:sub(1, 1) == "/" and html_path or ((os.getenv("PWD") or ".") .. "/" .. html_path))
+  local base = ("%s %s --user-data-dir=%s"):format(sh_quote(bin), FLAGS, sh_quote(profile))
+  local p = io.popen(("%s --dump-dom %s 2>/dev/null"):format(base, sh_quote(url)))
+  local dom = p and p:read("a") or ""
+  if p then p:close() end
+  if opts.screenshot then
+    os.execute(("%s --window-size=%d,%d --screenshot=%s %s >/dev/null 2>&1"):format(base, opts.width or 1400,
+                opts.height or 2400, sh_quote(opts.screenshot), sh_quote(url)))
+  end
+  os.execute("rm -rf " .. sh_quote(profile))
+  local text = dom:match('<pre id="chart%-check">(.-)</pre>')
+  if not text or text == "" then return nil, "the page recorded no chart check (did its script run?)" end
+  text = text:gsub("&quot;", '"'):gsub("&lt;", "<"):gsub("&gt;", ">"):gsub("&#39;", "'"):gsub("&amp;", "&")
+  local ok, check = pcall(json.decode, text)
+  if not ok then return nil, "the chart check is not JSON: " .. text end
+  return check
+end
+
 --- Writes report.html (and report.md with opts.markdown) into the folder of `store` (atomically).
 --- opts.configs: the run's configurations (their order). Returns the paths written.
 function M.write(store, opts)
