@@ -64,20 +64,19 @@ end
 
 --- The tokenizer and the encoded GLUE SST-2 train and dev rows, through chai.data (the data folder
 --- $CHAI_DATA_DIR, else the Hub; an error naming both ways when neither serves). opts: quick (the
---- first M.defaults.quick_rows train rows), eos (end every row with </s>).
+--- first M.defaults.quick_rows train rows), limit (the first `limit` train rows), eos (end every
+--- row with </s>).
 function M.data(opts)
   opts = opts or {}
   local data = require "chai.data"
   local train = require "chai.train"
   local tok = M.tokenizer()
   local enc = {max_length = M.max_length, add_eos = opts.eos or false}
-  local train_rows = train.encode(data.task("sst2", "train").rows, tok, enc)
+  local raw = data.task("sst2", "train").rows
+  local keep = math.min(opts.limit or #raw, opts.quick and M.defaults.quick_rows or #raw)
+  if keep < #raw then raw = {table.unpack(raw, 1, keep)} end
+  local train_rows = train.encode(raw, tok, enc)
   local dev_rows = train.encode(data.task("sst2", "validation").rows, tok, enc)
-  if opts.quick then
-    local sub = {}
-    for k = 1, math.min(M.defaults.quick_rows, #train_rows) do sub[k] = train_rows[k] end
-    train_rows = sub
-  end
   return tok, train_rows, dev_rows
 end
 
@@ -137,7 +136,8 @@ end
 --- The folder of the default model, trained first when it is not there yet: the student of seed 1
 --- (saved as sst2-opt-student-s1 and copied to sst2-opt-student, as train_sst2.lua does), or with
 --- opts.quick a smoke-test student trained on M.defaults.quick_rows rows (sst2-opt-student-quick)
---- unless the full one exists. opts.log(line) hears what happens; opts.dir replaces models_dir().
+--- unless the full one exists. opts.log(line) hears what happens; opts.dir replaces models_dir();
+--- opts.config (another architecture) and opts.rows (a cap on the train rows) serve tests.
 --- Returns the folder and whether it was trained now.
 function M.ensure(opts)
   opts = opts or {}
@@ -150,8 +150,8 @@ function M.ensure(opts)
   if exists(target .. "/config.json") then return target, false end
   log(("training the default model (the SST-2 student of experiments/train_sst2.lua%s) into %s"):format(
       opts.quick and ", on " .. M.defaults.quick_rows .. " rows for --quick" or "", target))
-  local _, train_rows, dev_rows = M.data({quick = opts.quick})
-  local _, rec = M.train({name = name, seed = 1, train = train_rows, dev = dev_rows, dir = dir,
+  local _, train_rows, dev_rows = M.data({quick = opts.quick, limit = opts.rows})
+  local _, rec = M.train({name = name, seed = 1, train = train_rows, dev = dev_rows, dir = dir, config = opts.config,
                           time_budget = M.defaults.minutes * 60, quick = opts.quick,
                           progress = opts.progress})
   if not opts.quick then

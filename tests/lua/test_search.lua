@@ -276,4 +276,21 @@ T.eq(status, 0, "resumed after the disk was freed")
 T.eq(b7.calls, {"chai_kd", "chai_target"}, "the lost configuration runs again")
 T.eq(#results(ddir), 4, "all four kept")
 
+-- ---------------------------------------------------------------------------------------------
+-- Progress: a bar with the count and the ETA on a terminal, plain lines otherwise
+
+local tdir = T.tmpdir() .. "/tty"
+local tout, terr = fake.buffer(), fake.buffer()
+search.main({"--out", tdir, "--configs", "chai_quant,chai_kd"}, {backend = fake.backend(), stdout = tout, stderr = terr, tty = true})
+local tty_text = terr:text()
+T.check(tty_text:find("\r\27[K[", 1, true) ~= nil, "the bar is redrawn in place")
+T.check(tty_text:find("] 3/3 configurations  ETA 0:00", 1, true) ~= nil, "the bar shows the count and the ETA")
+T.check(tty_text:find("search: chai_kd: measure  (2/3 done, ETA ", 1, true) ~= nil, "a line per stage")
+local plain = fake.buffer()
+search.main({"--out", T.tmpdir() .. "/plain", "--configs", "chai_quant"}, {backend = fake.backend(), stdout = fake.buffer(), stderr = plain, tty = false})
+T.check(not plain:text():find("\r", 1, true) and plain:text():find("search: chai_quant: build", 1, true), "plain lines off a terminal")
+local log = T.read_bytes(tdir .. "/search.log")
+T.check(log:find("chai_kd: measure", 1, true) and log:find("## Best configuration per criterion", 1, true),
+        "search.log has the stages and the tables")
+
 T.finish()
