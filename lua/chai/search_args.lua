@@ -7,7 +7,6 @@ local M = {}
 
 M.prog = "search.lua"
 M.tasks = {"sst2", "rte", "piqa"}
-M.criteria = {"accuracy", "latency", "throughput", "memory", "pareto"}
 
 M.usage = [[
 usage: chai script experiments/search.lua [options]
@@ -112,8 +111,9 @@ function M.parse(args)
   if o.task ~= nil and not one_of(M.tasks, o.task) then
     bad(("--task '%s': not a task (sst2, rte, piqa)"):format(o.task))
   end
-  if o.criterion ~= nil and not one_of(M.criteria, o.criterion) then
-    bad(("--criterion '%s': not a criterion (accuracy, latency, throughput, memory, pareto)"):format(o.criterion))
+  local pick = require "chai.search_pick"
+  if o.criterion ~= nil and not pick.by_name[o.criterion] then
+    bad(("--criterion '%s': not a criterion (%s)"):format(o.criterion, table.concat(pick.criteria, ", ")))
   end
   if o.configs ~= nil then
     local names = split_commas(o.configs)

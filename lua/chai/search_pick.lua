@@ -3,7 +3,6 @@
 -- bytes, and the tables the search prints and the report shows.
 local M = {}
 
-M.criteria = {"accuracy", "latency", "throughput", "memory", "pareto"}
 --- The pareto criterion's accuracy tolerance: a front member qualifies when its paired accuracy
 --- difference against the unmodified model is at least this (−0.5 points, issue 13's target).
 M.tolerance = -0.005
@@ -32,15 +31,6 @@ function M.values(r)
   return v
 end
 
--- Orderings: each a list of {field, "max"|"min"}; ties fall through to the next key, then names.
-local ORDER = {
-  accuracy = {{"accuracy", "max"}, {"throughput", "max"}, {"weight_bytes", "min"}},
-  latency = {{"latency", "min"}, {"accuracy", "max"}, {"weight_bytes", "min"}},
-  throughput = {{"throughput", "max"}, {"accuracy", "max"}, {"weight_bytes", "min"}},
-  memory = {{"weight_bytes", "min"}, {"kv", "min"}, {"accuracy", "max"}},
-  pareto = {{"throughput", "max"}, {"weight_bytes", "min"}, {"accuracy", "max"}},
-}
-
 local function before(a, b, keys)
   for _, k in ipairs(keys) do
     local x, y = a.v[k[1]], b.v[k[1]]
@@ -54,15 +44,6 @@ local function before(a, b, keys)
   return a.r.name < b.r.name
 end
 
-local function candidates(results, need)
-  local out = {}
-  for _, r in ipairs(results) do
-    local v = M.values(r)
-    if v and (not need or v[need] ~= nil) then out[#out + 1] = {r = r, v = v} end
-  end
-  return out
-end
-
 local function dominates(a, b)
   local ge = a.accuracy >= b.accuracy and a.throughput >= b.throughput and a.weight_bytes <= b.weight_bytes
   local gt = a.accuracy > b.accuracy or a.throughput > b.throughput or a.weight_bytes < b.weight_bytes
@@ -73,8 +54,9 @@ end
 --- the results no other result beats on one of them without losing on another, in input order.
 function M.front(results)
   local c = {}
-  for _, x in ipairs(candidates(results)) do
-    if x.v.accuracy and x.v.throughput and x.v.weight_bytes then c[#c + 1] = x end
+  for _, r in ipairs(results) do
+    local v = M.values(r)
+    if v and v.accuracy and v.throughput and v.weight_bytes then c[#c + 1] = {r = r, v = v} end
   end
   local out = {}
   for i, a in ipairs(c) do
@@ -87,7 +69,57 @@ function M.front(results)
   return out
 end
 
---- The best result under a criterion (nil when none has the figures) and a sentence saying why:
+-- ---------------------------------------------------------------------------------------------
+-- Criteria
+
+--- The criteria by name (M.criteria lists them in the order the tables show them). Each is
+--- {order = {{field, "max"|"min"}, ...}, why = "a phrase", pool = function(results) → the results
+--- it chooses among, and optionally another order}; fields are those of M.values, ties fall
+--- through to the next field and then to the name. Without pool, the results that have the first
+--- field are the pool.
+M.criteria, M.by_name = {}, {}
+
+--- Adds (or replaces) a criterion; --criterion NAME then accepts it. See docs/search.md.
+function M.add_criterion(name, spec)
+  if type(name) ~= "string" or not name:match("^[%w_-]+$") then
+    error("chai.search.pick.add_criterion: a name of letters, digits, _ and -, got " .. tostring(name), 2)
+  end
+  if type(spec) ~= "table" or type(spec.order) ~= "table" or #spec.order == 0 then
+    error("chai.search.pick.add_criterion: spec.order must be a non-empty list of {field, \"max\"|\"min\"}", 2)
+  end
+  for i, k in ipairs(spec.order) do
+    if type(k) ~= "table" or type(k[1]) ~= "string" or (k[2] ~= "max" and k[2] ~= "min") then
+      error(("chai.search.pick.add_criterion: spec.order[%d] must be {field, \"max\"|\"min\"}"):format(i), 2)
+    end
+  end
+  if not M.by_name[name] then M.criteria[#M.criteria + 1] = name end
+  M.by_name[name] = {order = spec.order, why = spec.why or name, pool = spec.pool}
+  return M.by_name[name]
+end
+
+M.add_criterion("accuracy", {order = {{"accuracy", "max"}, {"throughput", "max"}, {"weight_bytes", "min"}},
+                             why = "the highest accuracy"})
+M.add_criterion("latency", {order = {{"latency", "min"}, {"accuracy", "max"}, {"weight_bytes", "min"}},
+                            why = "the lowest latency p50 at batch 1"})
+M.add_criterion("throughput", {order = {{"throughput", "max"}, {"accuracy", "max"}, {"weight_bytes", "min"}},
+                               why = ("the most sentences/s at batch %d"):format(M.batch)})
+M.add_criterion("memory", {order = {{"weight_bytes", "min"}, {"kv", "min"}, {"accuracy", "max"}},
+                           why = "the fewest weight bytes"})
+M.add_criterion("pareto", {
+  order = {{"throughput", "max"}, {"weight_bytes", "min"}, {"accuracy", "max"}},
+  why = ("on the Pareto front, the fastest within %.1f points of the unmodified model"):format(-100 * M.tolerance),
+  -- The front members within the tolerance; when none is, the whole front by accuracy.
+  pool = function(results)
+    local front, pool = M.front(results), {}
+    for _, r in ipairs(front) do
+      local v = M.values(r)
+      if v.diff == nil or v.diff >= M.tolerance - 1e-12 then pool[#pool + 1] = r end
+    end
+    if #pool == 0 then return front, M.by_name.accuracy.order end
+    return pool
+  end})
+
+--- The best result under a criterion (nil when none has the figures) and a phrase saying why:
 ---   accuracy    the highest accuracy (ties: faster, then smaller)
 ---   latency     the lowest p50 latency at batch 1
 ---   throughput  the most sentences/s at batch 16
@@ -95,34 +127,29 @@ end
 ---   pareto      on the Pareto front, the fastest whose paired accuracy difference against the
 ---               unmodified model is ≥ −0.5 points; when none is, the most accurate on the front
 function M.best(results, criterion)
-  local keys = ORDER[criterion]
-  if not keys then error("unknown criterion " .. tostring(criterion), 2) end
-  local pool
-  if criterion == "pareto" then
-    pool = {}
-    local front = M.front(results)
-    for _, r in ipairs(front) do
-      local v = M.values(r)
-      if v.diff == nil or v.diff >= M.tolerance - 1e-12 then pool[#pool + 1] = {r = r, v = v} end
-    end
-    if #pool == 0 then
-      for _, r in ipairs(front) do pool[#pool + 1] = {r = r, v = M.values(r)} end
-      keys = ORDER.accuracy
-    end
+  local crit = M.by_name[criterion]
+  if not crit then error("unknown criterion " .. tostring(criterion), 2) end
+  local keys = crit.order
+  local rs
+  if crit.pool then
+    local alt
+    rs, alt = crit.pool(results)
+    keys = alt or keys
   else
-    pool = candidates(results, keys[1][1])
+    rs = {}
+    for _, r in ipairs(results) do
+      local v = M.values(r)
+      if v and v[keys[1][1]] ~= nil then rs[#rs + 1] = r end
+    end
+  end
+  local pool = {}
+  for _, r in ipairs(rs) do
+    local v = M.values(r)
+    if v then pool[#pool + 1] = {r = r, v = v} end
   end
   if #pool == 0 then return nil, "no configuration has the figures" end
   table.sort(pool, function(a, b) return before(a, b, keys) end)
-  local best = pool[1]
-  local why = {
-    accuracy = "the highest accuracy",
-    latency = "the lowest latency p50 at batch 1",
-    throughput = ("the most sentences/s at batch %d"):format(M.batch),
-    memory = "the fewest weight bytes",
-    pareto = ("on the Pareto front, the fastest within %.1f points of the unmodified model"):format(-100 * M.tolerance),
-  }
-  return best.r, why[criterion]
+  return pool[1].r, crit.why
 end
 
 -- ---------------------------------------------------------------------------------------------

@@ -126,6 +126,15 @@ T.eq(pick.best(rs, "throughput").name, "b", "throughput")
 T.eq(pick.best(rs, "latency").name, "b", "latency")
 T.eq(pick.best(rs, "memory").name, "a", "memory: the tie on bytes goes to accuracy")
 T.eq(pick.best(rs, "pareto").name, "a", "pareto: the fastest front member within 0.5 points")
+-- A criterion of one's own: the fewest KV bytes per token, then accuracy.
+pick.add_criterion("kv", {order = {{"kv", "min"}, {"accuracy", "max"}}, why = "the fewest KV bytes per token"})
+local kvrs = {res("x", 0.8, 100, 1, 0), res("y", 0.7, 100, 1, 0)}
+kvrs[2].metrics.kv_bytes_per_token = 50
+T.eq(pick.best(kvrs, "kv").name, "y", "an added criterion chooses")
+T.eq(search.parse({"--criterion", "kv"}).criterion, "kv", "--criterion accepts it")
+T.raises(function() pick.add_criterion("bad", {order = {{"kv", "up"}}}) end, "must be {field", "a bad order")
+pick.by_name.kv = nil
+table.remove(pick.criteria)
 T.check(pick.table(rs, rs[1]):find("| e | — | failed: x |", 1, true) == nil and pick.table(rs, rs[1]):find("failed: x", 1, true),
         "failed rows say why")
 
