@@ -336,8 +336,18 @@ function M.run(o, env)
     stage = function(name) stage(nil, name) end,
     log = function(line) prog:message(line) end})
   if not ok_setup then
+    local sig = interrupted()
+    if sig then
+      -- Stopped (budget, signal) before any configuration: a clean stop, nothing to keep.
+      prog:finish()
+      local msg = ("%s while setting up (%s); nothing was measured yet"):format(
+        sig == "SIGALRM" and "the budget ran out" or ("stopped by " .. sig), M.message(ctx))
+      stderr:write(M.prog, ": ", msg, "\n")
+      event("stopped", {message = msg})
+      if signals then signals.release() end
+      return {status = "stopped", dir = dir, results = {}}
+    end
     local status, msg = M.failure(ctx)
-    if interrupted() then msg = M.prog .. ": interrupted while setting up" end
     stop_with(msg, status)
   end
 

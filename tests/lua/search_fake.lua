@@ -27,7 +27,7 @@ end
 --- spec: fail_on (a configuration that raises), signal_on (one that sends SIGTERM to this process
 --- and then waits in a C loop until interrupted), full_disk_on (after this one's run, writes fail
 --- after spec.full_disk_bytes bytes), unavailable (a step this "build" lacks), step_seconds (step
---- name → seconds its records claim), setup_error.
+--- name → seconds its records claim), setup_error, signal_in_setup (SIGINT while setting up).
 function M.backend(spec)
   spec = spec or {}
   local b = {calls = {}, quick = {data = {calibration = 8, sensitivity = 8, heldout = 8},
@@ -39,6 +39,11 @@ function M.backend(spec)
   function b.setup(o, hooks)
     hooks.stage("load model")
     if spec.setup_error then error(spec.setup_error, 0) end
+    if spec.signal_in_setup then
+      -- (io.popen: os.execute's system() ignores SIGINT in this process while the child runs)
+      io.popen("kill -INT " .. b.pid()):close()
+      if core.testing.spin_until_interrupted(30) then error("OPT training interrupted", 0) end
+    end
     b.options = o
     return {reference = chai.opt.create(CFG, {seed = 1}), task = {name = o.task}, model = "fake/model",
             info = {layers = 2, heads = 4}}
@@ -60,7 +65,7 @@ function M.backend(spec)
                                    {method = "entropy", scores = {1.5, 1.25}},
                                    {method = "perturb", error = "not in this build"}}}
   end
-  local function pid()
+  function b.pid()
     local f = io.open("/proc/self/stat", "rb")
     local text = f:read("a")
     f:close()
@@ -70,7 +75,7 @@ function M.backend(spec)
     b.calls[#b.calls + 1] = c.name
     if spec.fail_on == c.name then error("boom in " .. c.name, 0) end
     if spec.signal_on == c.name then
-      os.execute("kill -TERM " .. pid())
+      os.execute("kill -TERM " .. b.pid())
       if core.testing.spin_until_interrupted(30) then error("OPT forward interrupted", 0) end
     end
     local steps = c.recipe.steps

@@ -259,6 +259,15 @@ local b5 = fake.backend()
 main({"--resume", sdir}, b5)
 T.eq(b5.calls, {"chai_kd", "chai_target"}, "resume runs the rest")
 
+-- Ctrl-C while the model is being made (trained): a clean stop with nothing measured.
+local idir = T.tmpdir() .. "/setup-int"
+status, _, err = main({"--out", idir}, fake.backend({signal_in_setup = true}), {signals = true})
+T.eq(status, 0, "stopped while setting up: status 0")
+T.check(err:find("stopped by SIGINT while setting up", 1, true), err)
+events = {}
+for _, line in ipairs(read_lines(idir .. "/progress.jsonl")) do events[#events + 1] = json.decode(line) end
+T.eq(events[#events].event, "stopped", "the last event is stopped")
+
 -- The budget: configurations predicted not to fit are skipped (the kd step claims 1000 s).
 local bdir = T.tmpdir() .. "/budget"
 local b6 = fake.backend({step_seconds = {kd = 1000}})
