@@ -64,6 +64,7 @@ end
 function P:stage_begin(config, stage)
   self.current, self.stage = config, stage
   local where = config and (config .. ": ") or ""
+  if self.total == 0 then return self:message(where .. stage) end -- before the space is known
   self:message(("%s%s  (%d/%d done, ETA %s)"):format(where, stage, self.done, self.total, M.clock(self.eta)))
 end
 
