@@ -3,18 +3,23 @@
 #   scripts/test.sh              Release build in build/, all tests
 #   scripts/test.sh --sanitize   the same with ASan+UBSan in build-sanitize/
 #   scripts/test.sh --fuzz       clang + libFuzzer build in build-fuzz/, short fuzz runs
-# Extra arguments after -- go to ctest (e.g. -- -L fast, -- -R tensor).
+#   scripts/test.sh --no-skip    fail when a test was skipped (CI: the whole data must be there)
+# Extra arguments after -- go to ctest (e.g. -- -L fast, -- -R tensor). Tests that need the whole
+# data (label full-data) read $CHAI_DATA_DIR; without it ctest reports them as skipped, and their
+# reasons are printed after its summary.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 mode=plain
+no_skip=0
 ctest_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --sanitize) mode=sanitize ;;
     --fuzz) mode=fuzz ;;
+    --no-skip) no_skip=1 ;;
     --) shift; ctest_args+=("$@"); break ;;
-    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
-    *) echo "test.sh: unknown option '$1'" >&2; sed -n '2,7p' "$0" >&2; exit 2 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    *) echo "test.sh: unknown option '$1'" >&2; sed -n '2,10p' "$0" >&2; exit 2 ;;
   esac
   shift
 done
@@ -26,4 +31,18 @@ case "$mode" in
   fuzz) build="$root/build-fuzz"; "$root/scripts/setup.sh" --fuzz; ctest_args+=(-L fuzz) ;;
 esac
 cd "$build"
-ctest --output-on-failure -j 2 "${ctest_args[@]}"
+status=0
+ctest --output-on-failure -j 2 "${ctest_args[@]}" || status=$?
+# A skipped test printed "skipped: <why>" (and exited 77): show why, after the summary.
+reasons=$(awk '/^[0-9]+\/[0-9]+ Test: / { name = $3 }
+               /^skipped: / { sub(/^skipped: /, ""); print "  " name ": " $0 }' \
+          Testing/Temporary/LastTest.log 2>/dev/null || true)
+if [ -n "$reasons" ]; then
+  echo "Skipped tests and why:"
+  echo "$reasons"
+  if [ "$no_skip" = 1 ]; then
+    echo "test.sh: --no-skip: tests were skipped" >&2
+    status=1
+  fi
+fi
+exit "$status"

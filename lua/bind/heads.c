@@ -767,6 +767,38 @@ static int l_capture_store(lua_State *L) {
   return 1;
 }
 
+/* heads.capture_stats(model) → {[layer] = {{entropy=, max_entropy=, prob_sum=, rows=, cells=},
+ * … one per head}}: the sums of every captured forward since capture_begin (1-based layers and
+ * heads). */
+static int l_capture_stats(lua_State *L) {
+  chai_opt_model *m = chai_bind_check_model(L, 1);
+  const chai_attention_stats *st = chai_opt_capture_stats(m);
+  if (!st) return luaL_error(L, "chai.heads.capture_stats: no capture in progress");
+  const chai_opt_config *c = chai_opt_get_config(m);
+  int Lyr = c->num_hidden_layers, H = c->num_attention_heads;
+  lua_createtable(L, Lyr, 0);
+  for (int l = 0; l < Lyr; l++) {
+    lua_createtable(L, H, 0);
+    for (int h = 0; h < H; h++) {
+      const chai_attention_stats *s = &st[(size_t)l * H + h];
+      lua_createtable(L, 0, 5);
+      lua_pushnumber(L, s->entropy);
+      lua_setfield(L, -2, "entropy");
+      lua_pushnumber(L, s->max_entropy);
+      lua_setfield(L, -2, "max_entropy");
+      lua_pushnumber(L, s->prob_sum);
+      lua_setfield(L, -2, "prob_sum");
+      lua_pushinteger(L, (lua_Integer)s->rows);
+      lua_setfield(L, -2, "rows");
+      lua_pushinteger(L, (lua_Integer)s->cells);
+      lua_setfield(L, -2, "cells");
+      lua_rawseti(L, -2, h + 1);
+    }
+    lua_rawseti(L, -2, l + 1);
+  }
+  return 1;
+}
+
 static void wrap_method(lua_State *L, int methods, const char *name, lua_CFunction fn) {
   lua_getfield(L, methods, name);
   if (lua_isnil(L, -1)) {
@@ -959,6 +991,7 @@ void chai_bind_open_heads(lua_State *L, int table) {
       {"capture_begin", l_capture_begin},
       {"capture_end", l_capture_end},
       {"capture_store", l_capture_store},
+      {"capture_stats", l_capture_stats},
       {"prune", l_prune},
       {"layer_heads", l_layer_heads},
       {"bench_decode", l_bench_decode},

@@ -289,7 +289,8 @@ static int m_score_continuations(lua_State *L) {
     int conts = lua_gettop(L);
     luaL_checktype(L, conts, LUA_TTABLE);
     int J = (int)luaL_len(L, conts);
-    if (J < 1 || J > 4096) luaL_error(L, "score_continuations: item %d has %d continuations", (int)i, J);
+    if (J < 1 || J > 4096)
+      luaL_error(L, "score_continuations: item %d has %d continuations", (int)i, J);
     const int32_t **cont = lua_newuserdatauv(L, sizeof *cont * (size_t)J, 0);
     lua_rawseti(L, 4, anchors++);
     int *cont_len = lua_newuserdatauv(L, sizeof(int) * (size_t)J, 0);
@@ -455,6 +456,20 @@ static int m_warnings(lua_State *L) {
   return 1;
 }
 
+/* m:score_random() → true while the classification head is the random one drawn at load;
+ * m:score_random(false) marks it trained. */
+static int m_score_random(lua_State *L) {
+  lmodel *u = check_model(L, 1);
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TBOOLEAN);
+    if (lua_toboolean(L, 2))
+      return luaL_error(L, "model:score_random: only false (mark the head trained) can be set");
+    chai_opt_score_mark_trained(u->m);
+  }
+  lua_pushboolean(L, chai_opt_score_random(u->m));
+  return 1;
+}
+
 static int m_dtype(lua_State *L) {
   lmodel *u = check_model(L, 1);
   lua_pushstring(L, chai_dtype_name(chai_opt_dtype(u->m)));
@@ -511,6 +526,7 @@ void chai_bind_open_model(lua_State *L, int table) {
                                      {"decode_bytes", m_decode_bytes},
                                      {"warnings", m_warnings},
                                      {"dtype", m_dtype},
+                                     {"score_random", m_score_random},
                                      {"free", m_release},
                                      {NULL, NULL}};
   luaL_newmetatable(L, MODEL_MT);

@@ -215,12 +215,53 @@ static int m_grads(lua_State *L) {
   return name_table(L, true);
 }
 
-/* freeze / unfreeze {layers = {1-based …}, parts = {"attention", …}} (both optional). */
+/* The parameters named in the list at the top of the stack (Hugging Face names), frozen or not;
+ * raises naming an unknown name before changing anything. */
+static int freeze_names(lua_State *L, chai_opt_model *m, bool frozen, const char *fname) {
+  int list = lua_gettop(L), n = chai_opt_param_count(m);
+  if (!lua_istable(L, list))
+    return luaL_error(L, "%s: names must be a list of parameter names", fname);
+  lua_Integer count = luaL_len(L, list);
+  bool *pick = lua_newuserdatauv(L, sizeof(bool) * (size_t)(n ? n : 1), 0);
+  memset(pick, 0, sizeof(bool) * (size_t)(n ? n : 1));
+  for (lua_Integer k = 1; k <= count; k++) {
+    lua_rawgeti(L, list, k);
+    const char *want = lua_tostring(L, -1);
+    if (lua_type(L, -1) != LUA_TSTRING)
+      return luaL_error(L, "%s: names[%d] is not a string", fname, (int)k);
+    int found = -1;
+    for (int i = 0; i < n && found < 0; i++) {
+      chai_tensor t;
+      if (strcmp(chai_opt_param(m, i, &t), want) == 0) found = i;
+    }
+    if (found < 0) return luaL_error(L, "%s: the model has no parameter named '%s'", fname, want);
+    pick[found] = true;
+    lua_pop(L, 1);
+  }
+  for (int i = 0; i < n; i++)
+    if (pick[i] && chai_opt_freeze_param(m, i, frozen)) return chai_bind_fail(L);
+  return 0;
+}
+
+/* freeze / unfreeze {layers = {1-based …}, parts = {"attention", …}} (both optional), or
+ * {names = {Hugging Face names …}} alone. */
 static int freeze(lua_State *L, bool frozen) {
-  static const char *const known[] = {"layers", "parts", NULL};
+  static const char *const known[] = {"layers", "parts", "names", NULL};
   const char *fname = frozen ? "model:freeze" : "model:unfreeze";
   chai_opt_model *m = check_model(L, 1);
   chai_bind_check_options(L, 2, fname, known);
+  if (lua_istable(L, 2)) {
+    lua_getfield(L, 2, "names");
+    if (!lua_isnil(L, -1)) {
+      lua_getfield(L, 2, "layers");
+      lua_getfield(L, 2, "parts");
+      bool other = !lua_isnil(L, -1) || !lua_isnil(L, -2);
+      lua_pop(L, 2);
+      if (other) return luaL_error(L, "%s: names cannot be combined with layers or parts", fname);
+      return freeze_names(L, m, frozen, fname);
+    }
+    lua_pop(L, 1);
+  }
   int L_ = chai_opt_get_config(m)->num_hidden_layers;
   unsigned parts = CHAI_OPT_PART_ALL;
   int n_layers = -1;

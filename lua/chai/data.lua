@@ -319,17 +319,50 @@ local tasks = {
 
 M.task_names = {"piqa", "rte", "sst2"}
 
---- Loads a task split: {name=, split=, rows=, fields=, num_labels=, source=, revision=}.
---- Source: the local mirror in $CHAI_DATA_DIR (or opts.data_dir) when it has the file, else the
---- Hub's /rows API (cached; HF_HUB_OFFLINE=1 reads the cache only).
-function M.task(name, split, opts)
+--- The local data folder: opts.data_dir, else $CHAI_DATA_DIR; nil when neither is set. It has
+--- the layout sst2/glue_{dev,train}.tsv, rte/{dev,train}.tsv, piqa/valid.jsonl and
+--- opt-tokenizer/{vocab.json,merges.txt} (tests/fixtures/data is a small one).
+function M.dir(opts)
+  return opts and opts.data_dir or env("CHAI_DATA_DIR")
+end
+
+-- Why the local folder did not serve `file` (a path inside it; nil when the layout has none).
+local function local_miss(data_dir, file, what)
+  if not file then return "the data folder layout has no file for " .. what end
+  if not data_dir then return "$CHAI_DATA_DIR is unset" end
+  return string.format("the data folder %s has no %s", data_dir, file)
+end
+
+-- A caught error's message without its "file.lua:12: " position and "chai.data: " prefix.
+local function reason(err)
+  return (tostring(err):gsub("^[^%s:]+%.lua:%d+: ", ""):gsub("^chai%.data: ", ""))
+end
+
+local function check_opts(fname, opts, known)
   opts = opts or {}
+  if type(opts) ~= "table" then error(fname .. ": options must be a table, got " .. type(opts), 3) end
+  for k in pairs(opts) do
+    if not known[k] then error(string.format("%s: unknown option '%s'", fname, tostring(k)), 3) end
+  end
+  return opts
+end
+
+local task_opts = {data_dir = true, revision = true, offline = true, cache_dir = true, endpoint = true,
+                   server = true}
+
+--- Loads a task split: {name=, split=, rows=, fields=, num_labels=, source=, revision=}.
+--- Source: the local data folder (M.dir: opts.data_dir, else $CHAI_DATA_DIR) when it has the
+--- file, else the Hub's /rows API, cached (opts.revision, offline, cache_dir, endpoint and server
+--- as for M.rows_api; HF_HUB_OFFLINE=1 or offline = true reads the cache only). When neither
+--- serves, the error names both ways.
+function M.task(name, split, opts)
+  opts = check_opts("chai.data.task", opts, task_opts)
   local t = tasks[name]
   if not t then
     error(string.format("chai.data: unknown task '%s' (known: %s)", tostring(name), table.concat(M.task_names, ", ")), 2)
   end
   split = split or "validation"
-  local data_dir = opts.data_dir or env("CHAI_DATA_DIR")
+  local data_dir = M.dir(opts)
   local rows, source, revision
   local mirror_file = t.mirror[split]
   if data_dir and mirror_file and file_exists(data_dir .. "/" .. mirror_file) then
@@ -345,10 +378,15 @@ function M.task(name, split, opts)
     end
     source = path
   else
-    local ok, res, rev = pcall(M.rows_api, t.hub[1], t.hub[2], split, {revision = opts.revision})
+    local ok, res, rev = pcall(M.rows_api, t.hub[1], t.hub[2], split,
+                               {revision = opts.revision, offline = opts.offline, cache_dir = opts.cache_dir,
+                                endpoint = opts.endpoint, server = opts.server})
     if not ok then
-      error(string.format("chai.data: task %s split %s: no local mirror (%s) and the Hub failed: %s",
-                          name, split, data_dir and (data_dir .. "/" .. (mirror_file or "?")) or "CHAI_DATA_DIR unset", res), 2)
+      local fix = "run once with network access (the rows are then cached)"
+      if mirror_file then fix = "set CHAI_DATA_DIR to a data folder holding " .. mirror_file .. ", or " .. fix end
+      error(string.format("chai.data: no %s %s split: %s, and the Hub's rows API (%s, config %s) failed: %s. " ..
+                          "To fix: %s", name, split, local_miss(data_dir, mirror_file, name .. " " .. split),
+                          t.hub[1], t.hub[2], reason(res), fix), 2)
     end
     rows, revision = {}, rev
     for i, r in ipairs(res) do
@@ -360,6 +398,42 @@ function M.task(name, split, opts)
   end
   return {name = name, split = split, rows = rows, fields = t.fields, num_labels = t.num_labels,
           source = source, revision = revision}
+end
+
+--- The Hub repo whose tokenizer M.tokenizer falls back to.
+M.tokenizer_repo = "facebook/opt-125m"
+
+local tokenizer_opts = {data_dir = true, add_bos = true, revision = true, offline = true, cache_dir = true,
+                        endpoint = true, quiet = true}
+
+--- The OPT tokenizer (GPT-2's byte-level BPE with the OPT/RoBERTa vocabulary): opt-tokenizer/ of
+--- the local data folder (M.dir) when it has one, else vocab.json and merges.txt of
+--- facebook/opt-125m from the Hub (cached; opts.revision, offline, cache_dir, endpoint and quiet
+--- as for chai.hub). add_bos is false unless opts.add_bos is true, whichever the source (the
+--- local folder has no tokenizer_config.json; the Hub's would turn it on), so both encode alike.
+--- Returns the tokenizer and where it came from (a folder, or "hub:facebook/opt-125m"). When
+--- neither serves, the error names both ways.
+function M.tokenizer(opts)
+  opts = check_opts("chai.data.tokenizer", opts, tokenizer_opts)
+  if opts.add_bos ~= nil and type(opts.add_bos) ~= "boolean" then
+    error("chai.data.tokenizer: option add_bos must be a boolean, got " .. type(opts.add_bos), 2)
+  end
+  local tokenizer = require "chai.tokenizer"
+  local add_bos = opts.add_bos == true
+  local data_dir = M.dir(opts)
+  local folder = data_dir and data_dir .. "/opt-tokenizer"
+  if folder and file_exists(folder .. "/vocab.json") then
+    return tokenizer.load(folder, {add_bos = add_bos}), folder
+  end
+  local ok, tok = pcall(tokenizer.load, M.tokenizer_repo,
+                        {add_bos = add_bos, revision = opts.revision, offline = opts.offline,
+                         cache_dir = opts.cache_dir, endpoint = opts.endpoint, quiet = opts.quiet})
+  if ok then return tok, "hub:" .. M.tokenizer_repo end
+  error(string.format("chai.data: no OPT tokenizer: %s, and the Hub (%s) failed: %s. To fix: set " ..
+                      "CHAI_DATA_DIR to a data folder holding opt-tokenizer/vocab.json and merges.txt, " ..
+                      "or fetch them once with network access: chai download %s vocab.json merges.txt",
+                      local_miss(data_dir, "opt-tokenizer/vocab.json"), M.tokenizer_repo, reason(tok),
+                      M.tokenizer_repo), 2)
 end
 
 return M

@@ -81,7 +81,7 @@ M.kmeans_samples = C.kmeans_samples
 -- labels 1..k numbered by lowest member (representative = lowest-index head).
 function M.agglomerative(dist, k) return C.agglomerative(dist, k) end
 
--- The seed project's rule on one layer's per-head mean attention → labels, k.
+-- The CHAI-KTQ project's rule on one layer's per-head mean attention → labels, k.
 function M.ktq_rule(mean_attention, opts) return C.ktq_rule(mean_attention, opts) end
 
 -- A plan layer entry from labels (any positive numbering): clusters ordered by lowest member.
@@ -94,7 +94,7 @@ local plan_known = {method = true, sensitivity = true, override = true, skip_lay
 --   method = "kmeans-elbow" (default): per layer, the inertia curve summed over samples for
 --     k = 1..H, its elbow (kneedle, `sensitivity`, default 1.0; chord fallback), then one static
 --     membership from k-means with that k on each head's rows concatenated over samples;
---   method = "chai-ktq": the seed project's rule on the per-layer mean attention.
+--   method = "chai-ktq": the CHAI-KTQ project's rule on the per-layer mean attention.
 -- override = {[layer] = k} forces k; skip_layers = {layers...} or min_layer = l (layers below l)
 -- stay dense; a layer whose k equals H stays dense too. seed, n_init, max_iter go to k-means.
 -- plan.meta records the method, options and each layer's curve and elbow.
@@ -182,7 +182,8 @@ local calib_known = {tokens = true, max_samples = true}
 -- paper's dumps); one dense forward records, per layer and head, the attention probabilities of the
 -- LAST of those tokens over all of them (zero-padded to `tokens` when the text is shorter; zero
 -- columns shared by all heads change no k-means inertia). Texts with fewer than 2 tokens are
--- skipped. max_samples caps the number of texts used (default: all).
+-- skipped; a text may also come tokenized (a list of token ids; tok is then not used).
+-- max_samples caps the number of texts used (default: all).
 -- Returns {n_layers=, n_heads=, tokens=, n_samples=, layers={[l]={rows=(S,H,tokens) tensor,
 -- mean={per-head mean of those rows over samples}}}}. The model must be dense (set_heads(nil)).
 -- Note: a softmax row sums to 1, so each head's mean over it is 1/T for every head: the seed
@@ -200,8 +201,14 @@ function M.calibrate(model, tok, texts, opts)
   local chosen = {}
   for _, text in ipairs(texts) do
     if #chosen >= max then break end
-    if type(text) ~= "string" then error("chai.heads.calibrate: texts must be strings", 2) end
-    local ids = tok:encode(text)
+    local ids
+    if type(text) == "table" then
+      ids = text
+    elseif type(text) == "string" then
+      ids = tok:encode(text)
+    else
+      error("chai.heads.calibrate: texts must be strings (or lists of token ids)", 2)
+    end
     if #ids >= 2 then
       local cut = {}
       for i = 1, math.min(N, #ids) do cut[i] = ids[i] end

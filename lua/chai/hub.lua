@@ -196,8 +196,14 @@ M.download_usage = "REPO [FILE...] [--revision R] [--repo-type model|dataset|spa
                    .. "[--cache-dir DIR] [--quiet]"
 
 --- The `chai download` subcommand. args: the words after "download". Prints the local path of
---- a single FILE, else the snapshot folder. Returns the exit status.
+--- a single FILE, else the snapshot folder. Returns the exit status; the user's mistakes (a bad
+--- argument, a repo or file the Hub does not have, no network) stop with one line through
+--- chai.cli.fail.
 function M.cli_download(args)
+  local cli = require "chai.cli"
+  local function usage_error(msg)
+    cli.fail("chai download: " .. msg .. " (usage: chai download " .. M.download_usage .. ")", 2)
+  end
   local repo, files, o = nil, {}, {}
   local flags = {["--revision"] = "revision", ["--repo-type"] = "repo_type",
                  ["--cache-dir"] = "cache_dir"}
@@ -217,17 +223,12 @@ function M.cli_download(args)
         i = i + 1
         value = args[i]
       end
-      if not value then
-        io.stderr:write("chai download: ", name, " needs a value\n")
-        return 2
-      end
+      if not value then usage_error(name .. " needs a value") end
       o[flags[name]] = value
     elseif a == "--quiet" then
       o.quiet = true
-    elseif a:sub(1, 2) == "--" then
-      io.stderr:write("chai download: unknown option '", a, "'\nusage: chai download ",
-                      M.download_usage, "\n")
-      return 2
+    elseif a:sub(1, 1) == "-" then
+      usage_error("unknown option '" .. a .. "'")
     elseif not repo then
       repo = a
     else
@@ -235,23 +236,21 @@ function M.cli_download(args)
     end
     i = i + 1
   end
-  if not repo then
-    io.stderr:write("chai download: missing REPO\nusage: chai download ", M.download_usage, "\n")
-    return 2
+  if not repo then usage_error("missing REPO") end
+  if o.repo_type and o.repo_type ~= "model" and #files == 0 then
+    usage_error("name the FILEs to fetch from a " .. o.repo_type .. " repo")
   end
+  local what = "chai download " .. repo
   if #files == 1 then
-    print((M.download(repo, files[1], o)))
+    print((cli.guard(what, M.download, repo, files[1], o)))
     return 0
   end
   local dir
   if #files > 0 then
     o.files = files
-    dir = M.snapshot(repo, o)
-  elseif o.repo_type and o.repo_type ~= "model" then
-    io.stderr:write("chai download: name the FILEs to fetch from a ", o.repo_type, " repo\n")
-    return 2
+    dir = cli.guard(what, M.snapshot, repo, o)
   else
-    dir = M.model(repo, o)
+    dir = cli.guard(what, M.model, repo, o)
   end
   print(dir)
   return 0

@@ -48,18 +48,7 @@ end
 --- The OPT tokenizer through chai.data: the data folder ($CHAI_DATA_DIR), else the Hub; an error
 --- naming both ways when neither serves.
 function M.tokenizer()
-  local data = require "chai.data"
-  if data.tokenizer then return (data.tokenizer()) end
-  local dir = os.getenv("CHAI_DATA_DIR")
-  local tok = require "chai.tokenizer"
-  if dir and dir ~= "" and exists(dir .. "/opt-tokenizer/vocab.json") then return tok.load(dir .. "/opt-tokenizer") end
-  local ok, t = pcall(tok.load, "facebook/opt-125m")
-  if ok then return t end
-  error(("no OPT tokenizer: %s, and the Hub failed: %s. To fix: set CHAI_DATA_DIR to a data folder "
-         .. "holding opt-tokenizer/vocab.json and merges.txt, or fetch them once with network access: "
-         .. "chai download facebook/opt-125m vocab.json merges.txt"):format(
-         (dir and dir ~= "") and ("the data folder " .. dir .. " has no opt-tokenizer/vocab.json") or "$CHAI_DATA_DIR is unset",
-         tostring(t)), 0)
+  return (require("chai.data").tokenizer())
 end
 
 --- The tokenizer and the encoded GLUE SST-2 train and dev rows, through chai.data (the data folder

@@ -1,5 +1,5 @@
 -- chai.tokenizer: OPT's byte-level BPE (GPT-2 rules) from vocab.json + merges.txt.
---   local tok = chai.tokenizer.load("../shared/data/opt-tokenizer")   -- or a Hub id
+--   local tok = chai.tokenizer.load("data/opt-tokenizer")   -- a folder, or a Hub id
 --   tok:encode("Hello world")            --> {31414, 232}   ({add_bos=true} --> {2, 31414, 232})
 --   tok:decode({31414, 232})             --> "Hello world"
 --   local ids, mask = tok:batch({"a", "b c"}, {pad = "left", max_length = 8, truncation = true})

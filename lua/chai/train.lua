@@ -26,6 +26,9 @@
 --   eval_every       evaluate every N optimizer steps (and at the end) [0: only at the end]
 --   early_stopping   {patience=, metric="accuracy"|"loss", min_delta=0}: stop after `patience`
 --                    evaluations without improvement
+--   restore_best     keep a copy of the trainable parameters at the best evaluation (in memory)
+--                    and put it back at the end, so the model leaves as it was at its best step
+--                    [false; not with ema]
 --   checkpoint       a folder: the last checkpoint goes to <folder>/last (weights, optimizer,
 --                    trainer state), the best evaluated model to <folder>/best (HF layout)
 --   save_every       steps between checkpoints [eval_every, or 0 = only at the end]
@@ -364,7 +367,7 @@ local RUN_KNOWN = {model = true, head = true, train = true, eval = true, teacher
                    eval_every = true, eval_batch_size = true, early_stopping = true,
                    checkpoint = true, save_every = true, resume = true, log = true,
                    progress = true, stop_after = true, time_budget = true, on_step = true,
-                   ema = true}
+                   ema = true, restore_best = true}
 
 local function better(metric, a, b, min_delta)
   if b == nil then return true end
@@ -424,6 +427,17 @@ function M.run(opts)
   local state = {step = 0, epoch = 0, pos = 0, seed = seed, best = nil, bad_evals = 0,
                  total_steps = total, history = {}}
   local params = m:params()
+  if opts.restore_best and opts.ema then
+    error(fname .. ": restore_best and ema cannot be combined (the average is what is evaluated)", 2)
+  end
+  local best_copy = nil -- restore_best: name -> tensor at the best evaluation
+  local function keep_best()
+    if not opts.restore_best then return end
+    best_copy = best_copy or {}
+    for _, name in ipairs((m:trainable())) do
+      if best_copy[name] then best_copy[name]:copy(params[name]) else best_copy[name] = params[name]:clone() end
+    end
+  end
   local ema = nil
   if opts.ema then
     if type(opts.ema) ~= "number" or opts.ema <= 0 or opts.ema >= 1 then
@@ -479,6 +493,7 @@ function M.run(opts)
       state.best = v
       state.best_step = state.step
       state.bad_evals = 0
+      keep_best()
       if ckdir then with_average(function() m:save(ckdir .. "/best") end) end
     else
       state.bad_evals = state.bad_evals + 1
@@ -579,6 +594,11 @@ function M.run(opts)
   if state.step >= total or stop_reason == "early_stopping" or stop_reason == "time_budget" then
     if not (last_eval and last_eval.step == state.step) then last_eval = evaluate_now() end
   end
+  local restored = false
+  if best_copy and state.best_step ~= state.step then
+    for name, t in pairs(best_copy) do params[name]:copy(t) end
+    restored = true
+  end
   checkpoint_now()
   if ema then -- the model leaves with the averaged weights
     for name, p in pairs(params) do p:copy(ema[name]) end
@@ -586,7 +606,8 @@ function M.run(opts)
   if log then log:close() end
   return {step = state.step, epoch = state.epoch, total_steps = total, eval = last_eval,
           best = state.best, best_step = state.best_step, history = state.history,
-          stopped = stop_reason, seconds = before + core.bench.now() - t0, items = items}
+          stopped = stop_reason, seconds = before + core.bench.now() - t0, items = items,
+          restored_best = restored or nil}
 end
 
 return M

@@ -46,8 +46,13 @@ void chai_cli_setargs(lua_State *L, int argc, char **argv, int script, const cha
 int chai_cli_docall(lua_State *L, int narg, int nres);
 
 /* Prints the error message on top of the stack (prefixed with the program name) and pops it when
- * `status` is not LUA_OK. Returns `status`. */
+ * `status` is not LUA_OK. A failure raised by chai.cli.fail prints its message alone, on one line
+ * without a traceback. Returns `status`. */
 int chai_cli_report(lua_State *L, int status);
+
+/* The exit status for a Lua status after chai_cli_report: CHAI_EXIT_OK for LUA_OK, the status of
+ * the failure just reported (chai.cli.fail), else CHAI_EXIT_ERROR. */
+int chai_cli_exit_status(int status);
 
 /* Loads and runs a chunk of code, reporting errors. Returns a Lua status. */
 int chai_cli_dostring(lua_State *L, const char *code, const char *chunkname);

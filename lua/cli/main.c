@@ -60,7 +60,7 @@ static int cmd_script(lua_State *L, int argc, char **argv, int cmd) {
   chai_cli_setargs(L, argc, argv, cmd + 1, path);
   int status = chai_cli_dofile(L, path, argc - cmd - 2, argv + cmd + 2);
   free(path);
-  return status == LUA_OK ? CHAI_EXIT_OK : CHAI_EXIT_ERROR;
+  return chai_cli_exit_status(status);
 }
 
 static int cmd_repl(lua_State *L, int argc, char **argv, int cmd) {
@@ -262,10 +262,7 @@ static int run_lua_command(lua_State *L, int argc, char **argv, int cmd) {
     lua_rawseti(L, -2, i - cmd);
   }
   status = chai_cli_docall(L, 1, 1);
-  if (status != LUA_OK) {
-    chai_cli_report(L, status);
-    return CHAI_EXIT_ERROR;
-  }
+  if (status != LUA_OK) return chai_cli_exit_status(chai_cli_report(L, status));
   /* nil/true/no value: success; false: failure; an integer: that exit status. */
   int rc = CHAI_EXIT_OK;
   if (lua_isboolean(L, -1) && !lua_toboolean(L, -1))
@@ -294,7 +291,8 @@ static void usage(FILE *out, lua_State *L) {
       "With no arguments chai starts the REPL when stdin is a terminal; otherwise it prints this",
       "text on stderr and exits with status 2.",
       "Exit status: 0 success; 1 an error in Lua code (traceback on stderr), a script not found,",
-      "or Ctrl-C; 2 bad usage.",
+      "or Ctrl-C; 2 bad usage. A mistake on the command line of a command or bundled script is one",
+      "line on stderr, without a traceback.",
       "Environment: CHAI_HOME (its lua/ and scripts/ folders come first), CHAI_HISTORY (the REPL",
       "history file, default ~/.chai_history; empty for none).",
   };
@@ -333,7 +331,7 @@ int main(int argc, char **argv) {
   int rc = CHAI_EXIT_OK;
   for (int k = 1; k < cmd && rc == CHAI_EXIT_OK; k++) {
     if (strcmp(argv[k], "-e") == 0) {
-      if (chai_cli_dostring(L, argv[k + 1], "=(command line)") != LUA_OK) rc = CHAI_EXIT_ERROR;
+      rc = chai_cli_exit_status(chai_cli_dostring(L, argv[k + 1], "=(command line)"));
       k++;
     }
   }

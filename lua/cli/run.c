@@ -20,14 +20,46 @@ void chai_cli_message(const char *progname, const char *msg) {
   fflush(stderr);
 }
 
+/* Whether the value at `idx` is a failure raised by chai.cli.fail (lua/chai/cli.lua): a table
+ * whose metatable's __name is "chai.cli.Failure", holding `message` and `status`. */
+static int is_failure(lua_State *L, int idx) {
+  if (!lua_istable(L, idx) || !lua_getmetatable(L, idx)) return 0;
+  lua_pushliteral(L, "__name");
+  int named =
+      lua_rawget(L, -2) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "chai.cli.Failure") == 0;
+  lua_pop(L, 2);
+  return named;
+}
+
+/* The exit status of the last error reported: a failure's own status, else CHAI_EXIT_ERROR. */
+static int reported_exit = CHAI_EXIT_ERROR;
+
 int chai_cli_report(lua_State *L, int status) {
   if (status != LUA_OK) {
-    const char *msg = lua_tostring(L, -1);
-    if (!msg) msg = "(error object is not a string)";
-    chai_cli_message(chai_cli_progname, msg);
+    reported_exit = CHAI_EXIT_ERROR;
+    if (is_failure(L, -1)) {
+      /* The user's mistake: the message as it is (it names its program), one line. */
+      lua_getfield(L, -1, "message");
+      const char *msg = lua_tostring(L, -1);
+      chai_cli_message(NULL, msg ? msg : "(a failure without a message)");
+      lua_pop(L, 1);
+      int isint;
+      lua_getfield(L, -1, "status");
+      lua_Integer code = lua_tointegerx(L, -1, &isint);
+      if (isint && code >= 1 && code <= 125) reported_exit = (int)code;
+      lua_pop(L, 1);
+    } else {
+      const char *msg = lua_tostring(L, -1);
+      if (!msg) msg = "(error object is not a string)";
+      chai_cli_message(chai_cli_progname, msg);
+    }
     lua_pop(L, 1);
   }
   return status;
+}
+
+int chai_cli_exit_status(int status) {
+  return status == LUA_OK ? CHAI_EXIT_OK : reported_exit;
 }
 
 /* ---- Ctrl-C while a chunk runs ---- */
@@ -62,8 +94,10 @@ static void laction(int sig) {
     lua_sethook(running_L, lstop, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT | LUA_MASKLINE, 1);
 }
 
-/* The error value becomes its message plus a traceback; non-string values use __tostring. */
+/* The error value becomes its message plus a traceback; non-string values use __tostring. A
+ * failure (chai.cli.fail) stays as it is, without a traceback, for chai_cli_report. */
 static int msghandler(lua_State *L) {
+  if (is_failure(L, 1)) return 1;
   const char *msg = lua_tostring(L, 1);
   if (!msg) {
     if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;

@@ -12,22 +12,16 @@
 -- times are process CPU time (the work itself, robust to other jobs on a shared machine); with
 -- more threads, wall-clock time.
 local chai = require "chai"
+local cli = require "chai.cli"
 
 local opts = {threads = 2, contexts = {128, 256, 512, 1024, 2048}, new = 32, dtype = "f32", reps = 2}
-local i = 1
-while i <= #arg do
-  local a, v = arg[i], arg[i + 1]
-  if a == "--threads" then opts.threads = tonumber(v)
-  elseif a == "--new" then opts.new = tonumber(v)
-  elseif a == "--reps" then opts.reps = tonumber(v)
-  elseif a == "--no-timing" then opts.no_timing = true; i = i - 1
-  elseif a == "--dtype" then opts.dtype = v
-  elseif a == "--contexts" then
-    opts.contexts = {}
-    for n in v:gmatch("%d+") do opts.contexts[#opts.contexts + 1] = tonumber(n) end
-  else error("chai_heads.lua: unknown option '" .. a .. "' (--threads, --contexts, --new, --reps, --dtype)") end
-  i = i + 2
-end
+for k, v in pairs(cli.options(arg, {
+  prog = "chai_heads.lua",
+  usage = "usage: chai script scripts/bench/chai_heads.lua [--threads N] [--contexts 128,256,...] " ..
+          "[--new N] [--reps R] [--dtype f32|f16] [--no-timing]",
+  options = {threads = "count", contexts = "integers", new = "count", reps = "count", dtype = "string",
+             no_timing = "flag"},
+})) do opts[k] = v end
 chai.threads(opts.threads)
 
 local L, H, D = 12, 12, 64

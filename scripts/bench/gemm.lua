@@ -9,15 +9,11 @@ local chai = require "chai"
 local bench = require("chai.core").bench
 
 local opts = {threads = 2, reps = 7, child = nil}
-local i = 1
-while i <= #arg do
-  local a = arg[i]
-  if a == "--threads" then opts.threads = tonumber(arg[i + 1]); i = i + 1
-  elseif a == "--reps" then opts.reps = tonumber(arg[i + 1]); i = i + 1
-  elseif a == "--child" then opts.child = true
-  else error("gemm.lua: unknown option '" .. a .. "' (use --threads N, --reps R)") end
-  i = i + 1
-end
+for k, v in pairs(require("chai.cli").options(arg, {
+  prog = "gemm.lua",
+  usage = "usage: chai script scripts/bench/gemm.lua [--threads N] [--reps R]",
+  options = {threads = "count", reps = "count", child = "flag"}, -- --child: one configuration
+})) do opts[k] = v end
 local sizes = {512, 1024, 2048}
 
 local function median(xs)

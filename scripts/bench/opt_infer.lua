@@ -26,19 +26,15 @@ local now = require("chai.core").bench.now
 
 local opts = {threads = 2, reps = 5, rounds = 2, dir = "/tmp/chai-bench-opt125m", torch = true,
               all_cores = false}
-local i = 1
-while i <= #arg do
-  local a = arg[i]
-  if a == "--threads" then opts.threads = tonumber(arg[i + 1]); i = i + 1
-  elseif a == "--reps" then opts.reps = tonumber(arg[i + 1]); i = i + 1
-  elseif a == "--rounds" then opts.rounds = tonumber(arg[i + 1]); i = i + 1
-  elseif a == "--dir" then opts.dir = arg[i + 1]; i = i + 1
-  elseif a == "--no-torch" then opts.torch = false
-  elseif a == "--all-cores" then opts.all_cores = true
-  elseif a == "--child" then opts.child = arg[i + 1]; i = i + 1
-  else error("opt_infer.lua: unknown option '" .. a .. "'") end
-  i = i + 1
-end
+for k, v in pairs(require("chai.cli").options(arg, {
+  prog = "opt_infer.lua",
+  usage = "usage: chai script scripts/bench/opt_infer.lua [--threads N] [--reps R] [--rounds N] " ..
+          "[--dir DIR] [--no-torch] [--all-cores]",
+  -- --child chai|rss: the child processes this script starts
+  options = {threads = "count", reps = "count", rounds = "count", dir = "string", no_torch = "flag",
+             all_cores = "flag", child = "string"},
+})) do opts[k] = v end
+if opts.no_torch then opts.torch = false end
 
 local OPT125M = {vocab_size = 50272, hidden_size = 768, num_hidden_layers = 12,
                  num_attention_heads = 12, ffn_dim = 3072, max_position_embeddings = 2048,

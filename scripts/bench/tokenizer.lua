@@ -1,37 +1,37 @@
--- Tokenizer benchmark: encode every sentence of SST-2's glue_train.tsv (67,349 sentences, about
+-- Tokenizer benchmark: encode every sentence of SST-2's train split (67,349 sentences, about
 -- 3.6 MB of text) with chai, and with the GPT-2 reference encoder in Python (the fixture generator,
 -- tests/fixtures/make_tokenizer_fixture.py) on the same machine, and print MB/s and the ratio.
 --   chai script scripts/bench/tokenizer.lua [--data DIR] [--reps R] [--no-python]
--- DIR defaults to $CHAI_DATA_DIR, else ../shared/data beside the repository. One core: the
--- tokenizer is single-threaded. "cold" is a fresh tokenizer (empty cache), as Python's first pass;
--- "warm" the median of R more passes over the same sentences.
+-- The sentences and the tokenizer come through chai.data from DIR, else $CHAI_DATA_DIR, else the
+-- Hub; the sentences without the trailing space GLUE ends them with (as the data folder's
+-- sst2/glue_train.tsv has them). One core: the tokenizer is single-threaded. "cold" is a fresh
+-- tokenizer (empty cache), as Python's first pass; "warm" the median of R more passes over the same
+-- sentences.
 local chai = require "chai"
+local cli = require "chai.cli"
 local bench = require("chai.core").bench
 
+local PROG = "tokenizer.lua"
 local here = debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./"
-local opts = {data = os.getenv("CHAI_DATA_DIR") or here .. "../../../shared/data", reps = 3,
-              python = true}
-local i = 1
-while i <= #arg do
-  local a = arg[i]
-  if a == "--data" then opts.data = arg[i + 1]; i = i + 1
-  elseif a == "--reps" then opts.reps = math.tointeger(tonumber(arg[i + 1])); i = i + 1
-  elseif a == "--no-python" then opts.python = false
-  else error("tokenizer.lua: unknown option '" .. a .. "' (use --data DIR, --reps R, --no-python)") end
-  i = i + 1
-end
-assert(opts.reps and opts.reps >= 1, "tokenizer.lua: --reps needs an integer >= 1")
+local opts = {reps = 3, python = true}
+for k, v in pairs(cli.options(arg, {
+  prog = PROG,
+  usage = "usage: chai script scripts/bench/tokenizer.lua [--data DIR] [--reps R] [--no-python]",
+  options = {data = "string", reps = "count", no_python = "flag"},
+})) do opts[k] = v end
+if opts.no_python then opts.python = false end
 
-local path = opts.data .. "/sst2/glue_train.tsv"
+local ds = cli.guard(PROG, chai.data.task, "sst2", "train", {data_dir = opts.data})
 local texts, bytes = {}, 0
-local f = assert(io.open(path, "rb"))
-f:read("l") -- header
-for line in f:lines() do
-  local s = line:match("^([^\t]*)\t")
-  texts[#texts + 1] = s
-  bytes = bytes + #s
+for k, row in ipairs(ds.rows) do
+  texts[k] = row.sentence:gsub(" $", "")
+  bytes = bytes + #texts[k]
 end
-f:close()
+local tok0, tokdir = cli.guard(PROG, chai.data.tokenizer, {data_dir = opts.data})
+tok0:free()
+if tokdir:match("^hub:") then -- the snapshot folder the tokenizer was read from
+  tokdir = chai.hub.snapshot(chai.data.tokenizer_repo, {files = {"vocab.json", "merges.txt"}, quiet = true})
+end
 
 local function median(xs)
   table.sort(xs)
@@ -44,7 +44,6 @@ local function pass(tok)
   return bench.now() - t, n
 end
 
-local tokdir = opts.data .. "/opt-tokenizer"
 local t_load = bench.now()
 local tok = chai.tokenizer.load(tokdir)
 t_load = bench.now() - t_load
@@ -65,18 +64,28 @@ end
 whole = median(whole)
 
 local mb = bytes / 1e6
-print(("text: %s, %d sentences, %d bytes, %d tokens"):format(path, #texts, bytes, tokens))
+print(("text: %s, %d sentences, %d bytes, %d tokens"):format(ds.source, #texts, bytes, tokens))
 print(("chai load       %8.3f s"):format(t_load))
 print(("chai cold       %8.3f s  %7.2f MB/s  (tok:encode per sentence, fresh cache)"):format(cold, mb / cold))
 print(("chai warm       %8.3f s  %7.2f MB/s  (median of %d passes)"):format(warm, mb / warm, opts.reps))
 print(("chai one call   %8.3f s  %7.2f MB/s  (whole text joined by newlines, fresh cache)"):format(whole, (#joined / 1e6) / whole))
 
 if opts.python then
+  -- The peer reads <data>/opt-tokenizer and a TSV of the same sentences, written to a temporary
+  -- folder.
   local script = here .. "../../tests/fixtures/make_tokenizer_fixture.py"
-  local cmd = ("/usr/bin/python3 %q --data %q --bench %q 2>&1"):format(script, opts.data, path)
+  local tmp = os.tmpname()
+  os.remove(tmp)
+  assert(os.execute(("mkdir -p %q && ln -s %q %q"):format(tmp, tokdir, tmp .. "/opt-tokenizer")))
+  local f = assert(io.open(tmp .. "/train.tsv", "wb"))
+  f:write("sentence\tlabel\n")
+  for k, t in ipairs(texts) do f:write(t, "\t", ds.rows[k].label, "\n") end
+  f:close()
+  local cmd = ("/usr/bin/python3 %q --data %q --bench %q 2>&1"):format(script, tmp, tmp .. "/train.tsv")
   local p = io.popen(cmd)
   local out = p:read("a")
   p:close()
+  os.execute(("rm -rf %q"):format(tmp))
   local py_mbs = tonumber(out:match("python_mb_per_s (%S+)"))
   local py_tokens = tonumber(out:match("python_tokens (%d+)"))
   if py_mbs then

@@ -21,21 +21,17 @@ local now = require("chai.core").bench.now
 
 local opts = {threads = 2, reps = 3, batch = 8, seq = 64, dir = "/tmp/chai-bench-train125m",
               torch = true, frozen = true}
-local i = 1
-while i <= #arg do
-  local a = arg[i]
-  if a == "--threads" then opts.threads = tonumber(arg[i + 1]); i = i + 1
-  elseif a == "--reps" then opts.reps = tonumber(arg[i + 1]); i = i + 1
-  elseif a == "--batch" then opts.batch = tonumber(arg[i + 1]); i = i + 1
-  elseif a == "--seq" then opts.seq = tonumber(arg[i + 1]); i = i + 1
-  elseif a == "--dir" then opts.dir = arg[i + 1]; i = i + 1
-  elseif a == "--no-torch" then opts.torch = false
-  elseif a == "--no-frozen" then opts.frozen = false
-  elseif a == "--child" then opts.child = arg[i + 1]; i = i + 1
-  elseif a == "--shape" then opts.shape = arg[i + 1]; i = i + 1
-  else error("train_step.lua: unknown option '" .. a .. "'") end
-  i = i + 1
-end
+for k, v in pairs(require("chai.cli").options(arg, {
+  prog = "train_step.lua",
+  usage = "usage: chai script scripts/bench/train_step.lua [--threads N] [--reps R] [--batch N] " ..
+          "[--seq N] [--dir DIR] [--no-torch] [--no-frozen] [--shape tiny]",
+  -- --child chai|...: the child processes this script starts
+  options = {threads = "count", reps = "count", batch = "count", seq = "count", dir = "string",
+             no_torch = "flag", no_frozen = "flag", child = "string",
+             shape = function(v) return v == "tiny" and v or nil, "the only other shape is tiny" end},
+})) do opts[k] = v end
+if opts.no_torch then opts.torch = false end
+if opts.no_frozen then opts.frozen = false end
 
 local OPT125M = {vocab_size = 50272, hidden_size = 768, num_hidden_layers = 12,
                  num_attention_heads = 12, ffn_dim = 3072, max_position_embeddings = 2048,

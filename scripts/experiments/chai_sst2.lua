@@ -6,37 +6,31 @@
 --               experiments/train_sst2.lua]
 --     --calib   calibration sentences from the SST-2 train split [200]; --tokens per text [32]
 --     --limit   evaluate only the first N dev rows (a smoke run)
--- Data: CHAI_DATA_DIR (sst2/, opt-tokenizer/). Prints a markdown table (docs/benchmarks.md).
+-- Data (chai.data): $CHAI_DATA_DIR (sst2/, opt-tokenizer/), else the Hub (the rows API,
+-- facebook/opt-125m's tokenizer; cached). Prints a markdown table (docs/benchmarks.md).
 local chai = require "chai"
+local cli = require "chai.cli"
 
-local args = {...}
-local o = {model = nil, calib = 200, tokens = 32, seed = 0, limit = nil}
-local i = 1
-while i <= #args do
-  local a, v = args[i], args[i + 1]
-  if a == "--model" then o.model = v
-  elseif a == "--calib" then o.calib = tonumber(v)
-  elseif a == "--tokens" then o.tokens = tonumber(v)
-  elseif a == "--seed" then o.seed = tonumber(v)
-  elseif a == "--limit" then o.limit = tonumber(v)
-  else error("chai_sst2: unknown option " .. a .. " (--model, --calib, --tokens, --seed, --limit)", 0) end
-  if a ~= "--model" and not tonumber(v) then error("chai_sst2: " .. a .. " needs a number, got " .. tostring(v), 0) end
-  i = i + 2
-end
-local data_dir = os.getenv("CHAI_DATA_DIR")
-if not data_dir or data_dir == "" then error("chai_sst2: set CHAI_DATA_DIR", 0) end
-local dir = o.model or chai.train.cached_model("sst2-opt-student")
-local m = chai.opt.load(dir)
-local tok = chai.tokenizer.load(data_dir .. "/opt-tokenizer")
+local PROG = "chai_sst2.lua"
+local o = cli.options({...}, {
+  prog = PROG,
+  usage = "usage: chai script experiments/chai_sst2.lua [--model DIR] [--calib N] [--tokens N] " ..
+          "[--seed S] [--limit N]",
+  options = {model = "string", calib = "count", tokens = "count", seed = "integer", limit = "count"},
+})
+o.calib, o.tokens, o.seed = o.calib or 200, o.tokens or 32, o.seed or 0
+local dir = o.model or cli.guard(PROG, chai.train.cached_model, "sst2-opt-student")
+local m = cli.guard(PROG .. ": --model '" .. dir .. "'", chai.opt.load, dir)
+local tok = cli.guard(PROG, chai.data.tokenizer)
 local L, H, D = m.config.num_hidden_layers, m.config.num_attention_heads,
                 m.config.hidden_size // m.config.num_attention_heads
-local dev = chai.train.encode(chai.data.task("sst2", "validation").rows, tok, {max_length = 64})
+local dev = chai.train.encode(cli.guard(PROG, chai.data.task, "sst2", "validation").rows, tok, {max_length = 64})
 if o.limit then -- a smoke run on the first rows (tests)
   local sub = {}
   for k = 1, math.min(o.limit, #dev) do sub[k] = dev[k] end
   dev = sub
 end
-local train = chai.data.task("sst2", "train").rows
+local train = cli.guard(PROG, chai.data.task, "sst2", "train").rows
 local texts = {}
 for k = 1, math.min(o.calib, #train) do texts[k] = train[k].sentence end
 

@@ -8,31 +8,32 @@
 --   chai script experiments/plot_training.lua docs/figures/sst2_training.svg \
 --     "student s1=$M/logs/sst2-opt-student-s1.jsonl" "KD s1=$M/logs/sst2-opt-student-kd-s1.jsonl" ...
 local json = require("chai.core").json
+local cli = require "chai.cli"
 
-local args = {...}
-local out, metric, title = nil, "accuracy", "chai training"
+local PROG = "plot_training.lua"
+local USAGE = "usage: chai script experiments/plot_training.lua OUT.svg [--metric accuracy|loss] " ..
+              "[--title T] LABEL=LOG.jsonl ..."
+local given, words = cli.options({...}, {
+  prog = PROG, usage = USAGE, positional = math.huge,
+  options = {metric = function(v) return (v == "accuracy" or v == "loss") and v or nil, "accuracy or loss" end,
+             title = "string"},
+})
+local metric, title = given.metric or "accuracy", given.title or "chai training"
+local out = words[1]
 local runs = {}
-local i = 1
-while i <= #args do
-  local a = args[i]
-  if a == "--metric" then metric = args[i + 1]; i = i + 1
-  elseif a == "--title" then title = args[i + 1]; i = i + 1
-  elseif not out then out = a
-  else
-    local label, path = a:match("^(.-)=(.+)$")
-    if not label then error("plot_training: expected LABEL=LOG.jsonl, got " .. a, 0) end
-    runs[#runs + 1] = {label = label, path = path}
-  end
-  i = i + 1
+for k = 2, #words do
+  local label, path = words[k]:match("^(.-)=(.+)$")
+  if not label then cli.fail(PROG .. ": expected LABEL=LOG.jsonl, got '" .. words[k] .. "'", 2) end
+  runs[#runs + 1] = {label = label, path = path}
 end
-if not out or #runs == 0 then
-  error("usage: plot_training.lua OUT.svg [--metric accuracy|loss] LABEL=LOG.jsonl ...", 0)
-end
+if not out or #runs == 0 then cli.fail(PROG .. ": needs OUT.svg and at least one LABEL=LOG.jsonl (" .. USAGE .. ")", 2) end
 
 for _, r in ipairs(runs) do
   r.loss, r.eval = {}, {}
   local ema, n = nil, 0
-  for line in io.lines(r.path) do
+  local f, err = io.open(r.path, "rb")
+  if not f then cli.fail(PROG .. ": cannot read the log " .. r.label .. "=" .. r.path .. ": " .. tostring(err)) end
+  for line in f:lines() do
     local rec = json.decode(line)
     if rec.step == 1 and not rec.eval then -- a log appended to by a new run: keep the last run
       r.loss, r.eval, ema, n = {}, {}, nil, 0
@@ -45,6 +46,7 @@ for _, r in ipairs(runs) do
       if n % 10 == 0 then r.loss[#r.loss + 1] = {rec.step, ema} end
     end
   end
+  f:close()
 end
 
 local W, H, pad = 900, 360, 50
@@ -102,7 +104,8 @@ for ri, r in ipairs(runs) do
       H + 14 + 14 * ((ri - 1) * 150 // (W - 100)), colors[(ri - 1) % #colors + 1], r.label)
 end
 add("</svg>")
-local f = assert(io.open(out, "w"))
+local f, err = io.open(out, "w")
+if not f then cli.fail(PROG .. ": cannot write " .. out .. ": " .. tostring(err)) end
 f:write(table.concat(svg, "\n"), "\n")
 f:close()
 print("wrote " .. out)

@@ -19,50 +19,36 @@
 --     --eos              end every row with </s> (the token the score head reads)
 --     --ema D [0.999]    weight averaging decay (0 = off)
 --     --heads N [8]      student heads per layer; N != 8 saves sst2-opt-student-hN* instead
--- Data (chai.student.data, through chai.data): $CHAI_DATA_DIR (sst2/, opt-tokenizer/), else the Hub.
--- The architectures and the training recipe live in lua/chai/student.lua (the search's default
--- model is the seed-1 student trained by it).
+-- Data (chai.student.data, through chai.data): $CHAI_DATA_DIR (sst2/, opt-tokenizer/), else the Hub
+-- (the rows API, facebook/opt-125m's tokenizer; cached). The architectures and the training recipe
+-- live in lua/chai/student.lua (the search's default model is the seed-1 student trained by it).
 -- Logs: <models_dir>/logs/*.jsonl; results: <models_dir>/sst2-results.json. See docs/training.md.
 local chai = require "chai"
+local cli = require "chai.cli"
 
-local args = {...}
-local phase = "all"
+local PROG = "train_sst2.lua"
+local PHASES = {all = true, student = true, kd = true, ["teacher-large"] = true, report = true}
+local given, words = cli.options({...}, {
+  prog = PROG,
+  usage = "usage: chai script experiments/train_sst2.lua [all|student|kd|teacher-large|report] " ..
+          "[--seeds 1,2,3] [--teacher-seeds 1,2,3] [--epochs N] [--teacher-epochs N] [--minutes M] " ..
+          "[--threads N] [--quick] [--out DIR] [--batch N] [--lr X] [--wd X] [--label-smoothing X] " ..
+          "[--dropout P] [--eos] [--ema D] [--heads N]",
+  options = {seeds = "integers", teacher_seeds = "integers", epochs = "number", teacher_epochs = "number",
+             minutes = "number", threads = "count", quick = "flag", out = "string", batch = "count",
+             lr = "number", wd = "number", label_smoothing = "number", dropout = "number", eos = "flag",
+             ema = "number", heads = "count"},
+  positional = 1,
+})
+local phase = words[1] or "all"
+if not PHASES[phase] then
+  cli.fail(PROG .. ": unknown phase '" .. phase .. "' (all, student, kd, teacher-large or report)", 2)
+end
 local d = chai.student.defaults -- the recipe (lua/chai/student.lua)
 local o = {seeds = {1, 2, 3}, epochs = d.epochs, teacher_epochs = 2, minutes = d.minutes, threads = nil,
            quick = false, out = nil, batch = d.batch, lr = d.lr, wd = d.wd, ls = d.label_smoothing,
            dropout = d.dropout, eos = d.eos, ema = d.ema, teacher_seeds = nil, heads = 8}
-local i = 1
-while i <= #args do
-  local a = args[i]
-  local function val()
-    i = i + 1
-    if not args[i] then error("train_sst2: " .. a .. " needs a value", 0) end
-    return args[i]
-  end
-  if a == "--seeds" then
-    o.seeds = {}
-    for s in val():gmatch("%d+") do o.seeds[#o.seeds + 1] = tonumber(s) end
-  elseif a == "--teacher-seeds" then
-    o.teacher_seeds = {}
-    for s in val():gmatch("%d+") do o.teacher_seeds[#o.teacher_seeds + 1] = tonumber(s) end
-  elseif a == "--epochs" then o.epochs = tonumber(val())
-  elseif a == "--teacher-epochs" then o.teacher_epochs = tonumber(val())
-  elseif a == "--minutes" then o.minutes = tonumber(val())
-  elseif a == "--threads" then o.threads = tonumber(val())
-  elseif a == "--out" then o.out = val()
-  elseif a == "--batch" then o.batch = tonumber(val())
-  elseif a == "--lr" then o.lr = tonumber(val())
-  elseif a == "--wd" then o.wd = tonumber(val())
-  elseif a == "--dropout" then o.dropout = tonumber(val())
-  elseif a == "--label-smoothing" then o.ls = tonumber(val())
-  elseif a == "--quick" then o.quick = true
-  elseif a == "--eos" then o.eos = true
-  elseif a == "--ema" then o.ema = tonumber(val())
-  elseif a == "--heads" then o.heads = tonumber(val())
-  elseif a:sub(1, 2) ~= "--" then phase = a
-  else error("train_sst2: unknown option " .. a, 0) end
-  i = i + 1
-end
+for k, v in pairs(given) do o[k == "label_smoothing" and "ls" or k] = v end
 if o.threads then chai.threads(o.threads) end
 if o.out then chai.train.models_dir = function() return o.out end end
 
@@ -72,7 +58,7 @@ local STUDENT = student.config
 -- as sst2-opt-student-hN*. 8 heads (the default) measured better than 4 here (SST-2 dev 79.7 vs
 -- 77.8 mean over 3 seeds) and gives head clustering finer steps (OPT-125m has 12 a layer).
 if o.heads ~= 8 then
-  if math.type(o.heads) ~= "integer" or o.heads < 1 or 256 % o.heads ~= 0 then error("train_sst2: --heads must divide 256", 0) end
+  if 256 % o.heads ~= 0 then cli.fail(PROG .. ": --heads " .. o.heads .. ": must divide 256 (the hidden size)", 2) end
   STUDENT = {}
   for k, v in pairs(student.config) do STUDENT[k] = v end
   STUDENT.num_attention_heads = o.heads
@@ -82,7 +68,7 @@ local KD = {T = 2.0, alpha = 0.5}
 
 local dir = chai.train.models_dir()
 os.execute("mkdir -p '" .. dir .. "/logs'")
-local _, train_rows, dev_rows = student.data({quick = o.quick, eos = o.eos})
+local _, train_rows, dev_rows = cli.guard(PROG, student.data, {quick = o.quick, eos = o.eos})
 io.stderr:write(string.format("SST-2: %d train rows, %d dev rows; models in %s\n", #train_rows,
                               #dev_rows, dir))
 

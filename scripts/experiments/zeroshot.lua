@@ -29,6 +29,7 @@
 -- Published figures to compare with (harness, 0-shot, no BOS): OPT-125m PIQA acc 63.00 ± 1.13,
 -- acc_norm 62.02; OPT-350m 64.36 / 64.74; OPT-1.3b 71.71 / 72.47.
 local chai = require "chai"
+local cli = require "chai.cli"
 
 local PROG = "zeroshot.lua"
 local usage = "usage: chai script experiments/zeroshot.lua [--model M] [--tokenizer T] [--task piqa|rte|sst2|all] " ..
@@ -37,10 +38,9 @@ local usage = "usage: chai script experiments/zeroshot.lua [--model M] [--tokeni
               "[--calib-tokens T] [--calib-task T]]\n" ..
               "  [--heads-mode static|online|prune] [--heads-keep M] [--save-plan FILE]"
 
--- Bad usage: a message naming the value, exit 2, no traceback.
+-- Bad usage: one line naming the value, exit 2, no traceback.
 local function fail(msg, show_usage)
-  io.stderr:write(PROG .. ": " .. msg .. "\n" .. (show_usage and usage .. "\n" or ""))
-  os.exit(2)
+  cli.fail(PROG .. ": " .. msg .. (show_usage and " (--help shows the usage)" or ""), 2)
 end
 
 local opts = {model = "facebook/opt-125m", task = "piqa", batch_size = 8}
@@ -153,10 +153,7 @@ if opts.heads_k then
 end
 if opts.threads then chai.threads(opts.threads) end
 
--- Runtime errors (a model that cannot load, data that cannot be read): the message, exit 1.
-local function clean(err)
-  return (tostring(err):gsub("^[^%s:]+%.lua:%d+: ", ""))
-end
+local clean = cli.message
 
 local function result_line(task, label, r)
   local line = string.format("%-5s %sn=%-5d acc %.2f ± %.2f", task, label and string.format("%-6s ", label) or "",
@@ -239,9 +236,9 @@ local function main()
     if plans[ct] then return plans[ct] end
     local ok, ds = pcall(chai.data.task, ct, "train")
     if not ok then
-      error(string.format("cannot read the %s train split for calibration: %s\n  calibrate on another " ..
-                          "task's train split (--calib-task rte or sst2), or give a saved plan (--heads PLAN.json)",
-                          ct, clean(ds)), 0)
+      cli.fail(string.format("%s: cannot read the %s train split for calibration: %s; calibrate on another " ..
+                             "task's train split (--calib-task rte or sst2), or give a saved plan (--heads PLAN.json)",
+                             PROG, ct, clean(ds)))
     end
     local tpl = chai.eval.templates[ct]
     local texts = {}
@@ -354,8 +351,5 @@ local function main()
   end
 end
 
-local ok, err = pcall(main)
-if not ok then
-  io.stderr:write(PROG .. ": " .. clean(err) .. "\n")
-  os.exit(1)
-end
+-- Errors while running (a model that cannot load, data that cannot be read): one line, exit 1.
+cli.guard(PROG, main)

@@ -1,6 +1,6 @@
 /* Average-linkage agglomerative clustering and cosine distance: a scipy/sklearn-generated fixture
  * (tests/fixtures/heads/make_agglomerative_fixture.py), hand-worked examples, tie-breaking, zero
- * vectors, the seed project's 1-D rule, and refusals. */
+ * vectors, the CHAI-KTQ project's 1-D rule, and refusals. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -4,11 +4,13 @@
  * Then: accumulation and zero_grad, the training forward against the inference forward, freezing
  * (no gradient memory; the other gradients unchanged, bit for bit), errors that leave the
  * gradients untouched, and central differences on micro models (pre-LN and post-LN with
- * project_in/out) against chai's own inference forward. */
+ * project_in/out, and structurally pruned: fewer heads in a layer) against chai's own inference
+ * forward. */
 #include <math.h>
 #include <string.h>
 
 #include "chai/checkpoint.h"
+#include "chai/opt_heads.h"
 #include "chai/opt_train.h"
 #include "train_fixtures.h"
 
@@ -445,14 +447,30 @@ static void micro_config(chai_opt_config *cfg, bool pre) {
 
 /* Central differences of the inference loss against the backward's gradient, on every element
  * of a micro model with large enough weights that every path matters. */
-static void central_differences(bool pre, chai_opt_head head) {
+static void central_differences(bool pre, chai_opt_head head, bool pruned) {
   chai_opt_config cfg;
   micro_config(&cfg, pre);
+  if (pruned) cfg.num_attention_heads = 4; /* head_dim 2; layer 1 is pruned to 2 heads below */
   chai_rng rng;
   chai_rng_init(&rng, pre ? 11 : 12);
   chai_opt_model *m;
   CHECK_OK(chai_opt_create(&m, &cfg, CHAI_F32, &rng));
   if (!m) return;
+  if (pruned) { /* a structurally pruned model (CHAI prune): layer 1 keeps heads 0 and 2 */
+    chai_heads_plan plan;
+    int labels[4] = {0, 1, 0, 1};
+    chai_heads_dims dims = {2, 4, 1};
+    CHECK_OK(chai_heads_plan_init(&plan, 1));
+    CHECK_OK(chai_heads_plan_set_labels(&plan, 0, 1, labels, 4));
+    CHECK_OK(chai_heads_plan_validate(&plan, &dims));
+    chai_opt_model *small = NULL;
+    CHECK_OK(chai_opt_prune_heads(&small, m, &plan, 1));
+    chai_heads_plan_free(&plan);
+    chai_opt_free(m);
+    m = small;
+    if (!m) return;
+    CHECK(chai_opt_layer_heads(m, 0) == 4 && chai_opt_layer_heads(m, 1) == 2);
+  }
   /* LayerNorm weights and biases away from 1 and 0, so their gradients are generic */
   for (int i = 0; i < chai_opt_param_count(m); i++) {
     chai_tensor t;
@@ -486,7 +504,7 @@ static void central_differences(bool pre, chai_opt_head head) {
     float *p = chai_tensor_data(&t);
     const float *gd = chai_tensor_data(&g);
     for (int64_t k = 0; k < chai_tensor_numel(&t); k++) {
-      float keep = p[k], h = 1e-2f;
+      float keep = p[k], h = pruned ? 5e-3f : 1e-2f; /* head_dim 2 curves more: smaller steps */
       p[k] = keep + h;
       double lp = inference_loss(m, &b);
       p[k] = keep - h;
@@ -571,10 +589,12 @@ int main(void) {
   oracle_cases();
   freezing();
   errors();
-  central_differences(true, CHAI_OPT_HEAD_LM);
-  central_differences(true, CHAI_OPT_HEAD_CLASSIFY);
-  central_differences(false, CHAI_OPT_HEAD_LM);
-  central_differences(false, CHAI_OPT_HEAD_CLASSIFY);
+  central_differences(true, CHAI_OPT_HEAD_LM, false);
+  central_differences(true, CHAI_OPT_HEAD_CLASSIFY, false);
+  central_differences(false, CHAI_OPT_HEAD_LM, false);
+  central_differences(false, CHAI_OPT_HEAD_CLASSIFY, false);
+  central_differences(true, CHAI_OPT_HEAD_CLASSIFY, true);
+  central_differences(false, CHAI_OPT_HEAD_LM, true);
   dropout_differences(true, CHAI_OPT_HEAD_LM);
   dropout_differences(false, CHAI_OPT_HEAD_CLASSIFY);
   CHECK(chai_memory_live() == 0);

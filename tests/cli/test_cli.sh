@@ -172,6 +172,64 @@ expect_eq "-e runs before the script" "$out" "5"
 out="$(printf 'print(1 + 2, arg[0])\n' | "$chai" script - 2>&1)"
 expect_eq "script - reads stdin" "$out" "3	-"
 
+# ---- the user's mistakes: one line on stderr, no traceback (chai.cli.fail, docs/cli.md) ----
+one_line() { # NAME TEXT: TEXT is one line without a traceback
+  expect_eq "$1: one line" "$(printf '%s\n' "$2" | wc -l)" 1
+  expect_not "$1: no traceback" "$2" "traceback"
+}
+printf 'local cli = require "chai.cli"\nprint("before")\ncli.fail("mine.lua: --x 7: bad value", 3)\n' \
+  >"$tmp/work/fail3.lua"
+run "$chai" script fail3.lua
+expect_rc "cli.fail: its status" 3
+expect_eq "cli.fail: the message as it is" "$err" "mine.lua: --x 7: bad value"
+expect_eq "cli.fail: output before it" "$out" "before"
+printf 'local cli = require "chai.cli"\nlocal function load() error("no such model") end\ncli.guard("mine.lua: --model m", load)\n' \
+  >"$tmp/work/guard.lua"
+run "$chai" script guard.lua
+expect_rc "cli.guard: exit 1" 1
+expect_eq "cli.guard: what, then the error without its position" "$err" "mine.lua: --model m: no such model"
+run "$chai" -e 'require("chai.cli").fail("from -e", 2)'
+expect_rc "cli.fail in -e" 2
+expect_eq "cli.fail in -e: the message" "$err" "from -e"
+run "$chai" -e 'local cli = require "chai.cli"; local ok, e = pcall(cli.fail, "caught"); print(ok, cli.is_failure(e), tostring(e))'
+expect_eq "a failure can be caught" "$out" "false	true	caught"
+# An error in the user's own script keeps its traceback, also when a chai function raised it.
+printf 'local chai = require "chai"\nchai.opt.load("%s/no-such-model")\n' "$tmp" >"$tmp/work/own.lua"
+run "$chai" script own.lua
+expect_rc "own script, library error" 1
+expect_has "own script, library error: traceback" "$err" "stack traceback:"
+expect_has "own script, library error: the script's line" "$err" "own.lua:2:"
+# `chai download`: bad arguments and a repo that cannot be had
+export HF_HUB_OFFLINE=1 HF_HUB_CACHE="$tmp/empty-hub"
+run "$chai" download
+expect_rc "download without REPO" 2
+one_line "download without REPO" "$err"
+expect_has "download without REPO: says so" "$err" "chai download: missing REPO"
+run "$chai" download org/x --bogus
+expect_rc "download --bogus" 2
+one_line "download --bogus" "$err"
+expect_has "download --bogus: names it" "$err" "unknown option '--bogus'"
+run "$chai" download no-such/model
+expect_rc "download of a repo the Hub (here: its cache) lacks" 1
+one_line "download of a missing repo" "$err"
+expect_has "download of a missing repo: names it" "$err" "chai download no-such/model: "
+run "$chai" download ../up
+expect_rc "download of a bad repo id" 1
+one_line "download of a bad repo id" "$err"
+unset HF_HUB_OFFLINE HF_HUB_CACHE
+# Every bundled script refuses an unknown option in one line with status 2.
+while IFS= read -r script; do
+  run "$chai" script "$script" --no-such-option
+  expect_rc "$script --no-such-option" 2
+  one_line "$script --no-such-option" "$err"
+  expect_has "$script --no-such-option: names it" "$err" "'--no-such-option'"
+done < <(cd "$src/scripts" && find . -name '*.lua' | sed 's|^\./||' | sort)
+for script in experiments/chai_sst2.lua experiments/zeroshot.lua; do # chai.cli.options; its own
+  run "$chai" script "$script" --help
+  expect_rc "$script --help" 0
+  expect_has "$script --help: the usage on stdout" "$out" "usage: chai script "
+done
+
 # Bundled scripts under $CHAI_HOME/scripts, found from any folder; the current folder wins.
 mkdir -p "$tmp/home/scripts/sub" "$tmp/home/lua" "$tmp/work/sub"
 printf 'print("bundled", arg[0], ...)\n' >"$tmp/home/scripts/sub/where.lua"

@@ -14,7 +14,7 @@ local function check_error(fn, needle, what)
 end
 
 local fixtures = assert(os.getenv("CHAI_TEST_FIXTURES"), "CHAI_TEST_FIXTURES unset")
-local data_dir = assert(os.getenv("CHAI_DATA_DIR"), "CHAI_DATA_DIR unset")
+local data_dir = fixtures .. "/data" -- the slices in the repository
 local m = chai.opt.load(fixtures .. "/eval/model")
 local tok = chai.tokenizer.load(data_dir .. "/opt-tokenizer")
 local f = assert(io.open(fixtures .. "/eval/expected.json"))
@@ -24,7 +24,7 @@ f:close()
 -- The same documents the fixture scored, in the same order (first 6 of each task).
 local docs = {}
 for _, task in ipairs({"sst2", "rte", "piqa"}) do
-  local rows = chai.data.task(task, "validation").rows
+  local rows = chai.data.task(task, "validation", {data_dir = data_dir}).rows
   for i = 1, 6 do docs[#docs + 1] = {task = task, doc = rows[i]} end
 end
 
@@ -81,8 +81,8 @@ check(cb[1] == 2 and #cb == #c2 + 1, "add_bos prepends </s>")
 
 -- zeroshot: metrics, batch-size invariance, JSON output.
 local out = os.tmpname()
-local r8 = chai.eval.zeroshot(m, tok, "piqa", {limit = 12, batch_size = 4, out = out})
-local r1 = chai.eval.zeroshot(m, tok, "piqa", {limit = 12, batch_size = 1})
+local r8 = chai.eval.zeroshot(m, tok, "piqa", {limit = 12, batch_size = 4, out = out, data_dir = data_dir})
+local r1 = chai.eval.zeroshot(m, tok, "piqa", {limit = 12, batch_size = 1, data_dir = data_dir})
 check(r8.n == 12 and r8.acc == r1.acc and r8.acc_norm == r1.acc_norm, "batch size changes no score")
 check(r8.acc >= 0 and r8.acc <= 1 and r8.acc_stderr > 0, "acc and its standard error")
 local lat = r8.latency_ms
@@ -91,11 +91,11 @@ check(r8.throughput_items_per_s > 0 and r8.peak_rss_bytes > 0 and r8.model_bytes
 check(r8.add_bos == false, "no BOS by default")
 local jf = assert(io.open(out)); local written = json.decode(jf:read("a")); jf:close(); os.remove(out)
 check(written.task == "piqa" and written.n == 12 and written.acc == r8.acc, "metrics written as JSON")
-local sst = chai.eval.zeroshot(m, tok, "sst2", {limit = 6})
+local sst = chai.eval.zeroshot(m, tok, "sst2", {limit = 6, data_dir = data_dir})
 check(sst.acc_norm == nil and sst.n == 6, "sst2 reports acc only")
 
 -- classification heads use the same metrics (a random score head: only the plumbing is checked).
-local cls = chai.eval.classify(m, tok, "sst2", {limit = 10, batch_size = 4})
+local cls = chai.eval.classify(m, tok, "sst2", {limit = 10, batch_size = 4, data_dir = data_dir})
 check(cls.n == 10 and cls.acc >= 0 and cls.latency_ms.item_median > 0 and cls.head == "classify", "classify")
 
 -- bad calls

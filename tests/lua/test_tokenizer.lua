@@ -1,13 +1,12 @@
 -- chai.tokenizer: loading, encode/decode (the README anchors), batch padding and truncation, the
--- config files, and the errors of bad input. The id-by-id agreement with the GPT-2 reference over
--- all of ../shared/data is tests/c/test_tokenizer.c.
+-- config files, and the errors of bad input. The id-by-id agreement with the GPT-2 reference is
+-- tests/c/test_tokenizer.c (and, over the whole data files, test_tokenizer_sweep.c).
 local dir = debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./"
 package.path = dir .. "?.lua;" .. package.path
 local T = require "helper"
 local chai = require "chai"
 
-local data = assert(os.getenv("CHAI_DATA_DIR"), "CHAI_DATA_DIR must point at ../shared/data")
-local tokdir = data .. "/opt-tokenizer"
+local tokdir = assert(os.getenv("CHAI_TEST_FIXTURES"), "CHAI_TEST_FIXTURES unset") .. "/data/opt-tokenizer"
 local tok = chai.tokenizer.load(tokdir)
 
 -- fields

@@ -7,8 +7,8 @@ local function check(cond, what)
   if cond then passed = passed + 1 else failed = failed + 1; io.stderr:write("FAILED: " .. what .. "\n") end
 end
 local chai_bin = assert(os.getenv("CHAI_BUILD_DIR"), "CHAI_BUILD_DIR unset") .. "/chai"
-local fixtures = os.getenv("CHAI_TEST_FIXTURES")
-local data = os.getenv("CHAI_DATA_DIR")
+local fixtures = assert(os.getenv("CHAI_TEST_FIXTURES"), "CHAI_TEST_FIXTURES unset")
+local data = fixtures .. "/data" -- the slices in the repository; CHAI_DATA_DIR points at them too
 local out = os.tmpname()
 local function run(args, env)
   local p = io.popen(string.format("%s'%s' script experiments/zeroshot.lua %s 2>&1; echo \"exit=$?\"", env or "", chai_bin, args))
@@ -22,12 +22,18 @@ check(text:find("piqa  n=4 ", 1, true) and text:find("acc_norm", 1, true), "piqa
 check(text:find("rte   n=4 ", 1, true) and text:find("sst2  n=4 ", 1, true), "rte and sst2 lines")
 local f = assert(io.open(out)); local res = json.decode(f:read("a")); f:close(); os.remove(out)
 check(res.results.piqa.n == 4 and res.results.rte.acc ~= nil and res.results.sst2.add_bos == false, "JSON results")
+local function no_traceback(t) return not t:find("traceback", 1, true) and not t:find("%.lua:%d+:") end
+local function one_line(t) return select(2, t:gsub("\n", "")) == 2 end -- the message and "exit="
 text, code = run("--task mnli")
-check(code == 2 and text:find("unknown task 'mnli'", 1, true), "unknown task exits 2")
+check(code == 2 and text:find("unknown task 'mnli'", 1, true) and one_line(text), "unknown task exits 2: " .. text)
 text, code = run("--frobnicate")
-check(code == 2 and text:find("unknown option '--frobnicate'", 1, true), "unknown option exits 2")
+check(code == 2 and text:find("zeroshot.lua: unknown option '--frobnicate'", 1, true) and one_line(text) and
+      no_traceback(text), "unknown option exits 2: " .. text)
 text, code = run("--limit zero")
-check(code == 2 and text:find("positive integer", 1, true), "bad --limit exits 2")
+check(code == 2 and text:find("positive integer", 1, true) and one_line(text), "bad --limit exits 2")
+text, code = run("--model '" .. fixtures .. "/no-such-model'")
+check(code == 1 and text:find("zeroshot.lua: cannot open " .. fixtures .. "/no-such-model/config.json", 1, true) and
+      one_line(text) and no_traceback(text), "a missing model: one line, exit 1: " .. text)
 
 -- Under CHAI. A random 4-head model whose weights are large enough (init_std 0.3) for attention to
 -- be peaked, so clustering heads can change the scores (checked below, else the identity-plan
@@ -48,7 +54,6 @@ local function run_json(args)
   if fh then fh:close() end
   return t, c, doc
 end
-local function no_traceback(t) return not t:find("traceback", 1, true) and not t:find("%.lua:%d+:") end
 
 -- Every head its own cluster (a static plan with k = H): exactly the dense metrics and KV bytes.
 local identity = tmp .. "/identity.json"
@@ -132,7 +137,8 @@ for _, t in ipairs({"piqa", "rte", "sst2"}) do
 end
 text, code = run(base .. "--task piqa --heads-k 2", string.format("HF_HUB_CACHE='%s/none' HF_HUB_OFFLINE=1 ", tmp))
 check(code == 1 and text:find("cannot read the piqa train split for calibration", 1, true) and
-      text:find("--calib-task rte or sst2", 1, true) and not text:find("piqa  dense", 1, true) and no_traceback(text),
+      text:find("--calib-task rte or sst2", 1, true) and not text:find("piqa  dense", 1, true) and no_traceback(text) and
+      one_line(text),
       "no PIQA train split: a clear error before any evaluation: " .. text)
 
 -- Bad values: a clear message naming the value, a non-zero exit, no traceback.

@@ -87,7 +87,7 @@ chai_status chai_cosine_distance(double *dist, const float *x, int n, int d);
  * or asymmetric distance (naming i, j). */
 chai_status chai_agglomerative_average(int *labels, const double *dist, int n, int k);
 
-/* ---- seed project's rule (CHAI-KTQ "CHAI-base") --------------------------------------------- */
+/* ---- the CHAI-KTQ project's rule (its "CHAI-base") ------------------------------------------- */
 
 /* One layer with H heads and a 1-D feature per head (mean attention): 1-D k-means for k = 1..H,
  * kneedle elbow on that inertia curve (sensitivity S), k = max(H − ⌊0.2·H⌋, elbow), then labels
@@ -132,6 +132,26 @@ chai_status chai_heads_attention_forward(float *out, const float *q, const float
  * so each cluster's representative is its lowest-index head. CHAI_ERR_ARG for bad sizes. */
 chai_status chai_heads_online_labels(int *labels, const float *q, const float *k, int n, int H,
                                      int D, int q_ts, int k_ts, float scale, int n_clusters);
+
+/* ---- attention statistics (layer sensitivity) ------------------------------------------------
+ */
+
+/* Sums over one head's causal attention probabilities, accumulated over forwards. */
+typedef struct chai_attention_stats {
+  double entropy;     /* Σ over counted query rows of −Σ_j p·ln p (nats) */
+  double max_entropy; /* Σ over the same rows of ln(keys the row sees): uniform attention's entropy */
+  double prob_sum;    /* Σ of every probability of the T×T matrix (masked cells hold 0) */
+  int64_t rows;       /* counted query rows: real tokens */
+  int64_t cells;      /* T·T per forward: the denominator of the seed project's "mean attention" */
+} chai_attention_stats;
+
+/* Adds one forward's statistics to stats (H): probs (H,T,T) row-major, row i = query i's softmax
+ * over keys 0..T−1 (causal: keys past i hold 0); key_mask (T) 1 real / 0 padding, or NULL (all
+ * real). Padding query rows are not counted in entropy/max_entropy/rows; prob_sum and cells take
+ * the whole matrix, as the seed project's np.mean over (batch, head, query, key) does. A row's
+ * entropy skips zero probabilities (0·ln 0 = 0). */
+void chai_heads_attention_stats(chai_attention_stats *stats, const float *probs,
+                                const float *key_mask, int H, int T);
 
 /* ---- plans ----------------------------------------------------------------------------------- */
 

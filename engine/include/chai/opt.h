@@ -135,6 +135,12 @@ int64_t chai_opt_num_parameters(const chai_opt_model *m);
 /* Bytes held: parameters, the KV cache, the activation arena. */
 void chai_opt_memory(const chai_opt_model *m, size_t *weights, size_t *kv_cache,
                      size_t *activations);
+/* True when the classification head was drawn at load (the checkpoint had no score.weight) and
+ * has not been marked trained since: its logits are those of a random head. */
+bool chai_opt_score_random(const chai_opt_model *m);
+/* Marks the classification head as trained (after training it; chai.ktq does): score_random turns
+ * false and classify no longer warns about a random head. */
+void chai_opt_score_mark_trained(chai_opt_model *m);
 /* Warnings collected so far (load, classify); strings owned by the model. */
 int chai_opt_warning_count(const chai_opt_model *m);
 const char *chai_opt_warning(const chai_opt_model *m, int i);

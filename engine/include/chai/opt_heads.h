@@ -47,7 +47,7 @@ chai_status chai_opt_heads_membership(const chai_opt_model *m, int layer, int *K
  * mode reports the plan's compact figure, not a fallen-back prompt's. */
 size_t chai_opt_kv_bytes_per_token(const chai_opt_model *m);
 
-/* Structural pruning (what the seed project calls CHAI-base, done right): a new model in which
+/* Structural pruning (what the CHAI-KTQ project calls CHAI-base, done right): a new model in which
  * every clustered layer of `plan` keeps only the first `keep` heads of each cluster
  * (representative first; all heads of a smaller cluster), made by slicing the real q/k/v rows and
  * out_proj columns; nothing is re-initialised and every other parameter is copied. The per-layer
@@ -68,6 +68,10 @@ int chai_opt_layer_heads(const chai_opt_model *m, int layer);
  * CHAI_ERR_ARG when a captured forward has B != 1 or T > T_max, or the model is clustered. */
 chai_status chai_opt_capture_begin(chai_opt_model *m, int T_max);
 const float *chai_opt_capture_rows(const chai_opt_model *m, int *T, int *T_max);
+/* The attention statistics (chai_heads_attention_stats) of every captured forward since
+ * capture_begin, per layer and head: (L,H) borrowed, valid until capture_end; NULL when not
+ * capturing. Each forward's full (H,T,T) probabilities count, not only the last query's row. */
+const chai_attention_stats *chai_opt_capture_stats(const chai_opt_model *m);
 void chai_opt_capture_end(chai_opt_model *m);
 
 #ifdef __cplusplus

@@ -85,6 +85,9 @@ chai_status chai_opt_part_parse(const char *name, unsigned *bit);
 chai_status chai_opt_freeze(chai_opt_model *m, const int *layers, int n_layers, unsigned parts,
                             bool frozen);
 bool chai_opt_param_frozen(const chai_opt_model *m, int i);
+/* Freezes or unfreezes parameter i alone (as chai_opt_freeze does for a selection); CHAI_ERR_ARG
+ * for i outside 0..count−1. */
+chai_status chai_opt_freeze_param(chai_opt_model *m, int i, bool frozen);
 /* The part bit of parameter i and its layer (−1 outside the layers). */
 unsigned chai_opt_param_part(const chai_opt_model *m, int i, int *layer);
 /* A new reference to parameter i's gradient (f32, the parameter's shape), or CHAI_ERR_STATE when

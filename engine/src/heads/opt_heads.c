@@ -35,6 +35,7 @@ struct opt_heads {
   int capture_T, captured_T;
   float *probs; /* (H,T,T) for capture */
   size_t probs_floats;
+  chai_attention_stats *stats; /* (L,H): sums over every captured forward */
 };
 
 static void layer_clear(opt_heads_layer *hl, int H) {
@@ -68,6 +69,7 @@ void opt_heads_free(chai_opt_model *m) {
   if (h->scratch) chai_free(h->scratch, h->scratch_floats * sizeof(float));
   if (h->capture) chai_free(h->capture, (size_t)h->L * h->H * h->capture_T * sizeof(float));
   if (h->probs) chai_free(h->probs, h->probs_floats * sizeof(float));
+  if (h->stats) chai_free(h->stats, (size_t)h->L * h->H * sizeof(chai_attention_stats));
   chai_free(h, sizeof *h);
   m->heads = NULL;
 }
@@ -231,9 +233,6 @@ chai_status chai_opt_set_heads(chai_opt_model *m, const chai_heads_plan *plan,
 }
 
 chai_status opt_heads_check_trainable(const chai_opt_model *m) {
-  if (m->layer_heads)
-    return chai_error(CHAI_ERR_UNSUPPORTED,
-                      "training a pruned model (per-layer head counts) is not supported");
   if (m->heads && m->heads->has_plan && m->heads->mode == CHAI_HEADS_ONLINE)
     return chai_error(CHAI_ERR_UNSUPPORTED,
                       "training under online head clustering is not supported (membership is per "
@@ -333,14 +332,18 @@ chai_status chai_opt_capture_begin(chai_opt_model *m, int T_max) {
   chai_status st = state(m, &h);
   if (st) return st;
   if (h->capture) chai_free(h->capture, (size_t)h->L * h->H * h->capture_T * sizeof(float));
-  size_t n = (size_t)h->L * h->H * T_max;
+  size_t n = (size_t)h->L * h->H * T_max, ns = (size_t)h->L * h->H * sizeof(chai_attention_stats);
   h->capture = chai_alloc(n * sizeof(float), "attention capture");
-  if (!h->capture) {
+  if (h->capture && !h->stats) h->stats = chai_alloc(ns, "attention statistics");
+  if (!h->capture || !h->stats) {
+    if (h->capture) chai_free(h->capture, n * sizeof(float));
+    h->capture = NULL;
     h->capture_T = 0;
     maybe_release(m);
     return CHAI_ERR_NOMEM;
   }
   memset(h->capture, 0, n * sizeof(float));
+  memset(h->stats, 0, ns);
   h->capture_T = T_max;
   h->captured_T = 0;
   return CHAI_OK;
@@ -353,6 +356,11 @@ const float *chai_opt_capture_rows(const chai_opt_model *m, int *T, int *T_max) 
   return h ? h->capture : NULL;
 }
 
+const chai_attention_stats *chai_opt_capture_stats(const chai_opt_model *m) {
+  const struct opt_heads *h = m->heads;
+  return h && h->capture ? h->stats : NULL;
+}
+
 void chai_opt_capture_end(chai_opt_model *m) {
   struct opt_heads *h = m->heads;
   if (!h || !h->capture) return;
@@ -362,6 +370,8 @@ void chai_opt_capture_end(chai_opt_model *m) {
   if (h->probs) chai_free(h->probs, h->probs_floats * sizeof(float));
   h->probs = NULL;
   h->probs_floats = 0;
+  if (h->stats) chai_free(h->stats, (size_t)h->L * h->H * sizeof(chai_attention_stats));
+  h->stats = NULL;
   maybe_release(m);
 }
 
@@ -399,6 +409,7 @@ static chai_status capture_attention(chai_opt_model *m, struct opt_heads *h, int
     memset(dst, 0, (size_t)h->capture_T * sizeof(float));
     memcpy(dst, h->probs + ((size_t)hh * T + (T - 1)) * T, (size_t)T * sizeof(float));
   }
+  chai_heads_attention_stats(h->stats + (size_t)l * H, h->probs, keymask, H, T);
   h->captured_T = T;
   return CHAI_OK;
 }

@@ -52,18 +52,19 @@ static void out_proj_backward(chai_opt_model *m, opt_train *tr, int l, int M, co
                               bool rows) {
   const opt_layer *ly = &m->layers[l];
   int N = tr->B * tr->T, C = m->cfg.hidden_size;
-  zero(tr->g_att, (size_t)N * C);
+  int HD = opt_layer_heads(m, l) * (C / m->cfg.num_attention_heads); /* C unless pruned */
+  zero(tr->g_att, (size_t)N * HD);
   if (!rows) {
     chai_linear_backward(tr->g_att, opt_grad(m, ly->o_w), opt_grad(m, ly->o_b), g_out,
-                         tr->layer[l].att, W(ly->o_w), N, C, C);
+                         tr->layer[l].att, W(ly->o_w), N, HD, C);
     return;
   }
-  float *g_r = tr->g_q; /* (M,C) scratch: g_q is filled only later */
-  zero(g_r, (size_t)M * C);
+  float *g_r = tr->g_q; /* (M,HD) scratch: g_q is filled only later */
+  zero(g_r, (size_t)M * HD);
   chai_linear_backward(g_r, opt_grad(m, ly->o_w), opt_grad(m, ly->o_b), g_out, tr->att_r,
-                       W(ly->o_w), M, C, C);
+                       W(ly->o_w), M, HD, C);
   for (int r = 0; r < M; r++)
-    memcpy(tr->g_att + (size_t)tr->rows[r] * C, g_r + (size_t)r * C, (size_t)C * sizeof(float));
+    memcpy(tr->g_att + (size_t)tr->rows[r] * HD, g_r + (size_t)r * HD, (size_t)HD * sizeof(float));
 }
 
 /* The attention's backward from tr->g_att: the q/k/v weight gradients and (when dx is not NULL)
@@ -72,30 +73,31 @@ static void attention_backward(chai_opt_model *m, opt_train *tr, int l, const fl
   const chai_opt_config *c = &m->cfg;
   const opt_layer *ly = &m->layers[l];
   opt_layer_acts *a = &tr->layer[l];
-  int B = tr->B, T = tr->T, N = B * T, C = c->hidden_size, H = c->num_attention_heads, D = C / H;
-  size_t NC = (size_t)N * C;
-  zero(tr->g_q, NC);
-  zero(tr->g_k, NC);
-  zero(tr->g_v, NC);
+  int B = tr->B, T = tr->T, N = B * T, C = c->hidden_size, D = C / c->num_attention_heads;
+  int H = opt_layer_heads(m, l), HD = H * D; /* HD = C unless the model is pruned */
+  size_t NHD = (size_t)N * HD;
+  zero(tr->g_q, NHD);
+  zero(tr->g_k, NHD);
+  zero(tr->g_v, NHD);
   chai_attention_args args = {.B = B,
                               .Tq = T,
                               .Tk = T,
                               .H = H,
                               .D = D,
-                              .q_ts = C,
-                              .k_ts = C,
-                              .v_ts = C,
+                              .q_ts = HD,
+                              .k_ts = HD,
+                              .v_ts = HD,
                               .scale = 1.0f / sqrtf((float)D),
                               .causal = true,
                               .key_mask = tr->keymask,
                               .score_head = m->score_head ? m->score_head[l] : NULL};
   chai_attention_backward(tr->g_q, tr->g_k, tr->g_v, tr->g_att, a->probs, a->q, a->k, a->v, &args);
   chai_linear_backward(dx, opt_grad(m, ly->q_w), opt_grad(m, ly->q_b), tr->g_q, x, W(ly->q_w), N, C,
-                       C);
+                       HD);
   chai_linear_backward(dx, opt_grad(m, ly->k_w), opt_grad(m, ly->k_b), tr->g_k, x, W(ly->k_w), N, C,
-                       C);
+                       HD);
   chai_linear_backward(dx, opt_grad(m, ly->v_w), opt_grad(m, ly->v_b), tr->g_v, x, W(ly->v_w), N, C,
-                       C);
+                       HD);
 }
 
 /* In rows mode, `g` holds the M rows' gradient of the residual stream; this turns it into the

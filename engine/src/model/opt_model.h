@@ -194,7 +194,8 @@ int opt_heads_v_width(const chai_opt_model *m, int l);
 chai_status opt_heads_request(chai_opt_model *m, const int32_t *mask, int B, int T, bool use_cache);
 void opt_heads_free(chai_opt_model *m);
 /* CHAI_OK when training can run: a static plan trains through m->score_head (members reuse their
- * representative's scores); a pruned model or an online plan is refused (CHAI_ERR_UNSUPPORTED). */
+ * representative's scores), a pruned model with its per-layer head counts; an online plan is
+ * refused (CHAI_ERR_UNSUPPORTED). */
 chai_status opt_heads_check_trainable(const chai_opt_model *m);
 
 #endif

@@ -177,6 +177,14 @@ void chai_opt_memory(const chai_opt_model *m, size_t *weights, size_t *kv_cache,
         (m->acts.storage ? m->acts.storage->bytes : 0) + m->lowp_scratch_floats * sizeof(float);
 }
 
+bool chai_opt_score_random(const chai_opt_model *m) {
+  return !m->score_from_checkpoint;
+}
+
+void chai_opt_score_mark_trained(chai_opt_model *m) {
+  m->score_from_checkpoint = true;
+}
+
 int chai_opt_warning_count(const chai_opt_model *m) {
   return m->warnings.n;
 }

@@ -188,6 +188,18 @@ chai_status chai_opt_freeze(chai_opt_model *m, const int *layers, int n_layers, 
   return CHAI_OK;
 }
 
+chai_status chai_opt_freeze_param(chai_opt_model *m, int i, bool frozen) {
+  if (i < 0 || i >= m->n_params)
+    return chai_error(CHAI_ERR_ARG, "OPT freeze: parameter index %d outside 0..%d", i,
+                      m->n_params - 1);
+  opt_train *tr;
+  chai_status st = opt_train_get(m, &tr);
+  if (st) return st;
+  tr->frozen[i] = frozen;
+  if (frozen) chai_tensor_release(&tr->grad[i]);
+  return CHAI_OK;
+}
+
 bool chai_opt_param_frozen(const chai_opt_model *m, int i) {
   return m->train && i >= 0 && i < m->n_params && m->train->frozen[i];
 }

@@ -50,24 +50,25 @@ static chai_status layer_forward(chai_opt_model *m, opt_train *tr, int l, float 
   const opt_layer *ly = &m->layers[l];
   opt_layer_acts *a = &tr->layer[l];
   int B = tr->B, T = tr->T, N = B * T, C = c->hidden_size, F = c->ffn_dim;
-  int H = c->num_attention_heads, D = C / H;
+  int D = C / c->num_attention_heads;
+  int H = opt_layer_heads(m, l), HD = H * D; /* HD = C unless the model is pruned */
   bool pre = c->do_layer_norm_before;
   const float *in = a->xin;
   if (pre) {
     ln(a->ln1, a->mean1, a->rstd1, a->xin, ly->ln1_w, ly->ln1_b, N, C);
     in = a->ln1;
   }
-  lin(a->q, in, ly->q_w, ly->q_b, N, C, C);
-  lin(a->k, in, ly->k_w, ly->k_b, N, C, C);
-  lin(a->v, in, ly->v_w, ly->v_b, N, C, C);
+  lin(a->q, in, ly->q_w, ly->q_b, N, C, HD);
+  lin(a->k, in, ly->k_w, ly->k_b, N, C, HD);
+  lin(a->v, in, ly->v_w, ly->v_b, N, C, HD);
   chai_attention_args args = {.B = B,
                               .Tq = T,
                               .Tk = T,
                               .H = H,
                               .D = D,
-                              .q_ts = C,
-                              .k_ts = C,
-                              .v_ts = C,
+                              .q_ts = HD,
+                              .k_ts = HD,
+                              .v_ts = HD,
                               .scale = 1.0f / sqrtf((float)D),
                               .causal = true,
                               .key_mask = tr->keymask,
@@ -80,8 +81,8 @@ static chai_status layer_forward(chai_opt_model *m, opt_train *tr, int l, float 
   int M = N;
   if (tr->rows_mode && l == c->num_hidden_layers - 1) {
     for (int r = 0; r < B; r++) {
-      memcpy(tr->att_r + (size_t)r * C, a->att + (size_t)tr->rows[r] * C,
-             (size_t)C * sizeof(float));
+      memcpy(tr->att_r + (size_t)r * HD, a->att + (size_t)tr->rows[r] * HD,
+             (size_t)HD * sizeof(float));
       memcpy(tr->xin_r + (size_t)r * C, a->xin + (size_t)tr->rows[r] * C,
              (size_t)C * sizeof(float));
     }
@@ -89,7 +90,7 @@ static chai_status layer_forward(chai_opt_model *m, opt_train *tr, int l, float 
     xin = tr->xin_r;
     M = B;
   }
-  lin_residual(tr, l, 0, a->res1, xin, att, ly->o_w, ly->o_b, M, C, C);
+  lin_residual(tr, l, 0, a->res1, xin, att, ly->o_w, ly->o_b, M, HD, C);
   if (pre) {
     ln(a->ln2, a->mean2, a->rstd2, a->res1, ly->ln2_w, ly->ln2_b, M, C);
     ffn_up(c, a, ly, a->ln2, M);
