@@ -44,8 +44,7 @@ local json = core.json
 --- user (status 2 for options, 1 for the rest) keeps its own; anything else is status 1 with the
 --- error's message.
 function M.failure(err)
-  local mt = type(err) == "table" and getmetatable(err)
-  if mt and (mt == args_mod.Failure or mt.__name == "chai.cli.Failure") then return err.status, err.message end
+  if require("chai.cli").is_failure(err) then return err.status, err.message end
   local msg = tostring(err):gsub("^[^%s:]+%.lua:%d+: ", "")
   return 1, M.prog .. ": " .. msg
 end

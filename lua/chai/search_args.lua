@@ -1,6 +1,5 @@
 -- The command line of experiments/search.lua, parsed and checked before anything runs. A mistake
--- raises a failure {message =, status = 2} (chai.search.failure reads it) whose one-line message
--- names the option and the value.
+-- raises a chai.cli failure with status 2 whose one-line message names the option and the value.
 local space = require "chai.search_space"
 
 local M = {}
@@ -30,14 +29,9 @@ task, measures every one, and writes results.jsonl, report.html and the chosen m
   -h, --help        this text
 See docs/search.md.]]
 
-local Failure = {__name = "chai.search.Failure"}
-Failure.__tostring = function(f) return f.message end
-M.Failure = Failure
-
---- Raises a failure for the person at the command line: `message` on one line, exit `status`.
-function M.fail(message, status)
-  error(setmetatable({message = message, status = status or 1}, Failure), 0)
-end
+--- Raises a failure for the person at the command line (chai.cli.fail): `message` on one line,
+--- exit `status`.
+M.fail = require("chai.cli").fail
 
 local function bad(msg) M.fail(M.prog .. ": " .. msg .. " (--help lists the options)", 2) end
 
