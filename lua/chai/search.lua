@@ -197,6 +197,57 @@ function Estimates:predict(cfg)
 end
 
 -- ---------------------------------------------------------------------------------------------
+-- Earlier searches beside this one
+
+local function deep_eq(a, b)
+  if type(a) ~= type(b) then return false end
+  if type(a) ~= "table" then return a == b end
+  for k, v in pairs(a) do if not deep_eq(v, b[k]) then return false end end
+  for k in pairs(b) do if a[k] == nil then return false end end
+  return true
+end
+
+--- Finished configurations of earlier searches that this one can take instead of running them:
+--- from the other folders beside `dir` (the same parent) whose meta.json has the same model, task,
+--- seed and --quick, measured by the same chai (version and git commit) on the same CPU with the
+--- same threads, with a recipe equal to the configuration's. Returns name → {result =, from =}
+--- (the most recently finished when several match).
+function M.earlier_results(dir, meta, configs, machine)
+  local parent = dir:match("^(.*)/[^/]+/*$") or "."
+  local p = io.popen("ls -1 '" .. parent:gsub("'", "'\\''") .. "' 2>/dev/null")
+  local names = {}
+  if p then
+    for name in p:lines() do names[#names + 1] = name end
+    p:close()
+  end
+  local want = {}
+  for _, c in ipairs(configs) do want[c.name] = c end
+  local out = {}
+  local own = dir:gsub("/+$", "")
+  for _, name in ipairs(names) do
+    local path = parent .. "/" .. name
+    if path ~= own and store_mod.exists(path .. "/meta.json") then
+      local other = store_mod.open_existing(path)
+      local ok, m = pcall(other.read_meta, other)
+      if ok and m and m.model_key == meta.model_key and m.task == meta.task and m.seed == meta.seed
+        and (m.quick or false) == (meta.quick or false) then
+        for cname, r in pairs(store_mod.latest((other:read_results()))) do
+          local c = want[cname]
+          local rm = type(r.machine) == "table" and r.machine or {}
+          if c and r.status == "ok" and not r.reused_from and type(r.recipe) == "table" and deep_eq(r.recipe, c.recipe)
+            and rm.cpu == machine.cpu and rm.threads == machine.threads and rm.chai_version == machine.chai_version
+            and rm.git_commit == machine.git_commit then
+            local prev = out[cname]
+            if not prev or (r.finished or 0) > (prev.result.finished or 0) then out[cname] = {result = r, from = path} end
+          end
+        end
+      end
+    end
+  end
+  return out
+end
+
+-- ---------------------------------------------------------------------------------------------
 -- The chosen model (best/)
 
 -- best/search.json names the configuration best/ holds.
@@ -409,8 +460,38 @@ function M.run(o, env)
   local ok_meta, err_meta = pcall(store.write_meta, store, meta)
   if not ok_meta then stop_with(M.prog .. ": " .. M.message(err_meta), 1) end
 
-  -- What finished before (a resumed search) is not run again.
+  -- What finished before (a resumed search) is not run again; what earlier searches beside this
+  -- one finished with the same recipe, model, task, seed, code and machine is taken from them.
   local prior = store_mod.latest((store:read_results()))
+  local earlier = M.earlier_results(dir, meta, configs, machine)
+  local reused, sources = 0, {}
+  for _, c in ipairs(configs) do
+    local e = earlier[c.name]
+    if e and not (prior[c.name] and prior[c.name].status == "ok") then
+      local r = space.deep_copy(e.result)
+      r.reused_from = e.from
+      r.recipe.steps = store_mod.array(r.recipe.steps)
+      r.order, r.knobs, r.records = store_mod.array(r.order), store_mod.array(r.knobs), store_mod.array(r.records)
+      local ok_w, err_w = pcall(store.append_result, store, r)
+      if not ok_w then stop_with(M.prog .. ": " .. M.message(err_w), 1) end
+      prior[c.name] = r
+      reused = reused + 1
+      sources[e.from] = true
+    end
+  end
+  if reused > 0 then
+    local list = {}
+    for from in pairs(sources) do list[#list + 1] = from end
+    table.sort(list)
+    prog:message(("%d finished configurations taken from %s (same model, task, seed, code and machine)"):format(
+      reused, table.concat(list, ", ")))
+    if not store:read_sensitivity() then
+      for _, from in ipairs(list) do
+        local text = store_mod.read_all(from .. "/sensitivity.json")
+        if text and not store:read_sensitivity() then pcall(store.write_file, store, store.sensitivity_path, text) end
+      end
+    end
+  end
   for _, r in pairs(prior) do estimates:learn(r) end
   local todo = {}
   for _, c in ipairs(configs) do
@@ -531,6 +612,19 @@ function M.run(o, env)
   -- The tables, the chosen model, the report.
   local results = ordered(by_name, configs)
   local chosen, why = pick.best(results, o.criterion)
+  if chosen and not stopped and best_name(store) ~= chosen.name and chosen.reused_from then
+    -- Taken from an earlier search: its best/ may hold it.
+    local from = store_mod.open_existing(chosen.reused_from)
+    if best_name(from) == chosen.name then
+      local tmp = store.dir .. "/best.tmp"
+      store_mod.rm_rf(tmp)
+      local q = function(x) return "'" .. x:gsub("'", "'\\''") .. "'" end
+      if os.execute("cp -r " .. q(from.best_dir) .. " " .. q(tmp)) then
+        store_mod.rm_rf(store.best_dir)
+        os.rename(tmp, store.best_dir)
+      end
+    end
+  end
   if chosen and not stopped and best_name(store) ~= chosen.name then
     -- best/ holds another configuration (a resumed run, another criterion): build it again.
     local c

@@ -85,6 +85,11 @@ end
 --- Opens (creating it) an output folder.
 function M.open(dir)
   M.mkdir(dir)
+  return M.open_existing(dir)
+end
+
+--- An output folder's paths, without creating anything (to read another search's folder).
+function M.open_existing(dir)
   return setmetatable({dir = dir, meta_path = dir .. "/meta.json", results_path = dir .. "/results.jsonl",
                        progress_path = dir .. "/progress.jsonl", log_path = dir .. "/search.log",
                        sensitivity_path = dir .. "/sensitivity.json", best_dir = dir .. "/best",

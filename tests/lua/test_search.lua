@@ -223,6 +223,26 @@ for _, case in ipairs({
   T.check(e:find(case[2], 1, true) ~= nil, "says why: " .. e)
 end
 
+-- A new search beside an earlier one takes its finished configurations (same model, task, seed,
+-- code, machine and recipe) instead of running them again.
+local parent = T.tmpdir()
+main({"--out", parent .. "/a", "--configs", "chai_quant"})
+local b8 = fake.backend()
+status, out = main({"--out", parent .. "/b", "--configs", "chai_quant,chai_kd"}, b8)
+T.eq(status, 0, "second search")
+T.eq(b8.calls, {"chai_kd"}, "only the new configuration runs")
+r = results(parent .. "/b")
+T.check(#r == 3 and r[1].reused_from == parent .. "/a" and r[2].reused_from == parent .. "/a" and r[3].reused_from == nil,
+        "the taken lines say where from")
+T.check(T.read_bytes(parent .. "/b/sensitivity.json") ~= nil, "the sensitivity is taken too")
+T.eq(json.decode(T.read_bytes(parent .. "/b/best/search.json")).name, pick.best(r, "pareto").name, "best/ holds the choice")
+local b9 = fake.backend()
+main({"--out", parent .. "/c", "--configs", "chai_quant", "--seed", "4"}, b9)
+T.eq(b9.calls, {"baseline", "chai_quant"}, "another seed measures again")
+local b10 = fake.backend()
+main({"--out", parent .. "/d", "--configs", "chai_quant", "--grid", "quant.low=0.1"}, b10)
+T.eq(b10.calls, {"chai_quant[quant.low=0.1]"}, "another recipe measures again (the baseline is taken)")
+
 -- ---------------------------------------------------------------------------------------------
 -- Failures, unavailable steps, bad knobs
 
