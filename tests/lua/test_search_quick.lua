@@ -1,7 +1,8 @@
 -- experiments/search.lua --quick end to end on a tiny random classifier (the OPT tokenizer's
 -- vocabulary) with the test data: every file of the output folder, the step records the report
 -- draws from, best/ opened with chai.opt.load, the report rendered in headless Chromium (skipped
--- without it), --resume with nothing left, and --resume of another task refused.
+-- without it), --resume with nothing left, --resume of another task refused, and a task without
+-- the train split the steps need.
 local chai = require "chai"
 local T = require "helper"
 local json = require("chai.core").json
@@ -97,4 +98,9 @@ if q and q.status == "ok" then T.eq(#T.read_bytes(out .. "/results.jsonl"), n_be
 text, code = run(("--resume '%s' --task rte"):format(out))
 T.eq(code, 1, "resume of another task")
 T.check(text:find("holds a search of task sst2; this run asks for rte", 1, true), text)
+
+-- A task without the split the steps need (PIQA ships its validation split only).
+text, code = run(("--model '%s/model' --task piqa --quick --out '%s/piqa'"):format(tmp, tmp))
+T.eq(code, 2, "piqa with steps that train: refused")
+T.check(text:find("--task piqa has no train split here", 1, true) and text:find("--configs baseline", 1, true), text)
 T.finish()
