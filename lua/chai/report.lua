@@ -203,6 +203,32 @@ local function heatmap_html(data)
   return table.concat(out, "\n")
 end
 
+--- Weight bytes by format (f32, int8, int4, …) of each configuration, as a markdown table (nil when
+--- no result has them).
+function M.formats_table(results)
+  local formats, seen, rows = {}, {}, {}
+  for _, r in ipairs(results) do
+    local wb = r.status == "ok" and type(r.metrics) == "table" and r.metrics.weight_bytes
+    local by = type(wb) == "table" and type(wb.by_format) == "table" and wb.by_format or nil
+    if by then
+      rows[#rows + 1] = {name = r.name, by = by, total = wb.total}
+      for f in pairs(by) do if not seen[f] then seen[f] = true; formats[#formats + 1] = f end end
+    end
+  end
+  if #rows == 0 then return nil end
+  table.sort(formats)
+  local head, rule = {"| configuration"}, {"|---"}
+  for _, f in ipairs(formats) do head[#head + 1] = " | " .. f .. " MB"; rule[#rule + 1] = "|---" end
+  local lines = {table.concat(head) .. " | total MB |", table.concat(rule) .. "|---|"}
+  for _, x in ipairs(rows) do
+    local cells = {"| " .. x.name}
+    for _, f in ipairs(formats) do cells[#cells + 1] = x.by[f] and (" | %.2f"):format(x.by[f] / 1e6) or " | –" end
+    cells[#cells + 1] = x.total and (" | %.2f |"):format(x.total / 1e6) or " | – |"
+    lines[#lines + 1] = table.concat(cells)
+  end
+  return table.concat(lines, "\n")
+end
+
 -- What the charts are drawn from (embedded as JSON).
 local function chart_data(data)
   local configs = {}
@@ -389,6 +415,11 @@ function M.html(data, chartjs)
   add(md_table_html(pick.table(data.results, data.baseline), "results"))
   add("<h2>Best configuration per criterion</h2>")
   add(md_table_html(pick.best_table(data.results, data.criterion), "best"))
+  local ft = M.formats_table(data.results)
+  if ft then
+    add("<h2>Weights by format</h2>")
+    add(md_table_html(ft, "formats"))
+  end
   add("<h2>Heat map</h2><p class=\"note\">Each column is coloured by rank: green is the best "
       .. "configuration on that metric, red the worst (higher is better for accuracy and throughput, "
       .. "lower for the rest).</p>")
@@ -469,6 +500,13 @@ function M.markdown(data)
   out[#out + 1] = ""
   out[#out + 1] = pick.best_table(data.results, data.criterion)
   out[#out + 1] = ""
+  local ft = M.formats_table(data.results)
+  if ft then
+    out[#out + 1] = "## Weights by format"
+    out[#out + 1] = ""
+    out[#out + 1] = ft
+    out[#out + 1] = ""
+  end
   out[#out + 1] = "## Pareto front"
   out[#out + 1] = ""
   out[#out + 1] = pick.front_table(data.results)

@@ -188,6 +188,8 @@ local md = T.read_bytes(dir .. "/report.md")
 T.check(md:find("## Pareto front", 1, true) and md:find("| fisher | 0.25 | 0.75 |", 1, true)
         and md:find("not measured: not in this build", 1, true) and md:find("| 2 | 2 | 2 | kneedle |", 1, true),
         "report.md: tables, sensitivity, CHAI k per layer")
+T.check(md:find("| configuration | f32 MB | total MB |", 1, true) and md:find("| chai_quant | 1.12 | 1.12 |", 1, true),
+        "report.md: weights by format")
 
 -- A folder that holds a search is never reused by --out.
 status, _, err = main({"--out", dir})
