@@ -26,7 +26,8 @@ end
 
 --- spec: fail_on (a configuration that raises), signal_on (one that sends SIGTERM to this process
 --- and then waits in a C loop until interrupted), full_disk_on (after this one's run, writes fail
---- after spec.full_disk_bytes bytes), unavailable (a step this "build" lacks), step_seconds (step
+--- after spec.full_disk_bytes bytes), fill_disk_on (after this one's run, a file in spec.fill_dir
+--- fills the file system but one page), unavailable (a step this "build" lacks), step_seconds (step
 --- name → seconds its records claim), setup_error, signal_in_setup (SIGINT while setting up).
 function M.backend(spec)
   spec = spec or {}
@@ -112,6 +113,20 @@ function M.backend(spec)
                  kv_bytes_per_token = has(steps, "chai") and 96 or 128, peak_rss_bytes = 5e7, seconds = 0.01}
     end
     if spec.full_disk_on == c.name then core.testing.fail_writes_after(spec.full_disk_bytes or 50) end
+    if spec.fill_disk_on == c.name then
+      -- A really full disk: a filler takes every page but one, and this result's line is longer
+      -- than a page, so its write stops halfway with ENOSPC.
+      records[#records].pad = string.rep("x", 3 * 4096)
+      local spare = assert(io.open(spec.fill_dir .. "/spare", "wb"))
+      spare:write(string.rep("s", 4096))
+      spare:close()
+      local filler = assert(io.open(spec.fill_dir .. "/filler", "wb"))
+      filler:setvbuf("no")
+      local chunk = string.rep("f", 4096)
+      while filler:write(chunk) do end
+      filler:close()
+      os.remove(spec.fill_dir .. "/spare")
+    end
     return {model = model, records = records, metrics = metrics, minutes = 0.001}
   end
   function b.save(m, dir) m:save(dir) end
