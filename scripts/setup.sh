@@ -24,7 +24,7 @@ done
 
 packages=(build-essential cmake pkg-config lua5.4 liblua5.4-dev libopenblas-dev libopenblas0-openmp
           libcjson-dev libcurl4-openssl-dev libreadline-dev libpcre2-dev clang libclang-rt-14-dev
-          libjs-chart.js chromium)
+          openmpi-bin libopenmpi-dev libmicrohttpd-dev libjs-chart.js wrk chromium curl nodejs)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -59,5 +59,6 @@ void chai_bind_open_bench(lua_State *L, int table) {
   static const luaL_Reg fns[] = {{"now", bench_now}, {"sgemm_raw", bench_sgemm_raw}, {NULL, NULL}};
   lua_newtable(L);
   luaL_setfuncs(L, fns, 0);
+  chai_bind_bench_quant(L, lua_gettop(L));
   lua_setfield(L, table, "bench");
 }

@@ -25,6 +25,8 @@ void chai_bind_open_ops(lua_State *L, int table);
 void chai_bind_open_npy(lua_State *L, int table);
 void chai_bind_open_sys(lua_State *L, int table);
 void chai_bind_open_bench(lua_State *L, int table);
+/* Adds the quantized-kernel timing helpers to the bench table at `table` (bench_quant.c). */
+void chai_bind_bench_quant(lua_State *L, int table);
 void chai_bind_open_json(lua_State *L, int table);
 void chai_bind_open_testing(lua_State *L, int table);
 void chai_bind_open_model(lua_State *L, int table);
@@ -35,11 +37,27 @@ void chai_bind_open_train(lua_State *L, int table);
 void chai_bind_open_model_train(lua_State *L, int table); /* after chai_bind_open_model */
 void chai_bind_open_files(lua_State *L, int table);
 void chai_bind_open_signals(lua_State *L, int table);
+void chai_bind_open_model_quant(lua_State *L, int table); /* after chai_bind_open_model */
+void chai_bind_open_mpi(lua_State *L, int table);
+
+/* The live reducer of the chai.mpi.Reducer userdata at idx (mpi.c); raises for anything else. */
+struct chai_mpi_reducer *chai_bind_check_reducer(lua_State *L, int idx);
+void chai_bind_open_serve(lua_State *L, int table);
 
 /* The live OPT model of the chai.Model userdata at idx (model.c); raises for anything else. */
 struct chai_opt_model *chai_bind_check_model(lua_State *L, int idx);
 /* Pushes a new, empty chai.Model userdata and returns where to store the model it will own. */
 struct chai_opt_model **chai_bind_push_model(lua_State *L);
+/* Adds methods to chai.Model (after chai_bind_open_model). */
+void chai_bind_add_model_methods(lua_State *L, const luaL_Reg *methods);
+/* Parses a quantization spec table at idx for a model of n_layers layers (tied: its LM head is
+ * the embeddings) into *q (layers: room for n_layers rows, which q->layers points at); raises
+ * naming a bad key or value (model_quant.c). */
+struct chai_opt_quant;
+void chai_bind_check_quant_spec(lua_State *L, int idx, int n_layers, bool tied,
+                                struct chai_opt_quant *q, int (*layers)[6], const char *fname);
+/* Pushes {format = bytes} of the model's weights (formats holding none are left out). */
+void chai_bind_push_weight_bytes(lua_State *L, struct chai_opt_model *m);
 
 /* ---- chai.Tensor userdata (tensor.c) --------------------------------------------------------- */
 

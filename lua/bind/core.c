@@ -18,6 +18,9 @@ int luaopen_chai_core(lua_State *L) {
   chai_bind_open_heads(L, t);
   chai_bind_open_train(L, t);
   chai_bind_open_model_train(L, t);
+  chai_bind_open_model_quant(L, t);
+  chai_bind_open_mpi(L, t);
+  chai_bind_open_serve(L, t);
   chai_bind_open_files(L, t);
   chai_bind_open_signals(L, t);
   return 1;

@@ -1,4 +1,6 @@
-/* chai.core.json: JSON through cJSON. decode(text) → Lua value (null → json.null); encode(value
+/* chai.core.json: JSON through cJSON. decode(text [, {strict=true}]) → Lua value (null →
+ * json.null; strict: an object with a repeated key, anything but white space after the value,
+ * or \u0000 in a string is an error); encode(value
  * [, {indent=true}]) → text. Tables with keys 1..n only are arrays; an empty table is an object
  * unless it carries the json.array metatable. */
 #include <cjson/cJSON.h>
@@ -15,7 +17,7 @@ static void push_null(lua_State *L) {
   lua_getfield(L, LUA_REGISTRYINDEX, JSON_NULL_KEY);
 }
 
-static void push_json(lua_State *L, const cJSON *item, int depth) {
+static void push_json(lua_State *L, const cJSON *item, int depth, int unique) {
   if (depth > JSON_MAX_DEPTH) luaL_error(L, "json: nesting deeper than %d", JSON_MAX_DEPTH);
   luaL_checkstack(L, 4, "json: nesting too deep");
   if (cJSON_IsNull(item)) {
@@ -35,14 +37,18 @@ static void push_json(lua_State *L, const cJSON *item, int depth) {
     luaL_setmetatable(L, JSON_ARRAY_MT);
     lua_Integer i = 1;
     for (const cJSON *c = item->child; c; c = c->next) {
-      push_json(L, c, depth + 1);
+      push_json(L, c, depth + 1, unique);
       lua_rawseti(L, -2, i++);
     }
   } else {
     lua_newtable(L);
     for (const cJSON *c = item->child; c; c = c->next) {
-      push_json(L, c, depth + 1);
-      lua_setfield(L, -2, c->string ? c->string : "");
+      const char *key = c->string ? c->string : "";
+      if (unique && lua_getfield(L, -1, key) != LUA_TNIL)
+        luaL_error(L, "json: key '%s' appears twice in an object", key);
+      if (unique) lua_pop(L, 1);
+      push_json(L, c, depth + 1, unique);
+      lua_setfield(L, -2, key);
     }
   }
 }
@@ -70,12 +76,38 @@ static json_box *new_box(lua_State *L) {
   return b;
 }
 
+/* Whether the text holds the escape \u0000 (any case of the hex digits). */
+static int has_nul_escape(const char *s, size_t n) {
+  for (size_t i = 0; i + 6 <= n; i++)
+    if (s[i] == '\\' && s[i + 1] == 'u' && s[i + 2] == '0' && s[i + 3] == '0' && s[i + 4] == '0' &&
+        s[i + 5] == '0')
+      return 1;
+  return 0;
+}
+
 static int json_decode(lua_State *L) {
   size_t len;
   const char *text = luaL_checklstring(L, 1, &len);
+  int strict = 0;
+  if (lua_istable(L, 2)) {
+    lua_getfield(L, 2, "strict");
+    strict = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  }
+  /* \u0000 would end the string early in C (cJSON stores NUL-terminated strings): refused. */
+  if (strict && (has_nul_escape(text, len) || memchr(text, 0, len)))
+    return luaL_error(L, "json: a NUL character (\\u0000) is not allowed");
   json_box *b = new_box(L);
   const char *end = NULL;
   b->root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+  if (b->root && strict) { /* nothing but white space may follow the value */
+    while (end < text + len && strchr(" \t\r\n", *end) && *end)
+      end++;
+    if (end != text + len) {
+      cJSON_Delete(b->root);
+      b->root = NULL;
+    }
+  }
   if (!b->root) {
     size_t at = end && end >= text ? (size_t)(end - text) : 0;
     char near[24] = "<end>";
@@ -86,7 +118,7 @@ static int json_decode(lua_State *L) {
     }
     return luaL_error(L, "json: malformed JSON at byte %d near '%s'", (int)at + 1, near);
   }
-  push_json(L, b->root, 0);
+  push_json(L, b->root, 0, strict);
   return 1;
 }
 

@@ -190,13 +190,29 @@ static const int32_t *opt_mask(lua_State *L, int opts, int B, int T, const char 
 
 /* ---- chai.core.opt_load / opt_create --------------------------------------------------------- */
 
+/* opt_load(dir, dtype, quiet, copy, quant_spec) */
 static int l_opt_load(lua_State *L) {
   const char *dir = luaL_checkstring(L, 1);
   chai_dtype dt = chai_bind_opt_dtype(L, 2, CHAI_F32);
   bool quiet = lua_toboolean(L, 3);
   bool copy = lua_toboolean(L, 4);
-  lmodel *u = push_model(L);
   chai_opt_load_opts o = {.dtype = dt, .copy_weights = copy};
+  chai_opt_quant q;
+  if (!lua_isnoneornil(L, 5)) {
+    /* The spec names layers and a tied head: read the config first to check it. */
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    chai_opt_config cfg;
+    if (chai_opt_config_load(&cfg, path, NULL)) return chai_bind_fail(L);
+    int n_layers = cfg.num_hidden_layers;
+    bool tied = cfg.tie_word_embeddings;
+    chai_opt_config_free(&cfg); /* before the parser can raise */
+    int(*layers)[CHAI_OPT_LAYER_MATRICES] =
+        lua_newuserdatauv(L, sizeof(int[CHAI_OPT_LAYER_MATRICES]) * (size_t)(n_layers + 1), 0);
+    chai_bind_check_quant_spec(L, 5, n_layers, tied, &q, layers, "chai.opt.load: quant");
+    o.quant = &q;
+  }
+  lmodel *u = push_model(L);
   if (chai_opt_load(&u->m, dir, &o)) return chai_bind_fail(L);
   u->quiet = quiet;
   print_warnings(u);
@@ -434,6 +450,8 @@ static int m_memory(lua_State *L) {
   lua_setfield(L, -2, "kv_cache");
   lua_pushinteger(L, (lua_Integer)acts);
   lua_setfield(L, -2, "activations");
+  chai_bind_push_weight_bytes(L, u->m);
+  lua_setfield(L, -2, "weights_by_format");
   return 1;
 }
 
@@ -467,6 +485,17 @@ static int m_score_random(lua_State *L) {
     chai_opt_score_mark_trained(u->m);
   }
   lua_pushboolean(L, chai_opt_score_random(u->m));
+  return 1;
+}
+
+/* m:clone() → a new model sharing nothing with m (formats and codes kept; no head plan) */
+static int m_clone(lua_State *L) {
+  lmodel *u = check_model(L, 1);
+  lmodel *c = push_model(L);
+  if (chai_opt_clone(&c->m, u->m)) return chai_bind_fail(L);
+  c->quiet = u->quiet;
+  c->printed = chai_opt_warning_count(c->m);
+  nudge(L, c);
   return 1;
 }
 
@@ -515,6 +544,17 @@ static int m_index(lua_State *L) {
   return 1;
 }
 
+void chai_bind_add_model_methods(lua_State *L, const luaL_Reg *methods) {
+  /* __index is a closure whose first upvalue is the method table. */
+  luaL_getmetatable(L, MODEL_MT);
+  if (lua_isnil(L, -1)) luaL_error(L, "chai.Model must be registered before more of its methods");
+  lua_getfield(L, -1, "__index");
+  const char *up = lua_getupvalue(L, -1, 1);
+  if (!up || !lua_istable(L, -1)) luaL_error(L, "chai.Model's method table was not found");
+  luaL_setfuncs(L, methods, 0);
+  lua_pop(L, 3);
+}
+
 void chai_bind_open_model(lua_State *L, int table) {
   static const luaL_Reg methods[] = {{"forward", m_forward},
                                      {"classify", m_classify},
@@ -527,6 +567,7 @@ void chai_bind_open_model(lua_State *L, int table) {
                                      {"warnings", m_warnings},
                                      {"dtype", m_dtype},
                                      {"score_random", m_score_random},
+                                     {"clone", m_clone},
                                      {"free", m_release},
                                      {NULL, NULL}};
   luaL_newmetatable(L, MODEL_MT);

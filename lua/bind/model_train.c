@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "bind.h"
+#include "chai/mpi.h"
 #include "chai/opt_train.h"
 
 #define MODEL_MT "chai.Model"
@@ -62,10 +63,45 @@ static bool field(lua_State *L, const char *key) {
   return true;
 }
 
+/* The data-parallel exchange of a forward_backward: each finished group's gradients go to the
+ * reducer (in model order within the group; the same on every rank). */
+typedef struct grad_sync {
+  chai_opt_model *m;
+  chai_mpi_reducer *r;
+} grad_sync;
+
+static void add_group(void *ctx, int group) {
+  grad_sync *s = ctx;
+  int n = chai_opt_param_count(s->m);
+  for (int i = 0; i < n; i++) {
+    chai_tensor g;
+    if (chai_opt_param_group(s->m, i) != group || chai_opt_param_frozen(s->m, i) ||
+        chai_opt_param_grad(s->m, i, &g))
+      continue;
+    chai_mpi_reducer_add(s->r, chai_tensor_data(&g), (size_t)chai_tensor_numel(&g));
+    chai_tensor_release(&g); /* the model keeps the gradient alive */
+  }
+}
+
+/* m:add_grads(reducer): every group's gradients in backward order (allocating missing ones): a
+ * rank with no rows in a step takes part in the exchange with zeros. */
+static int m_add_grads(lua_State *L) {
+  chai_opt_model *m = check_model(L, 1);
+  grad_sync s = {m, chai_bind_check_reducer(L, 2)};
+  if (chai_opt_alloc_grads(m)) return chai_bind_fail(L);
+  for (int g = chai_opt_grad_groups(m) - 1; g >= 0; g--)
+    add_group(&s, g);
+  return 0;
+}
+
 static int m_forward_backward(lua_State *L) {
-  static const char *const known[] = {
-      "input_ids", "attention_mask",  "labels",  "head",         "teacher", "T",
-      "alpha",     "label_smoothing", "dropout", "dropout_seed", NULL};
+  static const char *const known[] = {"input_ids", "attention_mask",
+                                      "labels",    "head",
+                                      "teacher",   "T",
+                                      "alpha",     "label_smoothing",
+                                      "dropout",   "dropout_seed",
+                                      "first_row", "loss_count",
+                                      "sync",      NULL};
   const char *fname = "model:forward_backward";
   chai_opt_model *m = check_model(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
@@ -79,6 +115,22 @@ static int m_forward_backward(lua_State *L) {
   b.label_smoothing = (float)chai_bind_opt_number(L, 2, "label_smoothing", 0.0, fname);
   b.dropout = (float)chai_bind_opt_number(L, 2, "dropout", 0.0, fname);
   b.dropout_seed = (uint64_t)chai_bind_opt_integer(L, 2, "dropout_seed", 0, fname);
+  lua_Integer first_row = chai_bind_opt_integer(L, 2, "first_row", 1, fname);
+  lua_Integer loss_count = chai_bind_opt_integer(L, 2, "loss_count", 0, fname);
+  if (first_row < 1 || first_row > (1 << 24))
+    return luaL_error(L, "%s: first_row %I is not a row number >= 1", fname, first_row);
+  if (loss_count < 0 || loss_count > INT32_MAX)
+    return luaL_error(L, "%s: loss_count %I must be >= 0 (0: this batch's own count)", fname,
+                      loss_count);
+  b.first_row = (int)first_row - 1;
+  b.loss_count = (int)loss_count;
+  grad_sync sync = {m, NULL};
+  if (field(L, "sync")) {
+    sync.r = chai_bind_check_reducer(L, lua_gettop(L));
+    lua_pop(L, 1);
+    b.grads_ready = add_group;
+    b.grads_ctx = &sync;
+  }
   const char *head = "lm";
   if (field(L, "head")) {
     if (lua_type(L, -1) != LUA_TSTRING)
@@ -186,7 +238,8 @@ static int m_zero_grad(lua_State *L) {
   return 0;
 }
 
-/* {name = view} of the parameters (grads: only those with gradient memory). */
+/* {name = view} of the parameters (grads: only those with gradient memory); a quantized matrix
+ * gives a new f32 tensor of its dequantized values instead of a view. */
 static int name_table(lua_State *L, bool grads) {
   chai_opt_model *m = check_model(L, 1);
   int n = chai_opt_param_count(m);
@@ -200,8 +253,13 @@ static int name_table(lua_State *L, bool grads) {
         lua_pop(L, 1);
         continue;
       }
-    } else {
+    } else if (chai_tensor_alive(&t)) {
       chai_tensor_ref(v, &t);
+    } else { /* a packed matrix: its dequantized values, a copy */
+      const chai_qmat *q = chai_opt_param_qmat(m, i);
+      int64_t shape[2] = {q->rows, q->cols};
+      if (chai_tensor_new(v, CHAI_F32, 2, shape)) return chai_bind_fail(L);
+      chai_qmat_dequant_rows(q, chai_tensor_data(v), 0, q->rows);
     }
     lua_setfield(L, -2, name);
   }
@@ -358,13 +416,7 @@ void chai_bind_open_model_train(lua_State *L, int table) {
                                      {"trainable", m_trainable},
                                      {"train_memory", m_train_memory},
                                      {"release_training", m_release_training},
+                                     {"add_grads", m_add_grads},
                                      {NULL, NULL}};
-  /* model.c's __index is a closure whose first upvalue is the method table. */
-  luaL_getmetatable(L, MODEL_MT);
-  if (lua_isnil(L, -1)) luaL_error(L, "chai.Model must be registered before its training methods");
-  lua_getfield(L, -1, "__index");
-  const char *up = lua_getupvalue(L, -1, 1);
-  if (!up || !lua_istable(L, -1)) luaL_error(L, "chai.Model's method table was not found");
-  luaL_setfuncs(L, methods, 0);
-  lua_pop(L, 3);
+  chai_bind_add_model_methods(L, methods);
 }

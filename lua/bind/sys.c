@@ -2,9 +2,10 @@
 #include "bind.h"
 #include "chai/chai.h"
 
-/* chai.cpu() → {simd=, features=, vendor=, family=, model=, blas_core=, blas_library=,
- * blas_chosen_by=, blas_parallel=, threads=}; the blas_* fields are nil (and blas_error says why)
- * when OpenBLAS could not be loaded. */
+/* chai.cpu() → {simd=, features=, vendor=, family=, model=, kernels=, blas_core=, blas_library=,
+ * blas_chosen_by=, blas_parallel=, threads=}; kernels names the product kernel of each weight
+ * format ({int8 = "avx512-vnni", ...}); the blas_* fields are nil (and blas_error says why) when
+ * OpenBLAS could not be loaded. */
 static int l_cpu(lua_State *L) {
   const chai_cpu_info *c = chai_cpu_info_get();
   lua_createtable(L, 0, 12);
@@ -18,6 +19,13 @@ static int l_cpu(lua_State *L) {
   lua_setfield(L, -2, "family");
   lua_pushinteger(L, c->model);
   lua_setfield(L, -2, "model");
+  static const char *const formats[CHAI_QF_COUNT] = {"f32", "f16", "bf16", "int8", "int4"};
+  lua_createtable(L, 0, CHAI_QF_COUNT);
+  for (int f = 0; f < CHAI_QF_COUNT; f++) {
+    lua_pushstring(L, chai_qformat_kernel((chai_qformat)f));
+    lua_setfield(L, -2, formats[f]);
+  }
+  lua_setfield(L, -2, "kernels");
   if (chai_blas_init() == CHAI_OK) {
     const chai_blas_info *b = chai_blas_get_info();
     static const char *const parallel[] = {"sequential", "pthreads", "openmp"};

@@ -147,6 +147,12 @@ M.commands.download = {
   run = function(args) return require("chai.hub").cli_download(args) end,
 }
 
+M.commands.serve = {
+  args = "[--host H] [--port N] [--results DIR] [--token T] [--jobs N]",
+  summary = "the REST API and web page: start searches, follow them (docs/serve.md)",
+  run = function(args) return require("chai.serve").cli(args) end,
+}
+
 -- One value as the REPL shows it: tables one level deep ({2, 2}, {live = 8, peak = 16}), strings
 -- quoted inside tables, anything else (tensors included) with tostring.
 local function show(v, nested)

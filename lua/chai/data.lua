@@ -338,6 +338,21 @@ local function reason(err)
   return (tostring(err):gsub("^[^%s:]+%.lua:%d+: ", ""):gsub("^chai%.data: ", ""))
 end
 
+--- What a task offers without loading it: {name=, fields=, num_labels=, splits = {{name=,
+--- local=bool}, ...}}, `local` telling whether the split's file is in the data folder (M.dir(opts));
+--- other splits come from the Hub. nil for an unknown task.
+function M.task_info(name, opts)
+  local t = tasks[name]
+  if not t then return nil end
+  local data_dir = M.dir(opts)
+  local splits = {}
+  for split, file in pairs(t.mirror) do
+    splits[#splits + 1] = {name = split, ["local"] = data_dir ~= nil and file_exists(data_dir .. "/" .. file)}
+  end
+  table.sort(splits, function(a, b) return a.name < b.name end)
+  return {name = name, fields = {table.unpack(t.fields)}, num_labels = t.num_labels, splits = splits}
+end
+
 local function check_opts(fname, opts, known)
   opts = opts or {}
   if type(opts) ~= "table" then error(fname .. ": options must be a table, got " .. type(opts), 3) end

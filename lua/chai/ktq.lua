@@ -31,13 +31,13 @@ M.weight_bytes = util.weight_bytes
 M.drop_layers = steps_mod.drop_layers
 
 --- The step registry: name → function(model, ctx, opts) → model, record. The built-ins are chai,
---- target, kd and head; "quant" joins when the quantization API is in the build.
+--- quant, target, kd and head.
 M.steps = steps_mod.steps
 --- Option checks run on the whole recipe before any step: name → function(opts, model, task).
 M.checks = steps_mod.checks
 
--- Steps that recipes name but this build cannot run yet (a clear error, not "unknown step").
-local PENDING = {quant = "the quantization API (m:quantize, chai.quant.plan) is not in this build"}
+-- Steps that recipes name but this build cannot run (a clear error, not "unknown step"); none now.
+local PENDING = {}
 
 local function deep_copy(v)
   if type(v) ~= "table" or getmetatable(v) then return v end

@@ -5,18 +5,11 @@ local train = require "chai.train"
 
 local M = {}
 
---- A copy of a model that shares nothing with it: the same config, weights (bit for bit), dtype,
---- head plan and mode, trainable set, and trained/random state of the score head. The copy is made
---- by chai.opt.create + copying every parameter, so it works for pruned models too (their head
---- counts are in the config).
+--- A copy of a model that shares nothing with it: the same config, weights in their formats (bit
+--- for bit: quantized matrices keep their codes), KV cache format, head plan and mode, trainable
+--- set, and trained/random state of the score head.
 function M.clone(m)
-  local c = opt.create(m.config, {dtype = m:dtype(), seed = 0})
-  local src = m:params()
-  for name, p in pairs(c:params()) do
-    local s = src[name]
-    if not s then error("chai.ktq.clone: the copy has a parameter " .. name .. " the model lacks", 2) end
-    p:copy(s)
-  end
+  local c = m:clone()
   local h = m:heads()
   if h.plan then c:set_heads(h.plan, {mode = h.mode}) end
   local names, _ = m:trainable()
@@ -24,17 +17,12 @@ function M.clone(m)
     c:freeze()
     if #names > 0 then c:unfreeze{names = names} end
   end
-  if m:score_random() then M.random_score[c] = true end
   return c
 end
 
--- Copies made of a model whose score head is still the random one drawn at load: chai.opt.create
--- cannot mark a head random, so the mark is kept here (weak keys).
-M.random_score = setmetatable({}, {__mode = "k"})
-
 --- True when the model's classification head is a random one (drawn at load, never trained).
 function M.score_random(m)
-  return m:score_random() or M.random_score[m] == true
+  return m:score_random()
 end
 
 function M.param_count(m)
@@ -47,7 +35,7 @@ end
 --- reads what a model weighs (steps' records and chai.ktq.measure).
 function M.weight_bytes(m)
   local mem = m:memory()
-  return {total = mem.weights, by_format = {[m:dtype()] = mem.weights}}
+  return {total = mem.weights, by_format = mem.weights_by_format}
 end
 
 --- K and V cache bytes one token takes under the model's current head plan.

@@ -8,7 +8,8 @@
 --               torch.randint(0, 50256, (1, 32))). Every causal softmax row sums to one, so the mean
 --               is 1/T in every layer and the ranking is decided by rounding (docs/ktq.md).
 --   "perturb"   loss(layer l alone perturbed) − loss(model), on the data; kinds in
---               M.perturbations ("cluster": layer l alone clustered at its elbow k).
+--               M.perturbations ("cluster": layer l alone clustered at its elbow k; "int8", "int4",
+--               "bf16": layer l alone quantized to that format).
 --   "fisher"    the empirical Fisher information of each layer's weights: Σ over batches of the
 --               squared gradient of every weight of the layer, divided by the layer's weight
 --               count (per parameter). batch_size 1 (default) squares per-example gradients.
@@ -27,8 +28,7 @@ M.methods = {"chai-ktq", "entropy", "fisher", "perturb"}
 -- ---------------------------------------------------------------------------------------------
 -- Perturbation kinds for "perturb": name → {prepare = function(model, p) (optional, once),
 -- apply = function(model, layer, p) → the model to evaluate, restore()}. p holds the data set
--- (p.data), its task (p.task), the options (p.opts) and whatever prepare stored. The lead adds the
--- quantization kinds ("int8", "int4") here, next to "cluster".
+-- (p.data), its task (p.task), the options (p.opts) and whatever prepare stored.
 
 M.perturbations = {}
 
@@ -62,9 +62,24 @@ M.perturbations.cluster = {
   end,
 }
 
+-- "int8", "int4", "bf16": layer l alone quantized to that format (its six matrices; group
+-- opts.group or 64, opts.quant_method "rtn"|"mse"), on a copy of the model, the others untouched.
+local function quantized_layer(format)
+  return {
+    apply = function(model, layer, p)
+      local c = util.clone(model)
+      c:quantize{layers = {[layer] = format}, group = p.opts.group, method = p.opts.quant_method}
+      return c, function() c:free() end
+    end,
+  }
+end
+M.perturbations.int8 = quantized_layer("int8")
+M.perturbations.int4 = quantized_layer("int4")
+M.perturbations.bf16 = quantized_layer("bf16")
+
 -- ---------------------------------------------------------------------------------------------
 
-local KNOWN = {method = true, batches = true, batch_size = true, samples = true, tokens = true,
+local KNOWN = {method = true, group = true, quant_method = true, batches = true, batch_size = true, samples = true, tokens = true,
                kind = true, k = true, seed = true, input = true, out = true}
 
 -- Runs fn with the model's head plan removed (attention statistics need dense attention), then

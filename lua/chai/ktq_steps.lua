@@ -9,6 +9,8 @@
 --           online membership, or structural pruning
 --   target  fine-tune only the most sensitive layers (+ the classification head), the rest frozen
 --   kd      distil a teacher (default: the unmodified model) into the current model
+--   quant   formats per layer from the tiers of a sensitivity method (high f32, medium int8, low
+--           int4 by default), the embeddings int8, the KV cache int8 as an option
 --   head    train the classification head alone (a pretrained LM's random score head; apply runs
 --           it first when needed)
 local heads = require "chai.heads"
@@ -298,6 +300,116 @@ M.steps.chai = function(model, ctx, o)
 end
 
 -- ---------------------------------------------------------------------------------------------
+-- quant
+
+local FORMATS = {f32 = true, f16 = true, bf16 = true, int8 = true, int4 = true}
+local QUANT_KNOWN = {sensitivity = true, sensitivity_opts = true, high = true, low = true,
+                     formats = true, layers = true, embeddings = true, lm_head = true, score = true,
+                     kv = true, group = true, method = true, zero_point = true, scales = true}
+local QUANT_DEFAULTS = {sensitivity = "perturb", high = 0.3, low = 0.3, embeddings = "int8",
+                        formats = {high = "f32", medium = "int8", low = "int4"}}
+M.quant_defaults = QUANT_DEFAULTS
+
+local function check_format(where, f)
+  if not FORMATS[f] then
+    error(("%s must be a format (f32, f16, bf16, int8, int4), got %s"):format(where, tostring(f)), 0)
+  end
+end
+
+M.checks.quant = function(o, model)
+  util.check_opts("quant", o, QUANT_KNOWN)
+  local L = model.config.num_hidden_layers
+  for _, k in ipairs({"high", "low"}) do
+    if o[k] ~= nil then check_range("quant." .. k, o[k], 0, 1) end
+  end
+  if (o.high or QUANT_DEFAULTS.high) + (o.low or QUANT_DEFAULTS.low) > 1 + 1e-12 then
+    error(("quant.high + quant.low must be at most 1, got %s + %s"):format(
+      tostring(o.high or QUANT_DEFAULTS.high), tostring(o.low or QUANT_DEFAULTS.low)), 0)
+  end
+  if o.formats ~= nil then
+    if type(o.formats) ~= "table" then error("quant.formats must be a table {high=, medium=, low=}", 0) end
+    for k, f in pairs(o.formats) do
+      if k ~= "high" and k ~= "medium" and k ~= "low" then
+        error(("quant.formats.%s: unknown tier (known: high, medium, low)"):format(tostring(k)), 0)
+      end
+      check_format("quant.formats." .. k, f)
+    end
+  end
+  if o.layers ~= nil then
+    if type(o.layers) ~= "table" then error("quant.layers must be a table {[layer] = format}", 0) end
+    for l, f in pairs(o.layers) do
+      if math.type(l) ~= "integer" or l < 1 or l > L then
+        error(("quant.layers: %s is not a layer 1..%d"):format(tostring(l), L), 0)
+      end
+      if type(f) == "string" then check_format(("quant.layers[%d]"):format(l), f) end
+    end
+  end
+  for _, k in ipairs({"embeddings", "lm_head", "score"}) do
+    if o[k] ~= nil then check_format("quant." .. k, o[k]) end
+  end
+  if o.kv ~= nil and o.kv ~= "f32" and o.kv ~= "int8" then
+    error("quant.kv must be \"f32\" or \"int8\", got " .. tostring(o.kv), 0)
+  end
+  if o.group ~= nil and o.group ~= 32 and o.group ~= 64 and o.group ~= 128 then
+    error("quant.group must be 32, 64 or 128, got " .. tostring(o.group), 0)
+  end
+  if o.method ~= nil and o.method ~= "rtn" and o.method ~= "mse" then
+    error("quant.method must be \"rtn\" or \"mse\", got " .. tostring(o.method), 0)
+  end
+  local sv = o.sensitivity
+  if sv ~= nil and type(sv) ~= "string" and not (type(sv) == "table" and type(sv.scores) == "table") then
+    error("quant.sensitivity must be a method name or a result with scores", 0)
+  end
+  if type(sv) == "string" then
+    local known = false
+    for _, m in ipairs(require("chai.ktq_sensitivity").methods) do known = known or m == sv end
+    if not known then
+      error(("quant.sensitivity: unknown method %q (known: %s)"):format(sv,
+            table.concat(require("chai.ktq_sensitivity").methods, ", ")), 0)
+    end
+  end
+end
+
+M.steps.quant = function(model, ctx, o)
+  local formats = {}
+  for k, v in pairs(QUANT_DEFAULTS.formats) do formats[k] = (o.formats or {})[k] or v end
+  local layers, tier_of, sens = o.layers, nil, nil
+  if not layers then
+    sens = o.sensitivity or QUANT_DEFAULTS.sensitivity
+    if type(sens) == "string" then
+      local so = {method = sens, seed = ctx.seed}
+      -- perturb by default as the tiers will: each layer alone in the low tier's format
+      if sens == "perturb" then
+        so.kind = (formats.low == "int8" or formats.low == "int4" or formats.low == "bf16") and formats.low or "int8"
+        so.group = o.group
+      end
+      for k, v in pairs(o.sensitivity_opts or {}) do so[k] = v end
+      local ds = nil
+      if not (sens == "chai-ktq" and (so.input or "random") == "random") then ds = ctx:slices("quant").sensitivity end
+      sens = require("chai.ktq_sensitivity").sensitivity(model, ds, so)
+    end
+    local spec, t = require("chai.quant").plan(sens.scores, {high = o.high or QUANT_DEFAULTS.high,
+                                                              low = o.low or QUANT_DEFAULTS.low,
+                                                              formats = formats})
+    layers, tier_of = spec.layers, t
+  end
+  local spec = {layers = layers, embeddings = o.embeddings or QUANT_DEFAULTS.embeddings,
+                lm_head = o.lm_head, score = o.score, kv = o.kv, group = o.group,
+                method = o.method, zero_point = o.zero_point, scales = o.scales}
+  model:quantize(spec)
+  local L, per_layer = model.config.num_hidden_layers, {}
+  for l = 1, L do
+    local f = layers[l]
+    per_layer[l] = type(f) == "table" and "mixed" or (f or "kept")
+  end
+  return model, {what = ("quantized layers %s; embeddings %s%s"):format(table.concat(per_layer, ", "),
+                                                                     spec.embeddings,
+                                                                     o.kv and (", KV cache " .. o.kv) or ""),
+                 layers = per_layer, tiers = tier_of, spec = spec,
+                 sensitivity = sens and {method = sens.method, scores = sens.scores} or nil}
+end
+
+-- ---------------------------------------------------------------------------------------------
 -- Layer selection (target, and kd when the recipe also has target)
 
 local SELECT_KNOWN = {fraction = true, layers = true, sensitivity = true, sensitivity_opts = true,
@@ -541,7 +653,6 @@ M.steps.head = function(model, ctx, o)
     return fit_model(model, ctx, "head", o, HEAD_DEFAULTS, {})
   end)
   model:score_random(false)
-  util.random_score[model] = nil
   return model, {what = "trained the classification head alone (score.weight), the rest frozen",
                  was_random = was_random, trained = names, params_trained = values_of(model, names),
                  training = fit}

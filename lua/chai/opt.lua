@@ -1,7 +1,7 @@
 -- chai.opt: OPT models in the Hugging Face layout (config.json + model.safetensors /
 -- pytorch_model.bin / a sharded index), as userdata "chai.Model". See docs/opt.md.
 --
---   local m = chai.opt.load(dir_or_hub_id, {dtype=, revision=, quiet=, mmap=})
+--   local m = chai.opt.load(dir_or_hub_id, {dtype=, revision=, quiet=, mmap=, quant=})
 --   m.config                                   -- table, Hugging Face key names
 --   m:forward(ids, {attention_mask=, last_only=}) --> f32 tensor (B,T,vocab) ((B,vocab) last_only)
 --   m:classify(ids, {attention_mask=})         --> f32 tensor (B,num_labels)
@@ -9,6 +9,8 @@
 --                                              --> table of the NEW token ids
 --   m:save(dir)   m:num_parameters()   m:memory() --> {weights=, kv_cache=, activations=}
 --   m:warnings()  m:dtype()  m:free()
+--   m:quantize(spec) --> m      m:formats() --> {[name] = "int8", ..., kv_cache = "f32"}
+--                               (docs/quant.md; memory() also gives weights_by_format)
 --   chai.opt.create(config_table, {dtype=, seed=}) --> a randomly initialised model
 local core = require "chai.core"
 
@@ -56,12 +58,18 @@ end
 --- opts.dtype: "f32" (default, exact), "f16" or "bf16" (matrices kept at 2 bytes).
 --- opts.revision: a Hub branch, tag, "refs/pr/N" or commit (Hub ids only).
 --- opts.quiet: do not print the model's warnings to stderr (m:warnings() still lists them).
+--- opts.quant: a quantization spec (as m:quantize takes): each matrix is quantized as it is read,
+--- without an f32 copy of the model.
 --- A folder with chai_heads.json (m:save of a clustered model) comes back under its head plan and
 --- mode; opts.heads = false loads it dense.
 function M.load(dir_or_id, opts)
   local fname = "chai.opt.load"
   opts = check_opts(fname, opts, {dtype = true, revision = true, quiet = true, mmap = true,
-                                           heads = true})
+                                  quant = true, heads = true})
+  if opts.quant ~= nil and type(opts.quant) ~= "table" then
+    error(fname .. ": quant must be a table (a quantization spec, see docs/quant.md), got "
+          .. type(opts.quant), 2)
+  end
   if type(dir_or_id) ~= "string" or dir_or_id == "" then
     error(fname .. ": expected a model folder or a Hub repo id, got " .. type(dir_or_id), 2)
   end
@@ -83,7 +91,7 @@ function M.load(dir_or_id, opts)
       dir = hub.locate(dir, {revision = opts.revision})
     end
   end
-  local ok, m = pcall(core.opt_load, dir, opts.dtype, opts.quiet, opts.mmap == false)
+  local ok, m = pcall(core.opt_load, dir, opts.dtype, opts.quiet, opts.mmap == false, opts.quant)
   if not ok then error(m, 2) end
   if opts.heads ~= false then
     local plan_ok, err = pcall(apply_saved_heads, m, dir)

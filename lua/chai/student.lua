@@ -90,10 +90,12 @@ end
 
 --- Trains one model with the recipe and saves it as dir/name. opts: name, seed, train and dev
 --- (encoded rows), config [M.config], epochs, dir [models_dir], time_budget (seconds), progress,
---- teacher/T/alpha (distillation from rows' teacher logits), and the recipe's knobs as in
---- M.defaults (batch, lr, wd, label_smoothing, dropout, ema, quick: evaluate every 20 steps).
---- Logs to dir/logs/<name>.jsonl, checkpoints in dir/runs/<name> (a rerun resumes), records the
---- run in dir/sst2-results.json. Returns the model and the record.
+--- teacher/T/alpha (distillation from rows' teacher logits), distributed (data-parallel over the
+--- MPI ranks, chai.train's), write [true] (false: neither the model nor the record is written, for
+--- the ranks other than the first), and the recipe's knobs as in M.defaults (batch, lr, wd,
+--- label_smoothing, dropout, ema, quick: evaluate every 20 steps). Logs to dir/logs/<name>.jsonl,
+--- checkpoints in dir/runs/<name> (a rerun resumes), records the run in dir/sst2-results.json.
+--- Returns the model and the record.
 function M.train(opts)
   local train = require "chai.train"
   local opt = require "chai.opt"
@@ -111,14 +113,16 @@ function M.train(opts)
                eval_every = d.quick and 20 or 500, eval_batch_size = 128,
                log = dir .. "/logs/" .. d.name .. ".jsonl", checkpoint = dir .. "/runs/" .. d.name,
                resume = true, time_budget = d.time_budget, progress = d.progress,
-               teacher = d.teacher, T = d.T, alpha = d.alpha}
+               teacher = d.teacher, T = d.T, alpha = d.alpha, distributed = d.distributed}
   local res = train.run(run)
-  m:save(dir .. "/" .. d.name)
+  local write = d.write ~= false
+  if write then m:save(dir .. "/" .. d.name) end
   local rec = {name = d.name, seed = d.seed, accuracy = res.eval.accuracy, loss = res.eval.loss,
                steps = res.step, total_steps = res.total_steps, seconds = res.seconds,
                stopped = res.stopped, history = res.history, config = cfg,
-               kd = d.teacher and {T = d.T, alpha = d.alpha} or nil, threads = core.threads()}
-  M.save_result(dir, d.name, rec)
+               kd = d.teacher and {T = d.T, alpha = d.alpha} or nil, threads = core.threads(),
+               ranks = d.distributed and require("chai.mpi").size() or nil}
+  if write then M.save_result(dir, d.name, rec) end
   return m, rec
 end
 

@@ -39,12 +39,20 @@
 --   time_budget      stop (after saving) once the run has taken this many seconds (a resumed run
 --                    counts its earlier segments too; result.seconds is the whole run)
 --   on_step          function(info) called after every step (info: step, loss, lr, ...)
+--   distributed      data-parallel over the ranks of chai.mpi (mpirun/srun) [false]: each rank
+--                    takes its contiguous share of every global batch (batch_size rows in all),
+--                    the gradients are summed over the ranks in buckets while the backward runs,
+--                    and every rank makes the same optimizer step; rank 1 alone writes the
+--                    checkpoint, the best model, the log and the progress bar, and resumes (any
+--                    rank count can resume any checkpoint). See docs/distributed.md.
+--   bucket_mb        size of a gradient bucket in MiB [8] (distributed)
 -- A NaN or Inf loss stops training with an error naming the step; the last checkpoint on disk
 -- stays as it was. Resuming re-creates the same batches from the seed, so a resumed run continues
 -- bit-identically. Resuming a checkpoint made for another model shape is refused.
 local core = require "chai.core"
 local optim = require "chai.optim"
 local data = require "chai.data"
+local mpi = require "chai.mpi"
 local json = core.json
 
 local M = {}
@@ -108,10 +116,33 @@ end
 --- Adds each row's teacher logits (row.teacher, a table of num_labels numbers) from a model's
 --- classify head, in length-sorted batches: distillation then costs no teacher forward per step
 --- (run with teacher = "rows").
+--- opts.distributed: each rank of chai.mpi computes every size-th row's logits and the ranks
+--- exchange them (num_labels numbers a row), so every rank ends with all of them.
 function M.annotate(rows, teacher, opts)
   opts = opts or {}
   local bs = opts.batch_size or 64
   local pad = teacher.config.pad_token_id or 1
+  local n = mpi.size()
+  if opts.distributed and n > 1 then
+    local mine, at = mpi.deal(rows)
+    M.annotate(mine, teacher, {batch_size = bs})
+    local NL = teacher.config.num_labels -- HF configs say it with id2label
+    if not NL then
+      NL = 0
+      for _ in pairs(teacher.config.id2label or {}) do NL = NL + 1 end
+    end
+    local tab = {}
+    for i = 1, #rows do
+      local z = {}
+      for j = 1, NL do z[j] = 0 end
+      tab[i] = z
+    end
+    for k, r in ipairs(mine) do tab[at[k]] = r.teacher end
+    local all = core.tensor(tab, "f32") -- zeros in the others' rows: the sum over ranks is exact
+    mpi.allreduce(all, "sum")
+    for i, row in ipairs(all:totable()) do rows[i].teacher = row end
+    return rows
+  end
   local batches = data.batches(rows, {batch_size = bs, length = function(r) return #r.ids end})
   for _, batch in ipairs(batches) do
     local T = 1
@@ -132,8 +163,9 @@ end
 
 -- Pads a list of encoded rows on the right: input_ids, attention_mask (tensors), labels (table),
 -- and the rows' teacher logits (a tensor) when they carry them.
-local function collate(rows, pad)
-  local T = 1
+-- T: the padded length [the longest row's] (a shard is padded as its whole batch).
+local function collate(rows, pad, T)
+  T = T or 1
   for _, r in ipairs(rows) do if #r.ids > T then T = #r.ids end end
   local ids, mask, labels = {}, {}, {}
   for b, r in ipairs(rows) do
@@ -167,10 +199,14 @@ end
 -- Evaluation
 
 --- Accuracy (classify) or mean next-token loss (lm) over encoded rows, in length-sorted batches.
+--- opts.distributed: each rank of chai.mpi scores every size-th row and the sums are exchanged
+--- (every rank gets the same result).
 function M.evaluate(m, rows, opts)
   opts = opts or {}
   local head, bs = opts.head or "classify", opts.batch_size or 64
   local pad = pad_id(m)
+  local dist = opts.distributed and mpi.size() > 1
+  if dist then rows = mpi.deal(rows) end
   local batches = data.batches(rows, {batch_size = bs, length = function(r) return #r.ids end})
   local correct, count, loss_sum = 0, 0, 0
   for _, batch in ipairs(batches) do
@@ -206,6 +242,10 @@ function M.evaluate(m, rows, opts)
       count = count + info.count
       logits:free()
     end
+  end
+  if dist then
+    local t = mpi.sum({correct, count, loss_sum})
+    correct, count, loss_sum = math.tointeger(t[1]), math.tointeger(t[2]), t[3]
   end
   local res = {count = count, loss = count > 0 and loss_sum / count or 0}
   if head == "classify" then res.accuracy = count > 0 and correct / count or 0 end
@@ -367,7 +407,58 @@ local RUN_KNOWN = {model = true, head = true, train = true, eval = true, teacher
                    eval_every = true, eval_batch_size = true, early_stopping = true,
                    checkpoint = true, save_every = true, resume = true, log = true,
                    progress = true, stop_after = true, time_budget = true, on_step = true,
-                   ema = true, restore_best = true}
+                   ema = true, restore_best = true, distributed = true, bucket_mb = true}
+
+-- Rows of a batch whose loss counts (the mean's denominator): labelled rows (classify), or each
+-- row's real tokens but the last (lm: every real token predicts the next real one).
+local function counted(batch, head)
+  local n = 0
+  for _, r in ipairs(batch) do
+    if head == "lm" then
+      n = n + math.max(0, #r.ids - 1)
+    elseif r.label ~= nil and r.label ~= -100 then
+      n = n + 1
+    end
+  end
+  return n
+end
+
+-- A fingerprint of the rows (ids and labels), so the ranks can check they train on the same data.
+local function fingerprint(rows)
+  local h = #rows
+  for _, r in ipairs(rows) do
+    for _, id in ipairs(r.ids) do h = (h * 31 + id) & 0xffffffffffff end
+    h = (h * 31 + (tonumber(r.label) or -1)) & 0xffffffffffff
+  end
+  return h
+end
+
+-- Root's tensors {name = tensor} on every rank: the others make zeros of the announced shapes and
+-- receive the values (names in sorted order).
+local function broadcast_named(named)
+  local manifest
+  if mpi.rank() == 1 then
+    manifest = {}
+    for name, t in pairs(named) do manifest[#manifest + 1] = {name, t:shape(), t:dtype()} end
+    table.sort(manifest, function(a, b) return a[1] < b[1] end)
+  end
+  manifest = mpi.broadcast(manifest, 1)
+  local out = {}
+  for _, e in ipairs(manifest) do
+    local t = mpi.rank() == 1 and named[e[1]] or core.zeros(e[2], e[3])
+    mpi.broadcast(t, 1)
+    out[e[1]] = t
+  end
+  return out
+end
+
+-- Copies rank 1's values of existing tensors into every rank's (sorted names).
+local function broadcast_into(named)
+  local names = {}
+  for name in pairs(named) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do mpi.broadcast(named[name], 1) end
+end
 
 local function better(metric, a, b, min_delta)
   if b == nil then return true end
@@ -396,6 +487,31 @@ function M.run(opts)
   local seed = opts.seed or 0
   local per_epoch = (#rows + bs - 1) // bs // accum
   if per_epoch < 1 then per_epoch = 1 end
+  local dist = opts.distributed and true or false
+  if dist and not mpi.available() then
+    local launched, n = mpi.launched()
+    if launched and n ~= 1 then
+      error(fname .. ": distributed = true, but this chai was built without MPI (-DCHAI_MPI=OFF) "
+            .. "and a launcher started " .. (n > 0 and n or "several") .. " ranks; rebuild with "
+            .. "MPI or run one process", 2)
+    end
+  end
+  local bmb = opts.bucket_mb
+  if bmb ~= nil and (type(bmb) ~= "number" or not (bmb > 0)) then
+    error(fname .. ": bucket_mb must be a positive number, got " .. tostring(bmb), 2)
+  end
+  local nranks = dist and mpi.size() or 1
+  local rank = dist and mpi.rank() or 1
+  local lead = rank == 1 -- writes the checkpoint, the best model, the log and the progress bar
+  if nranks > 1 then
+    local names = m:trainable()
+    mpi.agree({batch_size = bs, grad_accum = accum, seed = seed, head = head,
+               steps = opts.max_steps, epochs = opts.epochs, train = fingerprint(rows),
+               eval = opts.eval and fingerprint(opts.eval) or false, trainable = names,
+               teacher = type(opts.teacher) == "string" and opts.teacher or (opts.teacher ~= nil),
+               dropout = opts.dropout or 0, ema = opts.ema or false},
+              "the training run (options, data rows or trainable parameters)")
+  end
   local total = opts.max_steps or per_epoch * (opts.epochs or 1)
   local oo = {}
   for k, v in pairs(opts.optimizer or {}) do oo[k] = v end
@@ -412,8 +528,9 @@ function M.run(opts)
   local ckdir = opts.checkpoint
   local tty = opts.progress
   if tty == nil then tty = core.stderr_isatty() end
+  tty = tty and lead
   local log = nil
-  if opts.log then
+  if opts.log and lead then
     log = io.open(opts.log, "ab")
     if not log then error(fname .. ": cannot open the log '" .. opts.log .. "'", 2) end
   end
@@ -459,10 +576,37 @@ function M.run(opts)
     if not ok then error(res, 0) end
     return res
   end
+  if nranks > 1 then -- every rank starts from rank 1's weights
+    broadcast_into(params)
+    if ema then broadcast_into(ema) end
+  end
   if ckdir then
-    mkdir_p(ckdir)
-    if opts.resume ~= false and exists(ckdir .. "/last/trainer_state.json") then
-      state = load_checkpoint(ckdir, m, opt, ema, total)
+    if lead then mkdir_p(ckdir) end
+    local have = lead and opts.resume ~= false and exists(ckdir .. "/last/trainer_state.json")
+    if nranks > 1 then have = mpi.broadcast(have, 1) end
+    if have then
+      -- Rank 1 reads the checkpoint (only its node needs the folder) and hands it to the others;
+      -- nothing in it depends on the number of ranks.
+      local ok, loaded = true, nil
+      if lead then ok, loaded = pcall(load_checkpoint, ckdir, m, opt, ema, total) end
+      if nranks > 1 then
+        local err = mpi.broadcast(not ok and tostring(loaded) or false, 1)
+        if err then ok, loaded = false, err end
+      end
+      if not ok then error(loaded, 2) end
+      if nranks > 1 then
+        loaded = mpi.broadcast(lead and loaded or nil, 1)
+        broadcast_into(params)
+        if ema then broadcast_into(ema) end
+        local st = broadcast_named(lead and opt:state().tensors or nil)
+        if not lead then
+          opt:load_state({tensors = st, step = math.tointeger(loaded.optimizer_step)})
+          if loaded.rng then
+            core.rng_set_state(math.tointeger(loaded.rng[1]), math.tointeger(loaded.rng[2]))
+          end
+        end
+      end
+      state = loaded
       for _, k in ipairs({"step", "epoch", "pos", "bad_evals", "total_steps"}) do
         state[k] = math.tointeger(state[k])
       end
@@ -483,7 +627,8 @@ function M.run(opts)
   local function evaluate_now()
     if not opts.eval then return nil end
     local r = with_average(function()
-      return M.evaluate(m, opts.eval, {head = head, batch_size = opts.eval_batch_size})
+      return M.evaluate(m, opts.eval, {head = head, batch_size = opts.eval_batch_size,
+                                       distributed = nranks > 1})
     end)
     r.step = state.step
     state.history[#state.history + 1] = r
@@ -494,7 +639,7 @@ function M.run(opts)
       state.best_step = state.step
       state.bad_evals = 0
       keep_best()
-      if ckdir then with_average(function() m:save(ckdir .. "/best") end) end
+      if ckdir and lead then with_average(function() m:save(ckdir .. "/best") end) end
     else
       state.bad_evals = state.bad_evals + 1
     end
@@ -509,11 +654,13 @@ function M.run(opts)
   local function checkpoint_now()
     if ckdir then
       state.seconds = before + core.bench.now() - t0
-      save_checkpoint(ckdir, m, opt, state, ema)
+      if lead then save_checkpoint(ckdir, m, opt, state, ema) end
       last_saved = state.step
+      if nranks > 1 then mpi.barrier() end -- the checkpoint is on disk when any rank goes on
     end
   end
 
+  local reducer = nranks > 1 and mpi.reducer{bucket_mb = opts.bucket_mb} or nil
   local last_eval = nil
   while state.step < total and not stop_reason do
     local batches = batches_for_epoch(rows, bs, seed, state.epoch)
@@ -523,28 +670,51 @@ function M.run(opts)
       local loss_sum, count = 0, 0
       for a = 1, accum do
         local batch = batches[state.pos + a]
-        local ids, mask, labels, row_teacher = collate(batch, pad)
-        local teacher = opts.teacher
-        if teacher == "rows" then
-          teacher = row_teacher
-          if not teacher then error(fname .. ": teacher = \"rows\" but the rows carry no teacher logits (see chai.train.annotate)", 2) end
+        -- This rank's rows of the batch, padded as the whole batch: with loss_count (the whole
+        -- batch's) and first_row, the ranks' gradients add up to the batch's own.
+        local first, n = mpi.shard(#batch, rank, nranks)
+        local part, T = batch, nil
+        if nranks > 1 then
+          part, T = {}, 1
+          for k, r in ipairs(batch) do
+            if #r.ids > T then T = #r.ids end
+            if k >= first and k < first + n then part[#part + 1] = r end
+          end
         end
-        local loss, info = m:forward_backward{input_ids = ids, attention_mask = mask,
-          labels = head == "classify" and labels or nil, head = head, teacher = teacher,
-          T = opts.T, alpha = opts.alpha, label_smoothing = opts.label_smoothing,
-          dropout = opts.dropout, dropout_seed = (seed * 1000003 + state.step) * 64 + a}
-        if loss ~= loss or loss == math.huge or loss == -math.huge then
-          write_log({step = state.step + 1, epoch = state.epoch, error = "non-finite loss",
-                     loss = tostring(loss)})
-          if log then log:close() end
-          error(string.format("chai.train: the loss is %s at step %d (epoch %d); training stopped. "
-                              .. "%s", tostring(loss), state.step + 1, state.epoch,
-                              ckdir and string.format("The last good checkpoint is %s/last (step %d), "
-                                                      .. "left as it was.", ckdir, last_saved)
-                                    or "No checkpoint folder was given."), 2)
+        local sync = a == accum and reducer or nil -- the last batch's gradients are exchanged
+        if n > 0 then
+          local ids, mask, labels, row_teacher = collate(part, pad, T)
+          local teacher = opts.teacher
+          if teacher == "rows" then
+            teacher = row_teacher
+            if not teacher then error(fname .. ": teacher = \"rows\" but the rows carry no teacher logits (see chai.train.annotate)", 2) end
+          end
+          local loss = m:forward_backward{input_ids = ids, attention_mask = mask,
+            labels = head == "classify" and labels or nil, head = head, teacher = teacher,
+            T = opts.T, alpha = opts.alpha, label_smoothing = opts.label_smoothing,
+            dropout = opts.dropout, dropout_seed = (seed * 1000003 + state.step) * 64 + a,
+            first_row = first, loss_count = nranks > 1 and counted(batch, head) or 0, sync = sync}
+          loss_sum = loss_sum + loss
+        elseif sync then
+          m:add_grads(sync) -- no rows here this time: zeros take part in the sum
         end
-        loss_sum = loss_sum + loss
         count = count + #batch
+      end
+      if reducer then reducer:finish() end
+      local over = opts.time_budget and before + core.bench.now() - t0 >= opts.time_budget
+      if nranks > 1 then -- the batch's loss, and one decision to stop for all
+        local t = mpi.sum({loss_sum, over and 1 or 0})
+        loss_sum, over = t[1], t[2] > 0
+      end
+      if loss_sum ~= loss_sum or loss_sum == math.huge or loss_sum == -math.huge then
+        write_log({step = state.step + 1, epoch = state.epoch, error = "non-finite loss",
+                   loss = tostring(loss_sum)})
+        if log then log:close() end
+        error(string.format("chai.train: the loss is %s at step %d (epoch %d); training stopped. "
+                            .. "%s", tostring(loss_sum), state.step + 1, state.epoch,
+                            ckdir and string.format("The last good checkpoint is %s/last (step %d), "
+                                                    .. "left as it was.", ckdir, last_saved)
+                                  or "No checkpoint folder was given."), 2)
       end
       local lr = opt:lr()
       local st = opt:step(params, m:grads(), {scale = 1 / accum})
@@ -580,9 +750,7 @@ function M.run(opts)
       end
       if state.step >= total then break end
       if opts.stop_after and state.step >= opts.stop_after then stop_reason = "stop_after" end
-      if opts.time_budget and before + now - t0 >= opts.time_budget then
-        stop_reason = "time_budget"
-      end
+      if over then stop_reason = "time_budget" end
       if stop_reason then break end
     end
     if not stop_reason and state.step < total then
@@ -604,6 +772,7 @@ function M.run(opts)
     for name, p in pairs(params) do p:copy(ema[name]) end
   end
   if log then log:close() end
+  if reducer then reducer:free() end
   return {step = state.step, epoch = state.epoch, total_steps = total, eval = last_eval,
           best = state.best, best_step = state.best_step, history = state.history,
           stopped = stop_reason, seconds = before + core.bench.now() - t0, items = items,

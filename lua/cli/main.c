@@ -10,6 +10,7 @@
 #include <lauxlib.h>
 
 #include "chai/chai.h"
+#include "chai/mpi.h"
 #include "cli.h"
 
 typedef struct command {
@@ -99,6 +100,9 @@ static int cmd_version(lua_State *L, int argc, char **argv, int cmd) {
   printf("features  %s\n", chai_cpu_features());
   printf("simd      %s%s%s%s\n", chai_simd_name(chai_simd_level()), forced ? " (CHAI_CPU=" : "",
          forced ? forced : "", forced ? ")" : "");
+  printf("kernels   int8 %s, int4 %s, bf16 %s, f16 %s, f32 %s\n", chai_qformat_kernel(CHAI_QF_INT8),
+         chai_qformat_kernel(CHAI_QF_INT4), chai_qformat_kernel(CHAI_QF_BF16),
+         chai_qformat_kernel(CHAI_QF_F16), chai_qformat_kernel(CHAI_QF_F32));
   printf("threads   %d\n", chai_threads_get());
   printf("lua dir   %s\n", chai_cli_lua_dir());
   printf("scripts   %s\n", chai_cli_scripts_dir());
@@ -341,6 +345,10 @@ int main(int argc, char **argv) {
     else if (cmd < argc)
       rc = run_lua_command(L, argc, argv, cmd);
   }
-  lua_close(L);
+  /* An error on one rank of several would leave the others waiting in their next collective (and
+   * MPI_Finalize waits for every rank): end them all. Its message is on stderr already. */
+  if (rc != CHAI_EXIT_OK && chai_mpi_size() > 1)
+    chai_mpi_abort("this rank failed (the error above); ending every rank", rc);
+  lua_close(L); /* ends MPI when the script started it */
   return rc;
 }

@@ -10,12 +10,16 @@
 
 #include "bind.h"
 #include "chai/error.h"
+#include "chai/mpi.h"
 #include "cli.h"
 
 const char *chai_cli_progname = "chai";
 
 void chai_cli_message(const char *progname, const char *msg) {
-  if (progname) fprintf(stderr, "%s: ", progname);
+  if (progname && chai_mpi_size() > 1) /* which rank said it */
+    fprintf(stderr, "%s (rank %d of %d): ", progname, chai_mpi_rank() + 1, chai_mpi_size());
+  else if (progname)
+    fprintf(stderr, "%s: ", progname);
   fprintf(stderr, "%s\n", msg);
   fflush(stderr);
 }

@@ -19,6 +19,10 @@
 --     --eos              end every row with </s> (the token the score head reads)
 --     --ema D [0.999]    weight averaging decay (0 = off)
 --     --heads N [8]      student heads per layer; N != 8 saves sst2-opt-student-hN* instead
+--     --distributed      data-parallel over the ranks of `mpirun -n N` / `srun` (chai.train's
+--                        distributed = true; --batch stays the global batch): rank 1 writes the
+--                        models, logs and results; the KD teacher's logits are computed a share
+--                        per rank. See docs/distributed.md.
 -- Data (chai.student.data, through chai.data): $CHAI_DATA_DIR (sst2/, opt-tokenizer/), else the Hub
 -- (the rows API, facebook/opt-125m's tokenizer; cached). The architectures and the training recipe
 -- live in lua/chai/student.lua (the search's default model is the seed-1 student trained by it).
@@ -33,11 +37,11 @@ local given, words = cli.options({...}, {
   usage = "usage: chai script experiments/train_sst2.lua [all|student|kd|teacher-large|report] " ..
           "[--seeds 1,2,3] [--teacher-seeds 1,2,3] [--epochs N] [--teacher-epochs N] [--minutes M] " ..
           "[--threads N] [--quick] [--out DIR] [--batch N] [--lr X] [--wd X] [--label-smoothing X] " ..
-          "[--dropout P] [--eos] [--ema D] [--heads N]",
+          "[--dropout P] [--eos] [--ema D] [--heads N] [--distributed]",
   options = {seeds = "integers", teacher_seeds = "integers", epochs = "number", teacher_epochs = "number",
              minutes = "number", threads = "count", quick = "flag", out = "string", batch = "count",
              lr = "number", wd = "number", label_smoothing = "number", dropout = "number", eos = "flag",
-             ema = "number", heads = "count"},
+             ema = "number", heads = "count", distributed = "flag"},
   positional = 1,
 })
 local phase = words[1] or "all"
@@ -47,9 +51,17 @@ end
 local d = chai.student.defaults -- the recipe (lua/chai/student.lua)
 local o = {seeds = {1, 2, 3}, epochs = d.epochs, teacher_epochs = 2, minutes = d.minutes, threads = nil,
            quick = false, out = nil, batch = d.batch, lr = d.lr, wd = d.wd, ls = d.label_smoothing,
-           dropout = d.dropout, eos = d.eos, ema = d.ema, teacher_seeds = nil, heads = 8}
+           dropout = d.dropout, eos = d.eos, ema = d.ema, teacher_seeds = nil, heads = 8,
+           distributed = false}
 for k, v in pairs(given) do o[k == "label_smoothing" and "ls" or k] = v end
 if o.threads then chai.threads(o.threads) end
+local lead = chai.mpi.rank() == 1 -- the rank that writes (every rank when not distributed)
+if chai.mpi.size() > 1 and not o.distributed then
+  error("train_sst2: started as " .. chai.mpi.size() .. " ranks; add --distributed to train one "
+        .. "model on all of them (without it every rank would train and save the same model)", 0)
+end
+-- Messages from the writing rank only.
+local function say(...) if lead then io.stderr:write(string.format(...)) end end
 if o.out then chai.train.models_dir = function() return o.out end end
 
 local student = chai.student
@@ -69,27 +81,29 @@ local KD = {T = 2.0, alpha = 0.5}
 local dir = chai.train.models_dir()
 os.execute("mkdir -p '" .. dir .. "/logs'")
 local _, train_rows, dev_rows = cli.guard(PROG, student.data, {quick = o.quick, eos = o.eos})
-io.stderr:write(string.format("SST-2: %d train rows, %d dev rows; models in %s\n", #train_rows,
-                              #dev_rows, dir))
+say("SST-2: %d train rows, %d dev rows; models in %s\n", #train_rows, #dev_rows, dir)
 
 local function load_results() return student.load_results(dir) end
-local function save_result(key, rec) student.save_result(dir, key, rec) end
+local function save_result(key, rec) if lead then student.save_result(dir, key, rec) end end
 
--- One run of the student recipe (chai.student.train) with this command's options.
+-- One run of the student recipe (chai.student.train) with this command's options; the writing rank
+-- saves the model and its record.
 local function train(name, cfg, seed, epochs, extra)
   extra = extra or {}
   local m, rec = student.train({name = name, config = cfg, seed = seed, epochs = epochs, dir = dir,
                                 train = train_rows, dev = dev_rows, batch = o.batch, lr = o.lr,
                                 wd = o.wd, label_smoothing = o.ls, dropout = o.dropout, ema = o.ema,
                                 quick = o.quick, time_budget = extra.time_budget,
-                                teacher = extra.teacher, T = extra.T, alpha = extra.alpha})
-  io.stderr:write(string.format("%s: dev accuracy %.4f after %d steps in %.1f min%s\n", name,
-                                rec.accuracy, rec.steps, rec.seconds / 60,
-                                rec.stopped and (" (stopped: " .. rec.stopped .. ")") or ""))
+                                teacher = extra.teacher, T = extra.T, alpha = extra.alpha,
+                                distributed = o.distributed, write = lead})
+  if o.distributed then chai.mpi.barrier() end -- saved before any rank reads it
+  say("%s: dev accuracy %.4f after %d steps in %.1f min%s\n", name, rec.accuracy, rec.steps,
+      rec.seconds / 60, rec.stopped and (" (stopped: " .. rec.stopped .. ")") or "")
   return m, rec
 end
 
 local function copy_default(from, to)
+  if not lead then return end
   os.execute(string.format("rm -rf '%s/%s' && cp -r '%s/%s' '%s/%s'", dir, to, dir, from, dir, to))
 end
 
@@ -111,6 +125,7 @@ if phase == "all" or phase == "student" then
     train(SP .. "-s" .. seed, STUDENT, seed, o.epochs, {time_budget = budget})
   end
   copy_default(SP .. "-s" .. o.seeds[1], SP)
+  if o.distributed then chai.mpi.barrier() end
 end
 if phase == "teacher-large" then
   train("sst2-opt-teacher-large", student.teacher_config, 100, o.teacher_epochs)
@@ -121,7 +136,7 @@ if phase == "all" or phase == "kd" then
   local members = o.teacher_seeds or o.seeds
   local sum, dev_sum = {}, {}
   local function accumulate(acc_rows, rows, mem)
-    chai.train.annotate(rows, mem, {batch_size = 128})
+    chai.train.annotate(rows, mem, {batch_size = 128, distributed = o.distributed})
     for k, row in ipairs(rows) do
       local acc = acc_rows[k] or {}
       for j = 1, #row.teacher do acc[j] = (acc[j] or 0) + row.teacher[j] end
@@ -140,8 +155,8 @@ if phase == "all" or phase == "kd" then
     for j = 1, #sum[k] do sum[k][j] = sum[k][j] / #members end
     row.teacher = sum[k]
   end
-  io.stderr:write(string.format("teacher (ensemble of %d) logits for %d train and %d dev rows in %.1f s\n",
-                                #members, #train_rows, #dev_rows, chai.bench.now() - t0))
+  say("teacher (ensemble of %d) logits for %d train and %d dev rows in %.1f s\n", #members,
+      #train_rows, #dev_rows, chai.bench.now() - t0)
   local correct = 0
   for k, row in ipairs(dev_rows) do
     local pred = dev_sum[k][2] > dev_sum[k][1] and 1 or 0
@@ -152,8 +167,8 @@ if phase == "all" or phase == "kd" then
   save_result(SP .. "-teacher-ensemble", {name = SP .. "-teacher-ensemble",
               accuracy = correct / #dev_rows, members = members,
               seconds = 0, config = STUDENT})
-  io.stderr:write(string.format("teacher (ensemble of seeds %s): dev accuracy %.4f\n",
-                                table.concat(names, ","), correct / #dev_rows))
+  say("teacher (ensemble of seeds %s): dev accuracy %.4f\n", table.concat(names, ","),
+      correct / #dev_rows)
   for _, seed in ipairs(o.seeds) do
     train(SP .. "-kd-s" .. seed, STUDENT, seed, o.epochs,
           {teacher = "rows", T = KD.T, alpha = KD.alpha, time_budget = budget})
@@ -162,6 +177,7 @@ if phase == "all" or phase == "kd" then
 end
 
 -- report
+if not lead then return end
 local r = load_results()
 local function collect(prefix)
   local acc, mins = {}, {}

@@ -373,14 +373,17 @@ static void errors(void) {
   CHECK(st == CHAI_ERR_NOMEM);
   snapshot_free(m, s);
   chai_opt_free(m);
-  /* f16 models are for inference */
+  /* An f16 model trains its f32 vectors only: its matrices are frozen (their inputs' gradients
+   * still flow), and unfreezing one is refused. */
   char dir[512];
   snprintf(dir, sizeof dir, "%s/opt/preln/st", CHAI_TEST_FIXTURES);
   chai_opt_load_opts lo = {.dtype = CHAI_F16};
   CHECK_OK(chai_opt_load(&m, dir, &lo));
   if (m) {
-    CHECK_ERR(chai_opt_forward_backward(m, &b, NULL), CHAI_ERR_UNSUPPORTED,
-              "training needs an f32 model, this one is f16");
+    CHECK_OK(chai_opt_forward_backward(m, &b, NULL));
+    CHECK(chai_opt_param_frozen(m, 0));
+    CHECK_ERR(chai_opt_freeze(m, NULL, -1, CHAI_OPT_PART_ALL, false), CHAI_ERR_ARG,
+              "is quantized (f16) and cannot be trained");
     chai_opt_free(m);
   }
 }

@@ -131,7 +131,10 @@ static void test_half(const char *variant) {
     chai_opt_model *m32 = opt_fixture_load(variant, "st", CHAI_F32);
     size_t w32;
     chai_opt_memory(m32, &w32, NULL, NULL);
-    CHECK(w16 < w32 * 6 / 10); /* matrices at 2 bytes, vectors at 4 */
+    /* matrices at 2 bytes, vectors at 4; packed bf16 pads rows to 16 (this model's 2-row score
+     * head becomes 16) */
+    if (w16 >= w32 * (dts[i] == CHAI_F16 ? 6 : 7) / 10) printf("  %zu of %zu bytes\n", w16, w32);
+    CHECK(w16 < w32 * (dts[i] == CHAI_F16 ? 6 : 7) / 10);
     CHECK(chai_opt_num_parameters(m) == chai_opt_num_parameters(m32));
     chai_opt_free(m32);
     chai_tensor_release(&got);

@@ -106,11 +106,12 @@ run "$chai" version
 expect_rc "version" 0
 core_version="$("$chai" -e 'io.write(require("chai.core").version)' </dev/null)"
 expect_has "version: chai version first" "$(head -n 1 <<<"$out")" "chai $core_version (Lua 5.4"
-for word in "openblas  core " "chosen by " "library   /" "features  " "simd      " "threads   "; do
+for word in "openblas  core " "chosen by " "library   /" "features  " "simd      " "kernels   int8 " "threads   "; do
   expect_has "version shows '$word'" "$out" "$word"
 done
 run env CHAI_CPU=ref "$chai" --version
 expect_has "version shows a forced SIMD level" "$out" "simd      ref (CHAI_CPU=ref)"
+expect_has "a forced level picks the scalar kernels" "$out" "kernels   int8 ref, int4 ref, bf16 ref"
 run env CHAI_BLAS_LIB=libm.so.6 "$chai" version # a library without cblas_sgemm
 expect_rc "version without a usable BLAS" 1
 expect_has "version says why BLAS is missing" "$out" "openblas  not loaded: "

@@ -171,6 +171,17 @@ package.path = here .. "?.lua;" .. package.path
 local T = require "helper"
 T.run_doc_blocks("data.md", 2)
 check(T.failed == 0 and T.passed >= 4, "docs/data.md's lua blocks run")
+-- task_info: what a task offers, without loading it
+local info = data.task_info("sst2", {data_dir = dir})
+check(info and info.num_labels == 2 and info.fields[1] == "sentence", "task_info: fields")
+check(#info.splits == 2 and info.splits[1].name == "train" and info.splits[2].name == "validation",
+      "task_info: sst2 splits, sorted")
+check(info.splits[2]["local"] == false, "task_info: a split not in the data folder is not local")
+os.execute("mkdir -p " .. dir .. "/piqa && echo '{}' > " .. dir .. "/piqa/valid.jsonl")
+local piqa = data.task_info("piqa", {data_dir = dir})
+check(#piqa.splits == 1 and piqa.splits[1].name == "validation" and piqa.splits[1]["local"] == true,
+      "task_info: piqa's one split, found in the data folder")
+check(data.task_info("mnli") == nil, "task_info: unknown task")
 
 os.execute("rm -rf " .. dir)
 print(string.format("%d passed, %d failed", passed, failed))

@@ -30,5 +30,17 @@ check_error(function() json.encode(print) end, "cannot encode", "function")
 local cycle = {}; cycle.self = cycle
 check_error(function() json.encode(cycle) end, "too deep", "cycle")
 check_error(function() json.decode(string.rep("[", 500) .. string.rep("]", 500)) end, "", "deep nesting is refused")
+-- strict: what chai serve asks of a request body
+local strict = {strict = true}
+check(json.decode('{"a": 1}  \r\n', strict).a == 1, "strict: trailing white space is fine")
+check(json.decode('{"a": 1} x').a == 1, "not strict: bytes after the value are ignored")
+check_error(function() json.decode('{"a": 1} x', strict) end, "malformed JSON at byte 10", "strict: trailing bytes")
+check_error(function() json.decode('{"a": 1}{"b": 2}', strict) end, "malformed JSON", "strict: two values")
+check(json.decode('{"a": 1, "a": 2}').a == 2, "not strict: the last of a repeated key wins")
+check_error(function() json.decode('{"a": 1, "a": 2}', strict) end, "key 'a' appears twice", "strict: a repeated key")
+check_error(function() json.decode('{"x": {"a": null, "a": 1}}', strict) end, "appears twice", "strict: a repeated key set to null, nested")
+check(json.decode('[{"a": 1}, {"a": 2}]', strict)[2].a == 2, "strict: the same key in two objects")
+check_error(function() json.decode('{"a": "x\\u0000y"}', strict) end, "NUL character", "strict: \\u0000")
+check_error(function() json.decode('{"a": "x"}\0', strict) end, "NUL character", "strict: a NUL byte")
 print(string.format("%d passed, %d failed", passed, failed))
 if failed > 0 then os.exit(1) end

@@ -155,8 +155,14 @@ do
   T.close(p.scores[3], l3 - b0, 1e-12, "perturb: layer 3 alone clustered")
   T.eq(p.details.layers[3].k, 2, "the k used")
   T.check(base:heads().plan == nil, "the model is dense again")
-  T.raises(function() ktq.sensitivity(base, sl.sensitivity, {method = "perturb", kind = "int8"}) end,
-           {"perturbation kind \"int8\" is not available", "cluster"})
+  -- layer l alone quantized, on a copy: the model itself keeps f32
+  local q = ktq.sensitivity(base, sl.sensitivity, {method = "perturb", kind = "int4", group = 32})
+  local c = ktq.clone(base)
+  c:quantize{layers = {[2] = "int4"}, group = 32}
+  T.close(q.scores[2], chai.train.evaluate(c, rows).loss - b0, 1e-9, "perturb int4: layer 2 alone quantized")
+  T.eq(base:formats()["model.decoder.layers.1.fc1.weight"], "f32", "the model stays f32")
+  T.raises(function() ktq.sensitivity(base, sl.sensitivity, {method = "perturb", kind = "int3"}) end,
+           {"perturbation kind \"int3\" is not available", "cluster", "int4", "int8"})
 
   -- the result is saved as JSON
   local path = T.tmpdir() .. "/fisher.json"
@@ -268,6 +274,46 @@ do
   T.check(a:heads().plan and b:heads().plan, "both end clustered")
 end
 
+-- ---- quant: formats from the tiers; quant → target trains against the quantized frozen layers ----
+do
+  local m = ktq.clone(base)
+  local _, recs = ktq.apply(m, {steps = {"quant"}, seed = 2,
+                                data = {calibration = 40, sensitivity = 40, heldout = 60},
+                                quant = {high = 0.25, low = 0.25, group = 32, kv = "int8"}}, task)
+  local r, f = recs[1], m:formats()
+  T.eq(r.sensitivity.method, "perturb", "quant: perturb sensitivity by default")
+  T.eq({#r.tiers.high, #r.tiers.medium, #r.tiers.low}, {1, 2, 1}, "one high, two medium, one low layer")
+  local want = {}
+  for tier, fmt in pairs({high = "f32", medium = "int8", low = "int4"}) do
+    for _, l in ipairs(r.tiers[tier]) do want[l] = fmt end
+  end
+  for l = 1, 4 do
+    T.eq(f[("model.decoder.layers.%d.fc1.weight"):format(l - 1)], want[l], "layer " .. l .. "'s tier format")
+    T.eq(r.layers[l], want[l], "record of layer " .. l)
+  end
+  T.eq({f["model.decoder.embed_tokens.weight"], f.kv_cache, f["score.weight"]}, {"int8", "int8", "f32"},
+       "embeddings int8, KV cache int8, score head kept")
+  T.check(r.bytes_after < r.bytes_before, "the record's bytes fall") -- (little: this model is tiny and int8 pads rows to 64 values)
+
+  local recipe = {seed = 2, data = {calibration = 40, sensitivity = 40, heldout = 60},
+                  quant = {layers = {[1] = "int8", [2] = "int4"}, group = 32, embeddings = "f32"},
+                  target = {layers = {3, 4}, head = false, steps = 15, lr = 1e-2, eval_every = 15}}
+  local a = ktq.clone(base)
+  ktq.apply(a, ktq.recipe(recipe, {steps = {"quant", "target"}}), task)
+  local b = ktq.clone(base)
+  ktq.apply(b, ktq.recipe(recipe, {steps = {"target", "quant"}}), task)
+  local q = ktq.clone(base):quantize{layers = {[1] = "int8", [2] = "int4"}, group = 32}
+  local qs = snapshot(q)
+  local frozen_same = true
+  for _, name in ipairs(changed_names(a, qs)) do frozen_same = frozen_same and not name:match("layers%.[01]%.") end
+  T.check(frozen_same, "quant→target: the quantized layers keep their codes")
+  local c3 = changed_names(a, snapshot(b))
+  local trained_differs = false
+  for _, name in ipairs(c3) do trained_differs = trained_differs or name:match("layers%.[23]%.") ~= nil end
+  T.check(trained_differs, "quant→target and target→quant train layers 3-4 differently")
+  T.eq(a:formats()["model.decoder.layers.1.fc2.weight"], "int4", "still int4 after target")
+end
+
 -- ---- kd ----
 do
   local m = ktq.clone(base)
@@ -363,9 +409,15 @@ do
   T.raises(function() ktq.apply(m, {steps = {"chai"}, chai = {kk = 2}}, task) end, {"unknown option 'kk'"})
   T.raises(function() ktq.apply(m, {steps = {"chai"}, targt = {}}, task) end, {"unknown recipe key 'targt'"})
   T.raises(function() ktq.apply(m, {steps = {}, seed = 1.5}, task) end, {"recipe.seed", "1.5"})
-  T.raises(function() ktq.apply(m, ktq.recipes.chai_quant, task) end, {"step quant is not available"})
-  T.raises(function() ktq.apply(m, ktq.recipes.chai_ktq, task) end, {"step quant is not available"})
+  T.raises(function() ktq.apply(m, ktq.recipe("chai_quant", {quant = {formats = {low = "int3"}}}), task) end,
+           {"quant.formats.low", "int3"})
+  T.raises(function() ktq.apply(m, ktq.recipe("chai_ktq", {quant = {high = 0.6, low = 0.6}}), task) end,
+           {"quant.high + quant.low", "0.6"})
+  T.raises(function() ktq.apply(m, {steps = {"quant"}, quant = {kv = "int4"}}, task) end, {"quant.kv", "int4"})
+  T.raises(function() ktq.apply(m, {steps = {"quant"}, quant = {layers = {[9] = "int8"}}}, task) end,
+           {"quant.layers", "9"})
   T.eq(m:heads().plan, nil, "a refused recipe did nothing")
+  T.eq(m:formats()["model.decoder.layers.0.fc1.weight"], "f32", "and quantized nothing")
   -- a user's own step is any function
   local seen = nil
   local _, recs = ktq.apply(m, {steps = {function(mm, ctx) seen = ctx.task.name; return mm, {what = "mine"} end}}, task)

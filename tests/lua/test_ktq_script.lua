@@ -1,6 +1,6 @@
 -- scripts/experiments/ktq_sst2.lua end to end on a tiny random classifier with the OPT tokenizer's
--- vocabulary: the sensitivity table, a row per configuration (chai_quant reported as not run: its
--- quant step is not in this build), the JSON Lines records, and bad options refused by name.
+-- vocabulary: the sensitivity table, a row per configuration, the JSON Lines records, and bad
+-- options refused by name.
 local dir = debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./"
 package.path = dir .. "?.lua;" .. package.path
 local chai = require "chai"
@@ -31,8 +31,7 @@ local text, code = run(string.format("--model '%s/model' --limit 16 --steps 3 --
                                      .. "--configs baseline,chai_base,chai_quant,chai_kd --out '%s/r.jsonl'", tmp, tmp))
 T.eq(code, 0, "runs: " .. text)
 T.check(text:find("| fisher | ", 1, true) ~= nil, "sensitivity table")
-T.check(text:find("| chai_quant | chai→quant | not run: ", 1, true) ~= nil, "chai_quant reported as not run")
-T.check(text:find("step quant is not available", 1, true) ~= nil, "with the reason")
+T.check(text:find("\n| chai_quant | chai→quant | ", 1, true) ~= nil, "chai_quant row")
 local base = text:match("\n| baseline | — | ([%d.]+)%%")
 T.check(base ~= nil, "baseline row")
 T.check(text:find("\n| baseline | — | [%d.]+%% %([%d.–]+%) | %+0.00 %[%+0.00, %+0.00%]") ~= nil,
@@ -41,6 +40,9 @@ T.check(text:find("\n| chai_kd | chai→kd | ", 1, true) ~= nil, "chai_kd row")
 local lines = {}
 for line in io.lines(tmp .. "/r.jsonl") do lines[#lines + 1] = json.decode(line) end
 T.eq(#lines, 4 + 4, "JSON lines: 4 sensitivities, 4 configurations")
+local q = lines[7]
+T.eq({q.name, q.records[2].step}, {"chai_quant", "quant"}, "records of chai_quant")
+T.check(q.metrics.weight_bytes.by_format.int8 ~= nil, "chai_quant holds int8 weights")
 local kd = lines[8]
 T.eq({kd.kind, kd.name, kd.records[2].step}, {"configuration", "chai_kd", "kd"}, "records of chai_kd")
 T.check(kd.metrics.paired and kd.metrics.latency_ms.p99 ~= nil, "metrics of chai_kd")

@@ -260,7 +260,10 @@ end
 do
   T.check(type(chai.version) == "string" and chai.version:match("^%d+%.%d+%.%d+"), "version")
   local cpu = chai.cpu()
-  T.check(cpu.simd == "ref" or cpu.simd == "avx2" or cpu.simd == "avx512", "cpu.simd " .. tostring(cpu.simd))
+  T.check(({ref = 1, avx2 = 1, avx512 = 1, amx = 1})[cpu.simd], "cpu.simd " .. tostring(cpu.simd))
+  for _, f in ipairs({"f32", "f16", "bf16", "int8", "int4"}) do
+    T.check(type(cpu.kernels[f]) == "string" and #cpu.kernels[f] > 0, "cpu.kernels." .. f)
+  end
   T.check(type(cpu.features) == "string" and type(cpu.vendor) == "string", "cpu strings")
   T.check(math.type(cpu.family) == "integer" and math.type(cpu.model) == "integer", "cpu numbers")
   T.check(math.type(cpu.threads) == "integer" and cpu.threads >= 1, "cpu.threads")

@@ -12,6 +12,7 @@
 #include "chai/memory.h"
 #include "chai/npy.h"
 #include "chai/ops.h"
+#include "chai/quant.h"
 #include "chai/rng.h"
 #include "chai/sha256.h"
 #include "chai/tensor.h"

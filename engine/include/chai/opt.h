@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "chai/error.h"
+#include "chai/quant.h"
 #include "chai/rng.h"
 #include "chai/tensor.h"
 
@@ -91,6 +92,31 @@ const char *chai_opt_config_label(const chai_opt_config *cfg, int i, char *buf, 
 
 typedef struct chai_opt_model chai_opt_model;
 
+/* ---- quantization plan (engine/src/model/opt_quant.c; formats in chai/quant.h) ---------------- */
+
+/* A format choice that leaves a matrix (or the KV cache) as it is. */
+#define CHAI_OPT_KEEP (-1)
+/* The matrices of one decoder layer, in this order. */
+enum { CHAI_OPT_MQ = 0, CHAI_OPT_MK, CHAI_OPT_MV, CHAI_OPT_MOUT, CHAI_OPT_MFC1, CHAI_OPT_MFC2,
+       CHAI_OPT_LAYER_MATRICES };
+
+/* What to quantize: each field a chai_qformat or CHAI_OPT_KEEP. The int4 options (group,
+ * zero_point, f16_scales) and the method apply to every matrix quantized by the call. */
+typedef struct chai_opt_quant {
+  int embeddings; /* embed_tokens and embed_positions */
+  int lm_head;    /* tied models: CHAI_OPT_KEEP or the embeddings' format */
+  int score;
+  int project_in, project_out;
+  int (*layers)[CHAI_OPT_LAYER_MATRICES]; /* num_hidden_layers rows, or NULL (all kept) */
+  int kv;                                 /* CHAI_QF_F32 or CHAI_QF_INT8 (or KEEP) */
+  int group;                              /* int4: 32, 64 or 128 */
+  bool zero_point, f16_scales;
+  chai_qmethod method;
+} chai_opt_quant;
+
+/* Everything kept; group 64, symmetric, f32 scales, round-to-nearest. */
+void chai_opt_quant_init(chai_opt_quant *q);
+
 typedef struct chai_opt_load_opts {
   /* The dtype the matrices are kept in: CHAI_F32 (default; exact) or CHAI_F16 / CHAI_BF16 (half
    * the memory; converted to f32 a block of rows at a time inside each matmul). Biases and
@@ -103,6 +129,9 @@ typedef struct chai_opt_load_opts {
    * faster here from freshly allocated memory than from long-cached page-cache pages (measured in
    * docs/benchmarks.md). false (the default) keeps the zero-copy mapping. */
   bool copy_weights;
+  /* Quantize while loading (NULL: as stored): each matrix goes from the file to its format one
+   * block of rows at a time, so no f32 copy of the model is ever held. */
+  const chai_opt_quant *quant;
 } chai_opt_load_opts;
 
 /* Loads an OPT model from a folder holding config.json and a checkpoint (see chai/checkpoint.h:
@@ -119,6 +148,10 @@ chai_status chai_opt_load(chai_opt_model **out, const char *dir, const chai_opt_
  * zero biases, unit LayerNorms, a zero padding row) drawn from `rng` (NULL = global). */
 chai_status chai_opt_create(chai_opt_model **out, const chai_opt_config *cfg, chai_dtype dtype,
                             chai_rng *rng);
+/* A new model that shares nothing with src: its config, and every parameter copied in its format
+ * (quantized matrices keep their codes), the KV cache format, the score head's origin. Not copied:
+ * the head-clustering plan, training state, caches. */
+chai_status chai_opt_clone(chai_opt_model **out, const chai_opt_model *src);
 /* Frees the model and everything it owns. NULL is ignored. */
 void chai_opt_free(chai_opt_model *m);
 
@@ -158,6 +191,25 @@ chai_status chai_opt_forward(chai_opt_model *m, chai_tensor *logits, const int32
  * the last real token. With no pad_token_id, B must be 1 and the last position is used. */
 chai_status chai_opt_classify(chai_opt_model *m, chai_tensor *scores, const int32_t *ids,
                               const int32_t *mask, int B, int T);
+
+/* ---- quantization ---------------------------------------------------------------------------- */
+
+/* Puts the model's matrices and KV cache in the formats q names (in place). A matrix already in a
+ * quantized format is requantized from its dequantized values; one already in the asked format (same
+ * group and options) is left untouched. Quantized matrices are frozen for training (their inputs'
+ * gradients still flow through them). CHAI_ERR_ARG naming the matrix for a format it cannot take
+ * (an lm_head format that differs from the tied embeddings', a kv format other than f32/int8, a
+ * group other than 32/64/128), or for NaN/Inf weights; CHAI_ERR_UNSUPPORTED for a pruned model.
+ * On failure the matrices done so far keep their new formats. */
+chai_status chai_opt_quantize(chai_opt_model *m, const chai_opt_quant *q);
+/* The format of parameter i (vectors are f32); *spec (may be NULL) gets its int4 options. */
+chai_qformat chai_opt_param_format(const chai_opt_model *m, int i, chai_qspec *spec);
+/* The matrix of parameter i as the quant room holds it, or NULL for a vector. Borrowed. */
+const chai_qmat *chai_opt_param_qmat(const chai_opt_model *m, int i);
+/* CHAI_QF_F32 or CHAI_QF_INT8. */
+chai_qformat chai_opt_kv_format(const chai_opt_model *m);
+/* Bytes of the parameters by format (scales and zero points included), indexed by chai_qformat. */
+void chai_opt_weight_bytes(const chai_opt_model *m, size_t bytes[CHAI_QF_COUNT]);
 
 /* ---- incremental decoding -------------------------------------------------------------------- */
 

@@ -43,8 +43,9 @@ int chai_opt_heads_fallback(const chai_opt_model *m);
 /* The membership layer l uses now: *K clusters (0 = dense) and slot (H) = each head's cluster,
  * numbered by representative order; slot may be NULL. Online: the last request's membership. */
 chai_status chai_opt_heads_membership(const chai_opt_model *m, int layer, int *K, int *slot);
-/* Bytes of K and V cache one token takes in one batch row under the current plan (f32); online
- * mode reports the plan's compact figure, not a fallen-back prompt's. */
+/* Bytes of K and V cache one token takes in one batch row under the current plan, in the cache's
+ * format (f32, or int8 codes with a scale per head); online mode reports the plan's compact
+ * figure, not a fallen-back prompt's. */
 size_t chai_opt_kv_bytes_per_token(const chai_opt_model *m);
 
 /* Structural pruning (what the CHAI-KTQ project calls CHAI-base, done right): a new model in which

@@ -26,6 +26,12 @@ typedef enum chai_opt_head {
   CHAI_OPT_HEAD_CLASSIFY = 1, /* OPTForSequenceClassification: score on the last non-pad token */
 } chai_opt_head;
 
+/* Gradient groups, the units in which the backward hands finished gradients to a data-parallel
+ * exchange: group 0 the embeddings (embed_tokens, embed_positions, project_in: their gradients
+ * are final last), group l+1 the parameters of layer l, group L+1 the top (final LayerNorm,
+ * project_out, score or an untied lm_head). */
+typedef void (*chai_opt_grads_ready)(void *ctx, int group);
+
 /* One training batch. ids, mask (B,T) row-major (mask NULL = all real; 1 real, 0 padding).
  *  LM: labels (B,T) as Hugging Face takes them (unshifted; position t+1's label is the target of
  *      position t's logits), -100 ignored; NULL = the ids, with padding positions ignored. A
@@ -49,6 +55,18 @@ typedef struct chai_opt_batch {
    * the site only), so a step is reproducible. */
   float dropout;
   uint64_t dropout_seed;
+  /* A shard of a larger batch (data-parallel training): these B rows are rows first_row.. of a
+   * batch padded to the same T. Dropout then draws the masks those rows have in the whole batch,
+   * and when loss_count > 0 the loss and its gradient are this shard's part of the mean over
+   * loss_count counted rows (the whole batch's), so the shards' gradients add up to the whole
+   * batch's. 0 and 0: a batch of its own. CHAI_ERR_ARG for negative values. */
+  int first_row;
+  int loss_count;
+  /* Called with L+1, L, …, 0, each once, on a successful call, as soon as that group's gradients
+   * for this batch are final (groups the backward does not reach come at the end); NULL for none.
+   * The order never depends on the data, so every rank of a data-parallel run sees the same one. */
+  chai_opt_grads_ready grads_ready;
+  void *grads_ctx;
 } chai_opt_batch;
 
 /* Runs the training forward, the loss and the backward; adds the gradients of the mean loss to
@@ -93,6 +111,12 @@ unsigned chai_opt_param_part(const chai_opt_model *m, int i, int *layer);
 /* A new reference to parameter i's gradient (f32, the parameter's shape), or CHAI_ERR_STATE when
  * it has none (frozen, or no backward yet); CHAI_ERR_ARG for i out of range. */
 chai_status chai_opt_param_grad(const chai_opt_model *m, int i, chai_tensor *out);
+/* The number of gradient groups (num_hidden_layers + 2) and parameter i's group. */
+int chai_opt_grad_groups(const chai_opt_model *m);
+int chai_opt_param_group(const chai_opt_model *m, int i);
+/* Gradient memory (zeroed) for every trainable parameter that has none yet: what a rank with no
+ * rows in a step needs to take part in the gradient exchange. CHAI_ERR_NOMEM. */
+chai_status chai_opt_alloc_grads(chai_opt_model *m);
 /* Bytes of gradient memory and of saved training activations. */
 void chai_opt_train_memory(const chai_opt_model *m, size_t *grads, size_t *activations);
 /* Releases gradients and training activations (a model that goes back to inference). */

@@ -15,8 +15,11 @@ typedef struct opt_heads_layer {
   int *slot;  /* (H) head → slot */
   int *rep;   /* (K) slot → representative head */
   bool ready; /* online: membership set for the current request */
-  float *w;   /* packed f32: wq (K·D,C), wk (K·D,C), bq (K·D), bk (K·D) */
-  size_t w_floats;
+  /* The representatives' rows of W_q and W_k (K·D,C), slot order, in the matrices' own format,
+   * and their biases bq, bk (K·D each) in b. */
+  chai_qmat wq, wk;
+  float *b;
+  size_t b_floats;
 } opt_heads_layer;
 
 struct opt_heads {
@@ -41,8 +44,12 @@ struct opt_heads {
 static void layer_clear(opt_heads_layer *hl, int H) {
   if (hl->slot) chai_free(hl->slot, (size_t)H * sizeof(int));
   if (hl->rep) chai_free(hl->rep, (size_t)H * sizeof(int));
-  if (hl->w) chai_free(hl->w, hl->w_floats * sizeof(float));
+  if (hl->b) chai_free(hl->b, hl->b_floats * sizeof(float));
+  chai_qmat_release(&hl->wq);
+  chai_qmat_release(&hl->wk);
   memset(hl, 0, sizeof *hl);
+  chai_qmat_init(&hl->wq);
+  chai_qmat_init(&hl->wk);
 }
 
 static void clear_score_head(chai_opt_model *m) {
@@ -111,37 +118,40 @@ static chai_status ensure(float **buf, size_t *have, size_t floats, const char *
   return CHAI_OK;
 }
 
-/* dst (n,C) f32 = rows r0..r0+n−1 of a (rows,C) parameter in any float dtype. */
-static void copy_rows(float *dst, const opt_param *p, int r0, int n, int C) {
-  const chai_tensor *t = &p->t;
-  size_t off = (size_t)r0 * C, cnt = (size_t)n * C;
-  if (t->dtype == CHAI_F32)
-    memcpy(dst, (const float *)chai_tensor_data(t) + off, cnt * sizeof(float));
-  else if (t->dtype == CHAI_F16)
-    chai_f16_to_f32_array(dst, (const uint16_t *)chai_tensor_data(t) + off, cnt);
-  else
-    chai_bf16_to_f32_array(dst, (const uint16_t *)chai_tensor_data(t) + off, cnt);
-}
-
 /* Packs the representatives' rows of W_q, W_k (and biases) of layer l, slot order. */
 static chai_status pack_layer(chai_opt_model *m, struct opt_heads *h, int l) {
   opt_heads_layer *hl = &h->layers[l];
-  int KD = hl->K * h->D, C = h->C;
-  size_t need = 2 * (size_t)KD * C + 2 * (size_t)KD;
-  chai_status st = ensure(&hl->w, &hl->w_floats, need, "packed representative weights");
-  if (st) return st;
+  int D = h->D, KD = hl->K * D;
+  chai_status st = ensure(&hl->b, &hl->b_floats, 2 * (size_t)KD, "representative biases");
+  int *rows = st ? NULL : chai_alloc((size_t)KD * sizeof(int), "representative rows");
+  if (!rows) return CHAI_ERR_NOMEM;
+  for (int s = 0; s < hl->K; s++)
+    for (int d = 0; d < D; d++)
+      rows[s * D + d] = hl->rep[s] * D + d;
   const opt_layer *ly = &m->layers[l];
-  float *wq = hl->w, *wk = wq + (size_t)KD * C, *bq = wk + (size_t)KD * C, *bk = bq + KD;
-  for (int s = 0; s < hl->K; s++) {
-    int r = hl->rep[s];
-    copy_rows(wq + (size_t)s * h->D * C, ly->q_w, r * h->D, h->D, C);
-    copy_rows(wk + (size_t)s * h->D * C, ly->k_w, r * h->D, h->D, C);
-    for (int d = 0; d < h->D; d++) {
-      bq[s * h->D + d] = ly->q_b ? ((const float *)chai_tensor_data(&ly->q_b->t))[r * h->D + d] : 0;
-      bk[s * h->D + d] = ly->k_b ? ((const float *)chai_tensor_data(&ly->k_b->t))[r * h->D + d] : 0;
-    }
+  chai_qmat_release(&hl->wq);
+  chai_qmat_release(&hl->wk);
+  st = chai_qmat_gather_rows(&hl->wq, &ly->q_w->q, rows, KD);
+  if (!st) st = chai_qmat_gather_rows(&hl->wk, &ly->k_w->q, rows, KD);
+  float *bq = hl->b, *bk = bq + KD;
+  for (int i = 0; i < KD && !st; i++) {
+    bq[i] = ly->q_b ? ((const float *)chai_tensor_data(&ly->q_b->t))[rows[i]] : 0;
+    bk[i] = ly->k_b ? ((const float *)chai_tensor_data(&ly->k_b->t))[rows[i]] : 0;
   }
-  return CHAI_OK;
+  chai_free(rows, (size_t)KD * sizeof(int));
+  return st;
+}
+
+chai_status opt_heads_weights_changed(chai_opt_model *m) {
+  struct opt_heads *h = m->heads;
+  if (!h || !h->has_plan) return CHAI_OK;
+  chai_status st = CHAI_OK;
+  for (int l = 0; l < h->L && !st; l++) {
+    const opt_heads_layer *hl = &h->layers[l];
+    if (hl->K > 0 && hl->rep && (h->mode == CHAI_HEADS_STATIC || hl->ready))
+      st = pack_layer(m, h, l);
+  }
+  return st;
 }
 
 static chai_status alloc_maps(opt_heads_layer *hl, int H) {
@@ -157,9 +167,7 @@ chai_status chai_opt_set_heads(chai_opt_model *m, const chai_heads_plan *plan,
   if (mode != CHAI_HEADS_DENSE && mode != CHAI_HEADS_STATIC && mode != CHAI_HEADS_ONLINE)
     return chai_error(CHAI_ERR_ARG, "set_heads: unknown mode %d", (int)mode);
   /* The cache layout changes with the plan: drop it (its bytes too), the caller begins again. */
-  chai_storage_release(m->kv.storage);
-  m->kv.storage = NULL;
-  m->kv.B = m->kv.len = m->kv.capacity = 0;
+  opt_kv_drop(m);
   clear_score_head(m);
   if (!plan || mode == CHAI_HEADS_DENSE) {
     if (m->heads) clear_plan(m->heads);
@@ -276,10 +284,10 @@ int opt_heads_k_width(const chai_opt_model *m, int l, bool as_planned) {
 }
 
 size_t chai_opt_kv_bytes_per_token(const chai_opt_model *m) {
-  size_t floats = 0;
+  size_t bytes = 0;
   for (int l = 0; l < m->cfg.num_hidden_layers; l++)
-    floats += (size_t)opt_heads_k_width(m, l, true) + (size_t)opt_heads_v_width(m, l);
-  return floats * sizeof(float);
+    bytes += opt_kv_layer_bytes(m, l, true, m->kv_format);
+  return bytes;
 }
 
 bool opt_heads_layer_dense(const chai_opt_model *m, int l) {
@@ -443,15 +451,6 @@ static chai_status online_membership(chai_opt_model *m, struct opt_heads *h, int
   return pack_layer(m, h, l);
 }
 
-/* out (N,KD) = in (N,C) · W (KD,C)ᵀ + b */
-static void packed_linear(float *out, const float *in, const float *w, const float *b, int N, int C,
-                          int KD) {
-  chai_sgemm(false, true, N, KD, C, 1.0f, in, C, w, C, 0.0f, out, KD);
-  for (int n = 0; n < N; n++)
-    for (int j = 0; j < KD; j++)
-      out[(size_t)n * KD + j] += b[j];
-}
-
 chai_status opt_heads_attention(chai_opt_model *m, int l, int B, int T, bool use_cache,
                                 const float *in, const float *keymask, bool *done) {
   struct opt_heads *h = m->heads;
@@ -476,46 +475,40 @@ chai_status opt_heads_attention(chai_opt_model *m, int l, int B, int T, bool use
       return chai_error(CHAI_ERR_STATE, "online head clustering: no membership for layer %d", l);
     }
   }
-  int K = hl->K, KD = K * D, kw = opt_heads_k_width(m, l, false);
+  int K = hl->K, KD = K * D;
   chai_status st = ensure(&h->scratch, &h->scratch_floats, 2 * (size_t)N * KD, "clustered q/k");
   if (st) return st;
   float *qs = h->scratch, *ks = qs + (size_t)N * KD;
-  const float *wq = hl->w, *wk = wq + (size_t)KD * C, *bq = wk + (size_t)KD * C, *bk = bq + KD;
-  packed_linear(qs, in, wq, bq, N, C, KD);
-  packed_linear(ks, in, wk, bk, N, C, KD);
+  opt_qlinear(m, qs, in, &hl->wq, hl->b, N, false, false);
+  opt_qlinear(m, ks, in, &hl->wk, hl->b + KD, N, false, false);
   const opt_layer *ly = &m->layers[l];
-  float *vd = use_cache && B == 1 ? kv->v[l] + (size_t)past * C : A->v;
+  float *vd = use_cache && B == 1 ? opt_kv_f32_v(m, l, 0, past) : NULL;
+  bool v_in_cache = vd != NULL;
+  if (!vd) vd = A->v;
   opt_linear(m, vd, in, ly->v_w, ly->v_b, N, C, C);
-  chai_heads_attention_args a = {.B = B,
-                                 .Tq = T,
-                                 .Tk = T,
-                                 .H = H,
-                                 .K = K,
-                                 .D = D,
-                                 .q_ts = KD,
-                                 .k_ts = KD,
-                                 .v_ts = C,
-                                 .scale = 1.0f / sqrtf((float)D),
-                                 .causal = true,
-                                 .key_mask = keymask,
-                                 .slot = hl->slot};
   if (!use_cache) {
+    chai_heads_attention_args a = {.B = B,
+                                   .Tq = T,
+                                   .Tk = T,
+                                   .H = H,
+                                   .K = K,
+                                   .D = D,
+                                   .q_ts = KD,
+                                   .k_ts = KD,
+                                   .v_ts = C,
+                                   .scale = 1.0f / sqrtf((float)D),
+                                   .causal = true,
+                                   .key_mask = keymask,
+                                   .slot = hl->slot};
     st = chai_heads_attention_forward(A->att, qs, ks, A->v, &a);
   } else {
-    a.B = 1;
-    a.Tk = past + T;
-    a.k_ts = kw;
     for (int b = 0; b < B && !st; b++) {
-      float *kc = kv->k[l] + (size_t)b * kv->capacity * kw;
-      float *vc = kv->v[l] + (size_t)b * kv->capacity * C;
-      for (int t = 0; t < T; t++)
-        memcpy(kc + (size_t)(past + t) * kw, ks + ((size_t)b * T + t) * KD,
-               (size_t)KD * sizeof(float));
-      if (B > 1)
-        memcpy(vc + (size_t)past * C, A->v + (size_t)b * T * C, (size_t)T * C * sizeof(float));
-      a.key_mask = kv->mask + (size_t)b * kv->capacity;
-      st = chai_heads_attention_forward(A->att + (size_t)b * T * C, qs + (size_t)b * T * KD, kc, vc,
-                                        &a);
+      for (int t = 0; t < T; t++) {
+        size_t i = (size_t)b * T + t;
+        opt_kv_store(m, l, b, past + t, ks + i * KD, v_in_cache ? NULL : A->v + i * C);
+      }
+      st = opt_kv_attend(m, l, b, A->att + (size_t)b * T * C, qs + (size_t)b * T * KD, KD, T,
+                         past + T, K, hl->slot);
     }
   }
   if (!st) *done = true;

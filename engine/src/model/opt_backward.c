@@ -13,6 +13,18 @@ static inline const float *W(const opt_param *p) {
   return p ? (const float *)chai_tensor_data(&p->t) : NULL;
 }
 
+void opt_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                         const float *inp, const opt_param *w, int N, int C, int OC) {
+  if (w->q.format == CHAI_QF_F32) {
+    chai_linear_backward(dinp, dweight, dbias, dout, inp, W(w), N, C, OC);
+    return;
+  }
+  /* f16 and packed matrices are frozen (opt_train_freeze_quantized, forward_backward's check) */
+  CHAI_ASSERT(!dweight);
+  chai_linear_backward(NULL, NULL, dbias, dout, inp, NULL, N, C, OC);
+  if (dinp) chai_qmat_matmul_backward_input(dinp, dout, &w->q, N, true);
+}
+
 static void zero(float *p, size_t n) {
   memset(p, 0, n * sizeof(float));
 }
@@ -27,8 +39,8 @@ static void ffn_backward(chai_opt_model *m, opt_train *tr, int l, int M, const f
   int C = c->hidden_size, F = c->ffn_dim;
   size_t MF = (size_t)M * F;
   zero(tr->g_fch, MF);
-  chai_linear_backward(tr->g_fch, opt_grad(m, ly->fc2_w), opt_grad(m, ly->fc2_b), g_out, a->fch,
-                       W(ly->fc2_w), M, F, C);
+  opt_linear_backward(tr->g_fch, opt_grad(m, ly->fc2_w), opt_grad(m, ly->fc2_b), g_out, a->fch,
+                      ly->fc2_w, M, F, C);
   const float *g_pre;
   if (c->activation_function == CHAI_OPT_ACT_GELU) {
     zero(tr->g_fpre, MF);
@@ -42,8 +54,8 @@ static void ffn_backward(chai_opt_model *m, opt_train *tr, int l, int M, const f
       if (!(h[i] > 0)) g[i] = 0;
     g_pre = g;
   }
-  chai_linear_backward(dx, opt_grad(m, ly->fc1_w), opt_grad(m, ly->fc1_b), g_pre, x, W(ly->fc1_w),
-                       M, C, F);
+  opt_linear_backward(dx, opt_grad(m, ly->fc1_w), opt_grad(m, ly->fc1_b), g_pre, x, ly->fc1_w, M, C,
+                      F);
 }
 
 /* out_proj's backward over M rows from g_out: its weight gradients, and tr->g_att (N,C) = the
@@ -55,14 +67,14 @@ static void out_proj_backward(chai_opt_model *m, opt_train *tr, int l, int M, co
   int HD = opt_layer_heads(m, l) * (C / m->cfg.num_attention_heads); /* C unless pruned */
   zero(tr->g_att, (size_t)N * HD);
   if (!rows) {
-    chai_linear_backward(tr->g_att, opt_grad(m, ly->o_w), opt_grad(m, ly->o_b), g_out,
-                         tr->layer[l].att, W(ly->o_w), N, HD, C);
+    opt_linear_backward(tr->g_att, opt_grad(m, ly->o_w), opt_grad(m, ly->o_b), g_out,
+                         tr->layer[l].att, ly->o_w, N, HD, C);
     return;
   }
   float *g_r = tr->g_q; /* (M,HD) scratch: g_q is filled only later */
   zero(g_r, (size_t)M * HD);
-  chai_linear_backward(g_r, opt_grad(m, ly->o_w), opt_grad(m, ly->o_b), g_out, tr->att_r,
-                       W(ly->o_w), M, HD, C);
+  opt_linear_backward(g_r, opt_grad(m, ly->o_w), opt_grad(m, ly->o_b), g_out, tr->att_r,
+                       ly->o_w, M, HD, C);
   for (int r = 0; r < M; r++)
     memcpy(tr->g_att + (size_t)tr->rows[r] * HD, g_r + (size_t)r * HD, (size_t)HD * sizeof(float));
 }
@@ -92,11 +104,11 @@ static void attention_backward(chai_opt_model *m, opt_train *tr, int l, const fl
                               .key_mask = tr->keymask,
                               .score_head = m->score_head ? m->score_head[l] : NULL};
   chai_attention_backward(tr->g_q, tr->g_k, tr->g_v, tr->g_att, a->probs, a->q, a->k, a->v, &args);
-  chai_linear_backward(dx, opt_grad(m, ly->q_w), opt_grad(m, ly->q_b), tr->g_q, x, W(ly->q_w), N, C,
+  opt_linear_backward(dx, opt_grad(m, ly->q_w), opt_grad(m, ly->q_b), tr->g_q, x, ly->q_w, N, C,
                        HD);
-  chai_linear_backward(dx, opt_grad(m, ly->k_w), opt_grad(m, ly->k_b), tr->g_k, x, W(ly->k_w), N, C,
+  opt_linear_backward(dx, opt_grad(m, ly->k_w), opt_grad(m, ly->k_b), tr->g_k, x, ly->k_w, N, C,
                        HD);
-  chai_linear_backward(dx, opt_grad(m, ly->v_w), opt_grad(m, ly->v_b), tr->g_v, x, W(ly->v_w), N, C,
+  opt_linear_backward(dx, opt_grad(m, ly->v_w), opt_grad(m, ly->v_b), tr->g_v, x, ly->v_w, N, C,
                        HD);
 }
 
@@ -209,8 +221,8 @@ void opt_train_backward(chai_opt_model *m, opt_train *tr, const int32_t *ids) {
   float *g_src = final_ln ? tr->g_res2 : tr->g_res;
   if (m->project_out) {
     if (need_src) zero(g_src, NC);
-    chai_linear_backward(need_src ? g_src : NULL, opt_grad(m, m->project_out), NULL, tr->g_feats,
-                         src, W(m->project_out), Mf, C, P);
+    opt_linear_backward(need_src ? g_src : NULL, opt_grad(m, m->project_out), NULL, tr->g_feats,
+                        src, m->project_out, Mf, C, P);
   } else {
     memcpy(g_src, tr->g_feats, NC * sizeof(float));
   }
@@ -221,10 +233,12 @@ void opt_train_backward(chai_opt_model *m, opt_train *tr, const int32_t *ids) {
                             opt_grad(m, m->final_ln_b), g_src, tr->xL, W(m->final_ln_w), tr->meanf,
                             tr->rstdf, Mf, C);
   }
+  opt_train_grads_ready(m, tr, L + 1); /* the head, the final LayerNorm, project_out */
   if (!below) return;
   for (int l = L - 1; l >= 0; l--) {
     bool need_input = opt_train_need_below(m, l);
     layer_backward(m, tr, l, need_input);
+    opt_train_grads_ready(m, tr, l + 1);
     if (!need_input) return;
   }
   /* x0 = project_in(embed_tokens[ids]) + embed_positions[pos] */
@@ -233,8 +247,8 @@ void opt_train_backward(chai_opt_model *m, opt_train *tr, const int32_t *ids) {
   if (m->project_in) {
     float *dtok = opt_grad(m, m->embed_tokens);
     if (dtok) zero(tr->g_emb, (size_t)N * P);
-    chai_linear_backward(dtok ? tr->g_emb : NULL, opt_grad(m, m->project_in), NULL, tr->g_res,
-                         tr->emb, W(m->project_in), N, P, C);
+    opt_linear_backward(dtok ? tr->g_emb : NULL, opt_grad(m, m->project_in), NULL, tr->g_res,
+                        tr->emb, m->project_in, N, P, C);
     g_tok = tr->g_emb;
   }
   scatter(opt_grad(m, m->embed_tokens), g_tok, ids, N, P, c->pad_token_id);

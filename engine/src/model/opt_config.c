@@ -166,6 +166,7 @@ chai_status chai_opt_config_validate(const chai_opt_config *c, const char *origi
  * nothing about the OPT architecture: kept for saving, no warning. */
 static const char *const generic_keys[] = {"_name_or_path",
                                            "chai_attention_heads", /* read by heads/opt_prune.c */
+                                           "quantization_config",  /* read by model/opt_qio.c */
                                            "architectures",
                                            "transformers_version",
                                            "prefix",

@@ -7,14 +7,12 @@
 #include <string.h>
 
 #include "chai/blas.h"
-#include "chai/half.h"
+#include "chai/kvq.h"
 #include "chai/ops.h"
 #include "chai/opt.h"
 #include "model/opt_model.h"
 
 #define LN_EPS 1e-5f /* nn.LayerNorm's default; OPTConfig has no eps key */
-/* Floats of a low-precision weight converted per block: 1 MB, about one core's L2. */
-#define LOWP_BLOCK_FLOATS (256 * 1024)
 
 static inline const float *f32(const opt_param *p) {
   return p ? (const float *)chai_tensor_data(&p->t) : NULL;
@@ -24,84 +22,33 @@ static inline const float *f32(const opt_param *p) {
 
 enum { ACT_NONE = 0, ACT_RELU, ACT_GELU };
 
-/* Rows r0..r0+n-1 of a (rows, C) f16/bf16 matrix as f32. */
-static void convert_rows(float *dst, const chai_tensor *w, int64_t r0, int64_t n, int C) {
-  const uint16_t *src = (const uint16_t *)chai_tensor_data(w) + r0 * C;
-  int64_t total = n * C;
-  /* Split the conversion so both cores work on it when the block is large. */
-  int64_t parts = total >= (1 << 16) ? 8 : 1, per = (total + parts - 1) / parts;
-#pragma omp parallel for if (parts > 1)
-  for (int64_t i = 0; i < parts; i++) {
-    int64_t a = i * per, b = a + per < total ? a + per : total;
-    if (a >= b) continue;
-    if (w->dtype == CHAI_F16)
-      chai_f16_to_f32_array(dst + a, src + a, (size_t)(b - a));
-    else
-      chai_bf16_to_f32_array(dst + a, src + a, (size_t)(b - a));
+void opt_qlinear(chai_opt_model *m, float *out, const float *inp, const chai_qmat *w,
+                 const float *bias, int N, bool accumulate, bool relu) {
+  chai_qepilogue e = {.bias = bias, .accumulate = accumulate, .relu = relu};
+  if (N == 1) {
+    /* One token (decoding): a streaming matrix-vector product shared by the threads. */
+    opt_gemv_task task = {.y = out, .W = w, .e = e};
+    opt_gemv_batch(&task, 1, inp, m->qwork);
+    return;
   }
-}
-
-static chai_status lowp_scratch(chai_opt_model *m, size_t floats) {
-  if (m->lowp_scratch_floats >= floats) return CHAI_OK;
-  if (m->lowp_scratch) chai_free(m->lowp_scratch, m->lowp_scratch_floats * sizeof(float));
-  m->lowp_scratch_floats = 0;
-  m->lowp_scratch = chai_alloc(floats * sizeof(float), "OPT low-precision weight block");
-  if (!m->lowp_scratch) return CHAI_ERR_NOMEM;
-  m->lowp_scratch_floats = floats;
-  return CHAI_OK;
+  CHAI_ASSERT(chai_qmat_matmul_work_bytes(w, N) <= m->qwork_bytes);
+  chai_status st = chai_qmat_matmul(out, inp, w, N, &e, m->qwork);
+  CHAI_ASSERT(st == CHAI_OK); /* with scratch given, a product cannot fail */
 }
 
 /* The matrix-vector product of one token through w: out (OC) = epilogue(w · x). */
-static opt_gemv_task gemv_task(float *out, const opt_param *w, const opt_param *bias, int OC,
+static opt_gemv_task gemv_task(float *out, const opt_param *w, const opt_param *bias,
                                bool accumulate, bool relu) {
-  return (opt_gemv_task){.y = out,
-                         .W = chai_tensor_data(&w->t),
-                         .dt = w->t.dtype,
-                         .OC = OC,
-                         .e = {.bias = f32(bias), .accumulate = accumulate, .relu = relu}};
+  return (opt_gemv_task){
+      .y = out, .W = &w->q, .e = {.bias = f32(bias), .accumulate = accumulate, .relu = relu}};
 }
 
 /* out (N,OC) (+)= inp (N,C) · W (OC,C)ᵀ + bias, then the activation. `accumulate` adds to out
- * (a residual connection for free through GEMM's beta). */
+ * (a residual connection for free). Bias, ReLU and the sum are applied as each output is stored. */
 static void linear(chai_opt_model *m, float *out, const float *inp, const opt_param *w,
                    const opt_param *bias, int N, int C, int OC, bool accumulate, int act) {
-  float beta = accumulate ? 1.0f : 0.0f;
-  const float *b = f32(bias);
-  if (N == 1) {
-    /* One token (decoding): a streaming matrix-vector product, any weight dtype, with the bias
-     * and ReLU applied as it stores each output. */
-    opt_gemv_task task = gemv_task(out, w, bias, OC, accumulate, act == ACT_RELU);
-    opt_gemv_batch(&task, 1, inp, C);
-    if (act == ACT_GELU) chai_gelu_forward(out, out, (size_t)OC);
-    return;
-  }
-  if (w->t.dtype == CHAI_F32) {
-    chai_sgemm(false, true, N, OC, C, 1.0f, inp, C, f32(w), C, beta, out, OC);
-  } else {
-    /* Whole rows of W, converted a block at a time into scratch that stays in cache; the
-     * scratch was sized by opt_acts_reserve. */
-    int64_t R = LOWP_BLOCK_FLOATS / C;
-    if (R < 1) R = 1;
-    for (int64_t j0 = 0; j0 < OC; j0 += R) {
-      int r = (int)(OC - j0 < R ? OC - j0 : R);
-      convert_rows(m->lowp_scratch, &w->t, j0, r, C);
-      chai_sgemm(false, true, N, r, C, 1.0f, inp, C, m->lowp_scratch, C, beta, out + j0, OC);
-    }
-  }
-  if (!b && act != ACT_RELU) {
-    if (act == ACT_GELU) chai_gelu_forward(out, out, (size_t)N * OC);
-    return;
-  }
-#pragma omp parallel for if ((int64_t)N * OC > (1 << 15))
-  for (int n = 0; n < N; n++) {
-    float *o = out + (size_t)n * OC;
-    if (b)
-      for (int j = 0; j < OC; j++)
-        o[j] += b[j];
-    if (act == ACT_RELU)
-      for (int j = 0; j < OC; j++)
-        o[j] = o[j] > 0.0f ? o[j] : 0.0f;
-  }
+  CHAI_ASSERT(w->q.cols == C && w->q.rows == OC);
+  opt_qlinear(m, out, inp, &w->q, f32(bias), N, accumulate, act == ACT_RELU);
   if (act == ACT_GELU) chai_gelu_forward(out, out, (size_t)N * OC);
 }
 
@@ -116,16 +63,40 @@ static size_t round16(size_t n) {
   return (n + 15) & ~(size_t)15;
 }
 
+chai_status opt_qwork_reserve(chai_opt_model *m, size_t tokens, size_t keys) {
+  size_t need = 0;
+  if (m->kv_format == CHAI_QF_INT8 && keys > 0) {
+    /* the int8 cache's attention works in this scratch too (between two products) */
+    int H = m->cfg.num_attention_heads;
+    chai_kvq_attention_args a = {.Tq = (int)tokens,
+                                 .Tk = (int)keys,
+                                 .S = H,
+                                 .H = H,
+                                 .D = m->cfg.hidden_size / H,
+                                 .q_ts = m->cfg.hidden_size};
+    need = chai_kvq_attention_work_bytes(&a);
+  }
+  for (int i = 0; i < m->n_params; i++) {
+    const opt_param *p = &m->params[i];
+    if (!p->matrix) continue;
+    size_t b = chai_qmat_matmul_work_bytes(&p->q, (int)tokens);
+    size_t g = opt_gemv_work_bytes(p->q.cols), d = chai_qmat_dequant_work_bytes(&p->q);
+    if (d > need) need = d;
+    if (b > need) need = b;
+    if (g > need) need = g;
+  }
+  if (need <= m->qwork_bytes) return CHAI_OK;
+  if (m->qwork) chai_free(m->qwork, m->qwork_bytes);
+  m->qwork_bytes = 0;
+  if (!(m->qwork = chai_alloc(need, "OPT matrix-product scratch"))) return CHAI_ERR_NOMEM;
+  m->qwork_bytes = need;
+  return CHAI_OK;
+}
+
 chai_status opt_acts_reserve(chai_opt_model *m, size_t tokens, size_t mask, size_t rows,
                              size_t keys) {
-  if (m->dtype != CHAI_F32) {
-    size_t widest = (size_t)m->cfg.hidden_size;
-    if ((size_t)m->cfg.ffn_dim > widest) widest = (size_t)m->cfg.ffn_dim;
-    if ((size_t)m->cfg.word_embed_proj_dim > widest) widest = (size_t)m->cfg.word_embed_proj_dim;
-    size_t block = LOWP_BLOCK_FLOATS > widest ? (LOWP_BLOCK_FLOATS / widest) * widest : widest;
-    chai_status st = lowp_scratch(m, block);
-    if (st) return st;
-  }
+  chai_status st = opt_qwork_reserve(m, tokens > rows ? tokens : rows, keys);
+  if (st) return st;
   opt_acts *A = &m->acts;
   size_t threads = (size_t)omp_get_max_threads();
   if (A->storage && tokens <= A->tokens && mask <= A->mask_cap && rows <= A->rows &&
@@ -170,32 +141,6 @@ chai_status opt_acts_reserve(chai_opt_model *m, size_t tokens, size_t mask, size
   return CHAI_OK;
 }
 
-/* ---- embeddings ------------------------------------------------------------------------------ */
-
-/* out[n] (=|+=) table[idx[n]] for rows of `width`, any float dtype of the table. */
-static void gather_rows(float *out, const opt_param *table, const int32_t *idx, int N, int width,
-                        bool add) {
-  const chai_tensor *t = &table->t;
-#pragma omp parallel for if ((int64_t)N * width > (1 << 15))
-  for (int n = 0; n < N; n++) {
-    float *o = out + (size_t)n * width;
-    size_t off = (size_t)idx[n] * width;
-    if (t->dtype == CHAI_F32) {
-      const float *src = (const float *)chai_tensor_data(t) + off;
-      if (add)
-        chai_add_forward(o, o, src, (size_t)width);
-      else
-        memcpy(o, src, (size_t)width * sizeof(float));
-    } else {
-      const uint16_t *src = (const uint16_t *)chai_tensor_data(t) + off;
-      for (int j = 0; j < width; j++) {
-        float v = t->dtype == CHAI_F16 ? chai_f16_to_f32(src[j]) : chai_bf16_to_f32(src[j]);
-        o[j] = add ? o[j] + v : v;
-      }
-    }
-  }
-}
-
 /* ---- one decoder layer ----------------------------------------------------------------------- */
 
 static void layernorm(float *out, const float *inp, const opt_param *w, const opt_param *b, int N,
@@ -220,34 +165,31 @@ static void project_qkv(chai_opt_model *m, const opt_layer *ly, const float *in,
     linear(m, v, in, ly->v_w, ly->v_b, N, C, HD, false, ACT_NONE);
     return;
   }
-  opt_gemv_task tasks[3] = {gemv_task(q, ly->q_w, ly->q_b, HD, false, false),
-                            gemv_task(k, ly->k_w, ly->k_b, HD, false, false),
-                            gemv_task(v, ly->v_w, ly->v_b, HD, false, false)};
-  opt_gemv_batch(tasks, 3, in, C);
+  opt_gemv_task tasks[3] = {gemv_task(q, ly->q_w, ly->q_b, false, false),
+                            gemv_task(k, ly->k_w, ly->k_b, false, false),
+                            gemv_task(v, ly->v_w, ly->v_b, false, false)};
+  opt_gemv_batch(tasks, 3, in, m->qwork);
 }
 
-/* Where layer l's K and V projections of B·T tokens are written: straight into the cache at its
- * current length for a single cached row, else the arena (kv_append then copies them). */
-static void kv_targets(chai_opt_model *m, int l, int B, bool use_cache, float **kd, float **vd) {
-  opt_kv *kv = &m->kv;
+/* Where layer l's K and V projections of B·T tokens are written: straight into an f32 cache at
+ * its current length for a single cached row (true), else the arena (kv_append then stores them).
+ */
+static bool kv_targets(chai_opt_model *m, int l, int B, bool use_cache, float **kd, float **vd) {
   *kd = m->acts.k;
   *vd = m->acts.v;
-  if (use_cache && B == 1) {
-    *kd = kv->k[l] + (size_t)kv->len * opt_heads_k_width(m, l, false);
-    *vd = kv->v[l] + (size_t)kv->len * opt_heads_v_width(m, l);
-  }
+  if (!use_cache || B != 1 || m->kv.format != CHAI_QF_F32) return false;
+  *kd = opt_kv_f32_k(m, l, 0, m->kv.len);
+  *vd = opt_kv_f32_v(m, l, 0, m->kv.len);
+  return true;
 }
 
-/* The arena's K and V of B > 1 cached rows, (B·T,HD) each, into each row's cache at its current
+/* The arena's K and V of B cached rows, (B·T,HD) each, into each row's cache at its current
  * length. */
 static void kv_append(chai_opt_model *m, int l, int B, int T, int HD) {
-  opt_kv *kv = &m->kv;
-  int kw = opt_heads_k_width(m, l, false), vw = opt_heads_v_width(m, l);
   for (int b = 0; b < B; b++)
     for (int t = 0; t < T; t++) {
-      size_t dst = (size_t)b * kv->capacity + kv->len + t, src = (size_t)b * T + t;
-      memcpy(kv->k[l] + dst * kw, m->acts.k + src * HD, HD * sizeof(float));
-      memcpy(kv->v[l] + dst * vw, m->acts.v + src * HD, HD * sizeof(float));
+      size_t src = (size_t)b * T + t;
+      opt_kv_store(m, l, b, m->kv.len + t, m->acts.k + src * HD, m->acts.v + src * HD);
     }
 }
 
@@ -257,45 +199,33 @@ static chai_status dense_attention(chai_opt_model *m, int l, int B, int T, bool 
   const chai_opt_config *c = &m->cfg;
   const opt_layer *ly = &m->layers[l];
   opt_acts *A = &m->acts;
-  opt_kv *kv = &m->kv;
-  int C = c->hidden_size, D = C / c->num_attention_heads, N = B * T;
+  int C = c->hidden_size, D = C / c->num_attention_heads;
   int H = opt_layer_heads(m, l), HD = H * D; /* HD = C unless the model is pruned */
-  int kw = opt_heads_k_width(m, l, false), vw = opt_heads_v_width(m, l);
-  int past = use_cache ? kv->len : 0;
+  int past = use_cache ? m->kv.len : 0;
   float *kd, *vd;
-  kv_targets(m, l, B, use_cache, &kd, &vd);
-  project_qkv(m, ly, in, A->q, kd, vd, N, C, HD);
-  if (use_cache && B > 1) kv_append(m, l, B, T, HD);
-
-  chai_attention_args a = {.B = B,
-                           .Tq = T,
-                           .Tk = T,
-                           .H = H,
-                           .D = D,
-                           .q_ts = HD,
-                           .k_ts = HD,
-                           .v_ts = HD,
-                           .scale = 1.0f / sqrtf((float)D),
-                           .causal = true,
-                           .key_mask = keymask,
-                           .score_head = m->score_head ? m->score_head[l] : NULL};
-  chai_status st = CHAI_OK;
-  size_t sf = opt_attention_scratch_floats((int)A->keys, (int)A->threads);
+  bool direct = kv_targets(m, l, B, use_cache, &kd, &vd);
+  project_qkv(m, ly, in, A->q, kd, vd, B * T, C, HD);
   if (!use_cache) {
-    st = opt_attention_forward(A->att, A->q, A->k, A->v, &a, A->scores, sf);
-  } else {
-    a.B = 1;
-    a.Tk = past + T;
-    a.k_ts = kw;
-    a.v_ts = vw;
-    for (int b = 0; b < B && !st; b++) {
-      float *kc = kv->k[l] + (size_t)b * kv->capacity * kw;
-      float *vc = kv->v[l] + (size_t)b * kv->capacity * vw;
-      a.key_mask = kv->mask + (size_t)b * kv->capacity;
-      st = opt_attention_forward(A->att + (size_t)b * T * HD, A->q + (size_t)b * T * HD, kc, vc, &a,
-                                 A->scores, sf);
-    }
+    chai_attention_args a = {.B = B,
+                             .Tq = T,
+                             .Tk = T,
+                             .H = H,
+                             .D = D,
+                             .q_ts = HD,
+                             .k_ts = HD,
+                             .v_ts = HD,
+                             .scale = 1.0f / sqrtf((float)D),
+                             .causal = true,
+                             .key_mask = keymask,
+                             .score_head = m->score_head ? m->score_head[l] : NULL};
+    size_t sf = opt_attention_scratch_floats((int)A->keys, (int)A->threads);
+    return opt_attention_forward(A->att, A->q, A->k, A->v, &a, A->scores, sf);
   }
+  if (!direct) kv_append(m, l, B, T, HD);
+  chai_status st = CHAI_OK;
+  for (int b = 0; b < B && !st; b++)
+    st = opt_kv_attend(m, l, b, A->att + (size_t)b * T * HD, A->q + (size_t)b * T * HD, HD, T,
+                       past + T, H, NULL);
   return st;
 }
 
@@ -361,11 +291,9 @@ static chai_status last_layer_rows(chai_opt_model *m, int l, int B, int T, bool 
   const chai_opt_config *c = &m->cfg;
   const opt_layer *ly = &m->layers[l];
   opt_acts *A = &m->acts;
-  opt_kv *kv = &m->kv;
   int C = c->hidden_size, D = C / c->num_attention_heads, N = B * T;
   int H = opt_layer_heads(m, l), HD = H * D;
-  int kw = opt_heads_k_width(m, l, false), vw = opt_heads_v_width(m, l);
-  int past = use_cache ? kv->len : 0;
+  int past = use_cache ? m->kv.len : 0;
   bool pre = c->do_layer_norm_before;
 
   const float *in = A->x;
@@ -374,10 +302,10 @@ static chai_status last_layer_rows(chai_opt_model *m, int l, int B, int T, bool 
     in = A->h;
   }
   float *kd, *vd;
-  kv_targets(m, l, B, use_cache, &kd, &vd);
+  bool direct = kv_targets(m, l, B, use_cache, &kd, &vd);
   linear(m, kd, in, ly->k_w, ly->k_b, N, C, HD, false, ACT_NONE);
   linear(m, vd, in, ly->v_w, ly->v_b, N, C, HD, false, ACT_NONE);
-  if (use_cache && B > 1) kv_append(m, l, B, T, HD);
+  if (use_cache && !direct) kv_append(m, l, B, T, HD);
   for (int r = 0; r < R; r++)
     memcpy(A->rowsC2 + (size_t)r * C, in + (size_t)rows[r] * C, (size_t)C * sizeof(float));
   linear(m, A->q, A->rowsC2, ly->q_w, ly->q_b, R, C, HD, false, ACT_NONE);
@@ -388,27 +316,25 @@ static chai_status last_layer_rows(chai_opt_model *m, int l, int B, int T, bool 
                            .H = H,
                            .D = D,
                            .q_ts = HD,
-                           .k_ts = use_cache ? kw : HD,
-                           .v_ts = use_cache ? vw : HD,
+                           .k_ts = HD,
+                           .v_ts = HD,
                            .scale = 1.0f / sqrtf((float)D),
                            .causal = true,
                            .score_head = m->score_head ? m->score_head[l] : NULL};
   size_t sf = opt_attention_scratch_floats((int)A->keys, (int)A->threads);
   for (int r = 0; r < R; r++) {
     int b = rows[r] / T, t = rows[r] % T;
-    const float *k, *v;
+    float *o = A->att + (size_t)r * HD;
+    const float *qr = A->q + (size_t)r * HD;
+    chai_status st;
     if (use_cache) {
-      k = kv->k[l] + (size_t)b * kv->capacity * kw;
-      v = kv->v[l] + (size_t)b * kv->capacity * vw;
-      a.key_mask = kv->mask + (size_t)b * kv->capacity;
+      st = opt_kv_attend(m, l, b, o, qr, HD, 1, past + t + 1, H, NULL);
     } else {
-      k = A->k + (size_t)b * T * HD;
-      v = A->v + (size_t)b * T * HD;
+      a.Tk = t + 1;
       a.key_mask = keymask ? keymask + (size_t)b * T : NULL;
+      st = opt_attention_forward(o, qr, A->k + (size_t)b * T * HD, A->v + (size_t)b * T * HD, &a,
+                                 A->scores, sf);
     }
-    a.Tk = past + t + 1;
-    chai_status st = opt_attention_forward(A->att + (size_t)r * HD, A->q + (size_t)r * HD, k, v, &a,
-                                           A->scores, sf);
     if (st) return st;
   }
   float *xr = A->rowsC, *hr = A->rowsC2;
@@ -493,12 +419,12 @@ chai_status opt_decoder_run(chai_opt_model *m, const int32_t *ids, const int32_t
 
   /* Embeddings: tokens (through project_in when word_embed_proj_dim != hidden_size) + positions. */
   if (m->project_in) {
-    gather_rows(A->emb, m->embed_tokens, ids, N, P, false);
+    if ((st = opt_gather(A->emb, m->embed_tokens, ids, N, false))) return st;
     linear(m, A->x, A->emb, m->project_in, NULL, N, P, C, false, ACT_NONE);
-  } else {
-    gather_rows(A->x, m->embed_tokens, ids, N, C, false);
+  } else if ((st = opt_gather(A->x, m->embed_tokens, ids, N, false))) {
+    return st;
   }
-  gather_rows(A->x, m->embed_positions, A->pos, N, C, true);
+  if ((st = opt_gather(A->x, m->embed_positions, A->pos, N, true))) return st;
 
   int L = c->num_hidden_layers;
   /* see last_layer_rows; also when head clustering leaves the last layer dense (an online prompt

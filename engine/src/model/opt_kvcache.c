@@ -1,8 +1,12 @@
 /* The KV cache for incremental decoding: one preallocated buffer holding K and V of every layer for
  * B rows of up to `capacity` tokens, the key mask, and each row's count of real tokens (which gives
  * the next position id). */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "chai/heads.h"
+#include "chai/kvq.h"
 
 #include "chai/opt.h"
 #include "model/opt_model.h"
@@ -18,23 +22,39 @@ static size_t k_floats(const chai_opt_model *m, bool as_planned) {
   return n;
 }
 
+size_t opt_kv_layer_bytes(const chai_opt_model *m, int l, bool as_planned, chai_qformat f) {
+  size_t kw = (size_t)opt_heads_k_width(m, l, as_planned), vw = (size_t)opt_heads_v_width(m, l);
+  if (f == CHAI_QF_F32) return (kw + vw) * sizeof(float);
+  size_t D = (size_t)m->cfg.hidden_size / m->cfg.num_attention_heads;
+  return kw + vw + (kw / D + vw / D) * sizeof(float); /* codes, then a scale per head */
+}
+
+/* int8 codes are followed by f32 scales: each array starts 4-aligned (f32 arrays already are). */
+static size_t round4(size_t n) {
+  return (n + 3) & ~(size_t)3;
+}
+
 /* Lays the (empty) cache out for B rows of `capacity` tokens with the plan's K widths or the
- * current request's, growing the storage only when it is too small. */
+ * current request's, in the model's KV format, growing the storage only when it is too small. */
 static chai_status layout(chai_opt_model *m, int B, int capacity, bool as_planned) {
   const chai_opt_config *c = &m->cfg;
-  int L = c->num_hidden_layers;
+  int L = c->num_hidden_layers, D = c->hidden_size / c->num_attention_heads;
+  chai_qformat f = m->kv_format;
+  size_t slots = (size_t)B * capacity;
   /* K of a clustered layer holds its representatives only (opt_heads_k_width floats a token);
    * a pruned layer's K and V hold its own heads. */
-  size_t kvfloats = 0;
+  size_t bytes = 0;
   for (int l = 0; l < L; l++)
-    kvfloats += (size_t)B * capacity *
-                ((size_t)opt_heads_k_width(m, l, as_planned) + (size_t)opt_heads_v_width(m, l));
-  size_t bytes = (kvfloats + (size_t)B * capacity + (size_t)B) * sizeof(float);
+    bytes += slots * opt_kv_layer_bytes(m, l, as_planned, f) + (f == CHAI_QF_F32 ? 0 : 6);
+  bytes += round4(slots * sizeof(float)) + round4((size_t)B * sizeof(int));
   opt_kv *kv = &m->kv;
   if (!kv->k) {
-    kv->k = calloc((size_t)L, sizeof(float *));
-    kv->v = calloc((size_t)L, sizeof(float *));
-    if (!kv->k || !kv->v) return chai_error(CHAI_ERR_NOMEM, "out of memory for the OPT KV cache");
+    kv->k = calloc((size_t)L, sizeof(void *));
+    kv->v = calloc((size_t)L, sizeof(void *));
+    kv->ks = calloc((size_t)L, sizeof(float *));
+    kv->vs = calloc((size_t)L, sizeof(float *));
+    if (!kv->k || !kv->v || !kv->ks || !kv->vs)
+      return chai_error(CHAI_ERR_NOMEM, "out of memory for the OPT KV cache");
   }
   if (!kv->storage || kv->storage->bytes < bytes) {
     chai_storage_release(kv->storage);
@@ -43,22 +63,125 @@ static chai_status layout(chai_opt_model *m, int B, int capacity, bool as_planne
     if (!(kv->storage = chai_storage_new(bytes)))
       return chai_error_context(CHAI_ERR_NOMEM, "OPT KV cache for %d x %d tokens", B, capacity);
   }
-  float *p = (float *)kv->storage->data;
+  uint8_t *p = kv->storage->data;
+  size_t esz = f == CHAI_QF_F32 ? sizeof(float) : 1;
   for (int l = 0; l < L; l++) {
+    size_t kw = (size_t)opt_heads_k_width(m, l, as_planned), vw = (size_t)opt_heads_v_width(m, l);
     kv->k[l] = p;
-    p += (size_t)B * capacity * (size_t)opt_heads_k_width(m, l, as_planned);
+    p += round4(slots * kw * esz);
     kv->v[l] = p;
-    p += (size_t)B * capacity * (size_t)opt_heads_v_width(m, l);
+    p += round4(slots * vw * esz);
+    kv->ks[l] = kv->vs[l] = NULL;
+    if (f == CHAI_QF_INT8) {
+      kv->ks[l] = (float *)p;
+      p += round4(slots * (kw / D) * sizeof(float));
+      kv->vs[l] = (float *)p;
+      p += round4(slots * (vw / D) * sizeof(float));
+    }
   }
-  kv->mask = p;
-  kv->count = (int *)(p + (size_t)B * capacity);
-  memset(kv->mask, 0, (size_t)B * capacity * sizeof(float));
+  kv->mask = (float *)p;
+  kv->count = (int *)(p + round4(slots * sizeof(float)));
+  memset(kv->mask, 0, slots * sizeof(float));
   memset(kv->count, 0, (size_t)B * sizeof(int));
   kv->B = B;
   kv->capacity = capacity;
   kv->len = 0;
   kv->k_floats = k_floats(m, as_planned);
+  kv->format = f;
   return CHAI_OK;
+}
+
+void opt_kv_drop(chai_opt_model *m) {
+  chai_storage_release(m->kv.storage);
+  m->kv.storage = NULL;
+  m->kv.B = m->kv.len = m->kv.capacity = 0;
+}
+
+static int head_dim(const chai_opt_model *m) {
+  return m->cfg.hidden_size / m->cfg.num_attention_heads;
+}
+
+void opt_kv_store(chai_opt_model *m, int l, int b, int pos, const float *k, const float *v) {
+  opt_kv *kv = &m->kv;
+  int kw = opt_heads_k_width(m, l, false), vw = opt_heads_v_width(m, l), D = head_dim(m);
+  size_t slot = (size_t)b * kv->capacity + pos;
+  if (kv->format == CHAI_QF_F32) {
+    if (k) memcpy((float *)kv->k[l] + slot * kw, k, (size_t)kw * sizeof(float));
+    if (v) memcpy((float *)kv->v[l] + slot * vw, v, (size_t)vw * sizeof(float));
+    return;
+  }
+  if (k) chai_kvq_store((int8_t *)kv->k[l] + slot * kw, kv->ks[l] + slot * (kw / D), k, kw / D, D);
+  if (v) chai_kvq_store((int8_t *)kv->v[l] + slot * vw, kv->vs[l] + slot * (vw / D), v, vw / D, D);
+}
+
+float *opt_kv_f32_k(chai_opt_model *m, int l, int b, int pos) {
+  opt_kv *kv = &m->kv;
+  if (kv->format != CHAI_QF_F32) return NULL;
+  return (float *)kv->k[l] + ((size_t)b * kv->capacity + pos) * opt_heads_k_width(m, l, false);
+}
+
+float *opt_kv_f32_v(chai_opt_model *m, int l, int b, int pos) {
+  opt_kv *kv = &m->kv;
+  if (kv->format != CHAI_QF_F32) return NULL;
+  return (float *)kv->v[l] + ((size_t)b * kv->capacity + pos) * opt_heads_v_width(m, l);
+}
+
+chai_status opt_kv_attend(chai_opt_model *m, int l, int b, float *out, const float *q, int q_ts,
+                          int Tq, int Tk, int S, const int *slot) {
+  opt_kv *kv = &m->kv;
+  opt_acts *A = &m->acts;
+  int D = head_dim(m), H = opt_layer_heads(m, l);
+  int kw = opt_heads_k_width(m, l, false), vw = opt_heads_v_width(m, l);
+  size_t row = (size_t)b * kv->capacity;
+  const float *mask = kv->mask + row;
+  if (kv->format == CHAI_QF_INT8) {
+    chai_kvq_attention_args a = {.Tq = Tq,
+                                 .Tk = Tk,
+                                 .S = S,
+                                 .H = H,
+                                 .D = D,
+                                 .q_ts = q_ts,
+                                 .causal = true,
+                                 .key_mask = mask,
+                                 .slot = slot};
+    /* the products' scratch is free while attention runs (opt_qwork_reserve sized it) */
+    CHAI_ASSERT(chai_kvq_attention_work_bytes(&a) <= m->qwork_bytes);
+    return chai_kvq_attention(out, q, (const int8_t *)kv->k[l] + row * kw,
+                              kv->ks[l] + row * (kw / D), (const int8_t *)kv->v[l] + row * vw,
+                              kv->vs[l] + row * (vw / D), &a, m->qwork);
+  }
+  const float *kc = (const float *)kv->k[l] + row * kw, *vc = (const float *)kv->v[l] + row * vw;
+  float scale = 1.0f / sqrtf((float)D);
+  if (slot) {
+    chai_heads_attention_args a = {.B = 1,
+                                   .Tq = Tq,
+                                   .Tk = Tk,
+                                   .H = H,
+                                   .K = S,
+                                   .D = D,
+                                   .q_ts = q_ts,
+                                   .k_ts = kw,
+                                   .v_ts = vw,
+                                   .scale = scale,
+                                   .causal = true,
+                                   .key_mask = mask,
+                                   .slot = slot};
+    return chai_heads_attention_forward(out, q, kc, vc, &a);
+  }
+  chai_attention_args a = {.B = 1,
+                           .Tq = Tq,
+                           .Tk = Tk,
+                           .H = H,
+                           .D = D,
+                           .q_ts = q_ts,
+                           .k_ts = kw,
+                           .v_ts = vw,
+                           .scale = scale,
+                           .causal = true,
+                           .key_mask = mask,
+                           .score_head = m->score_head ? m->score_head[l] : NULL};
+  return opt_attention_forward(out, q, kc, vc, &a, A->scores,
+                               opt_attention_scratch_floats((int)A->keys, (int)A->threads));
 }
 
 chai_status chai_opt_cache_begin(chai_opt_model *m, int B, int capacity) {

@@ -85,8 +85,8 @@ size_t chai_opt_decode_bytes(const chai_opt_model *m, int64_t context) {
   size_t total = 0;
   for (int i = 0; i < m->n_params; i++) {
     const opt_param *p = &m->params[i];
-    size_t nb = chai_tensor_nbytes(&p->t);
-    size_t row = p->shape[0] ? nb / (size_t)p->shape[0] : 0;
+    size_t nb = p->matrix ? chai_qmat_bytes(&p->q) : chai_tensor_nbytes(&p->t);
+    size_t row = p->shape[0] ? nb / (size_t)p->shape[0] : 0; /* scales included, on average */
     if (p == m->score) continue;
     if (p == m->embed_positions)
       total += row; /* one row per token */

@@ -8,21 +8,37 @@
 #include <stdint.h>
 
 #include "chai/ops.h"
+#include "chai/checkpoint.h"
 #include "chai/opt.h"
+#include "chai/quant.h"
 #include "chai/tensor.h"
 
 /* Adds a printf-style warning to w (NULL is ignored). */
 void opt_warn(chai_opt_warnings *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* One parameter: its Hugging Face name, expected shape, and the tensor (f32, or the model dtype
- * for matrices). Absent parameters (no bias, no project_in, ...) are not in the table at all. */
+/* One parameter: its Hugging Face name, expected shape, and its values. Vectors are f32 tensors
+ * in `t`. A matrix is `q`, the quant room's matrix: an f32/f16 `q` is a view of the row-major `t`;
+ * a packed format (bf16, int8, int4) owns its bytes and `t` is released. Absent parameters (no
+ * bias, no project_in, ...) are not in the table at all. */
 typedef struct opt_param {
   char name[96];
   int ndim;
   int64_t shape[2];
-  bool matrix; /* kept in the model dtype; vectors are always f32 */
+  bool matrix;
   chai_tensor t;
+  chai_qmat q; /* matrices only */
 } opt_param;
+
+/* Whether p is a matrix held in a packed format (bf16, int8, int4), with no f32/f16 tensor. */
+static inline bool opt_param_packed(const opt_param *p) {
+  return p && p->matrix && p->q.storage != NULL;
+}
+/* Whether p is a matrix in any format but f32: frozen for training (gradients flow through it). */
+static inline bool opt_param_quantized(const opt_param *p) {
+  return p && p->matrix && p->q.format != CHAI_QF_F32;
+}
+/* Makes p's matrix view follow p->t (after p->t was set): wraps an f32/f16 tensor. */
+chai_status opt_param_wrap(opt_param *p);
 
 /* Pointers into the parameter table for one decoder layer; NULL when the config has no such
  * parameter (enable_bias false, layer_norm_elementwise_affine false). */
@@ -57,14 +73,17 @@ typedef struct opt_acts {
 } opt_acts;
 
 /* The KV cache: K and V for every layer, (B, capacity, K width) and (B, capacity, V width), plus
- * the key mask (B, capacity) and the count of real tokens per row (for positions). */
+ * the key mask (B, capacity) and the count of real tokens per row (for positions). f32, or int8
+ * codes with one f32 scale per token and head (chai/kvq.h): ks, vs (B, capacity, width/D). */
 typedef struct opt_kv {
   chai_storage *storage;
   int B, capacity, len;
-  size_t k_floats; /* Σ_l K width the layout was made for (see opt_kvcache.c) */
-  float **k, **v;  /* per layer */
-  float *mask;     /* (B, capacity) */
-  int *count;      /* (B) */
+  size_t k_floats;     /* Σ_l K width the layout was made for (see opt_kvcache.c) */
+  chai_qformat format; /* of the layout: CHAI_QF_F32 or CHAI_QF_INT8 */
+  void **k, **v;       /* per layer: float or int8_t elements */
+  float **ks, **vs;    /* per layer, int8 only */
+  float *mask;         /* (B, capacity) */
+  int *count;          /* (B) */
 } opt_kv;
 
 struct chai_opt_model {
@@ -91,12 +110,85 @@ struct chai_opt_model {
   chai_opt_warnings warnings;
   opt_acts acts;
   opt_kv kv;
-  /* f32 rows of a low-precision matrix, converted a block at a time. */
-  float *lowp_scratch;
-  size_t lowp_scratch_floats;
+  chai_qformat kv_format; /* CHAI_QF_F32 or CHAI_QF_INT8 */
+  /* Scratch of the quant room's products (activation codes, converted blocks), sized by
+   * opt_acts_reserve for the arena's tokens. */
+  void *qwork;
+  size_t qwork_bytes;
   /* Training state (gradients, frozen flags, saved activations): opt_train.c; NULL until used. */
   struct opt_train *train;
 };
+
+/* out[n] = table[idx[n]] (or += when add) for N rows of the table's width, any format (opt_embed.c).
+ * CHAI_ERR_NOMEM only (a quantized table added needs row scratch). */
+chai_status opt_gather(float *out, const opt_param *table, const int32_t *idx, int N, bool add);
+
+/* ---- quantization (opt_quant.c) ------------------------------------------------------------ */
+
+/* The format plan q gives parameter p (a chai_qformat or CHAI_OPT_KEEP). */
+int opt_quant_target(const chai_opt_model *m, const opt_param *p, const chai_opt_quant *q);
+/* CHAI_ERR_ARG naming what a plan cannot do to this model (before anything changes). */
+chai_status opt_quant_validate(const chai_opt_model *m, const chai_opt_quant *q);
+/* The spec of `format` under q's options (q NULL: the defaults of chai_opt_quant_init). */
+chai_qspec opt_quant_spec(int format, const chai_opt_quant *q);
+/* Replaces p's matrix by w (p->shape, row-major f32) in spec's format. */
+chai_status opt_quant_from_f32(opt_param *p, const float *w, const chai_qspec *spec);
+/* p's matrix in spec's format, from its current values (dequantized when packed); a no-op when it
+ * is in that format already. */
+chai_status opt_quant_convert(opt_param *p, const chai_qspec *spec);
+/* Matrices not in f32 are frozen for training and their gradients freed (opt_train.c; no-op
+ * before training state exists, which then starts them frozen). */
+void opt_train_freeze_quantized(chai_opt_model *m);
+/* Re-packs the CHAI representatives' copies of W_q/W_k after their matrices changed format
+ * (opt_heads.c). */
+chai_status opt_heads_weights_changed(chai_opt_model *m);
+/* Bytes one token of one cache row takes in layer l (K and V under the plan's widths, or the
+ * current request's): f32, or int8 codes plus one f32 scale per head. */
+size_t opt_kv_layer_bytes(const chai_opt_model *m, int l, bool as_planned, chai_qformat f);
+/* Drops the KV cache and its storage (its layout changed); the caller begins again. */
+void opt_kv_drop(chai_opt_model *m);
+/* Stores one token's K row (layer l's K width) and V row (its V width) at position `pos` of cache
+ * row b, in the cache's format; a NULL row is left alone (already written in place). */
+void opt_kv_store(chai_opt_model *m, int l, int b, int pos, const float *k, const float *v);
+/* Where K and V of Tn tokens of cache row b from position pos go when the projections can write
+ * into the cache directly (f32 cache), else NULL (project into the arena, then opt_kv_store). */
+float *opt_kv_f32_k(chai_opt_model *m, int l, int b, int pos);
+float *opt_kv_f32_v(chai_opt_model *m, int l, int b, int pos);
+/* Attention of Tq queries q (row stride q_ts; S score heads of D) of cache row b over its first Tk
+ * tokens (causal: query i at position Tk − Tq + i), into out (Tq, H·D). slot (H) maps each head to
+ * its score head (a CHAI-clustered layer, S = its representatives), or NULL (S = H). */
+chai_status opt_kv_attend(chai_opt_model *m, int l, int b, float *out, const float *q, int q_ts,
+                          int Tq, int Tk, int S, const int *slot);
+
+/* ---- quantized checkpoints (opt_qio.c) -------------------------------------------------------- */
+
+struct cJSON;
+/* The tensors chai_opt_save writes (packed matrices as codes + scales) and their metadata. */
+typedef struct opt_qio_list {
+  int n, cap;
+  char **names;
+  chai_tensor *ts;
+  char **meta; /* key, value, ..., NULL */
+  int n_meta;
+} opt_qio_list;
+chai_status opt_qio_tensors(const chai_opt_model *m, opt_qio_list *l);
+void opt_qio_list_free(opt_qio_list *l);
+/* config.json text with the quantization_config block of the model's formats (none when all f32). */
+chai_status opt_qio_config_json(const chai_opt_model *m, char **out);
+/* The checkpoint's quantization_config (from config.json) as a new cJSON object, or NULL when it
+ * has none; CHAI_ERR_FORMAT / CHAI_ERR_UNSUPPORTED naming what is wrong with it. *kv gets the KV
+ * cache format it records. */
+chai_status opt_qio_modules(const chai_opt_model *m, const char *origin, struct cJSON **out,
+                            chai_qformat *kv);
+/* CHAI_ERR_FORMAT naming a module the model does not have. */
+chai_status opt_qio_check_names(const chai_opt_model *m, const struct cJSON *qc,
+                                const char *origin);
+/* Whether qc lists parameter `name` (so its payload has _scale/_zero_point companions). */
+bool opt_qio_listed(const struct cJSON *qc, const char *name);
+/* Reads p from its stored codes when qc lists it (*done true), naming the file and key on a
+ * malformed payload (unknown format, wrong dtype or shape, zero point out of range). */
+chai_status opt_qio_read(opt_param *p, const chai_checkpoint *ck, const char *key,
+                         const struct cJSON *qc, const char *origin, bool *done);
 
 /* Frees m->train (opt_train.c); called by opt_model_destroy. */
 void opt_train_free(chai_opt_model *m);
@@ -116,32 +208,24 @@ void opt_linear(chai_opt_model *m, float *out, const float *inp, const opt_param
 chai_status opt_acts_reserve(chai_opt_model *m, size_t tokens, size_t mask, size_t rows,
                              size_t keys);
 
-/* What becomes of row r's dot product s: y[r] = (accumulate ? y[r] + s : s) + bias[r] (when
- * bias is not NULL), then ReLU when asked. */
-typedef struct {
-  const float *bias;
-  bool accumulate;
-  bool relu;
-} opt_gemv_epilogue;
-
-/* One matrix of a batch: y (OC) = epilogue(W (OC,C) · x), W row-major f32/f16/bf16. */
+/* One matrix of a decode batch: y (R) = epilogue(W (R,C) · x), any format. */
 typedef struct {
   float *y;
-  const void *W;
-  chai_dtype dt;
-  int OC;
-  opt_gemv_epilogue e;
+  const chai_qmat *W;
+  chai_qepilogue e;
 } opt_gemv_task;
 /* The decode path of every linear: the tasks' matrices, which read the same x (one matrix, or a
- * layer's Q, K and V), their rows end to end and shared between threads in one parallel region.
- * Each row is a fixed-order dot product by one thread: the same bits for any thread count and
- * any batching. */
-void opt_gemv_batch(const opt_gemv_task *tasks, int n_tasks, const float *x, int C);
-/* Rows r0..r1-1 only, one thread: the dispatched SIMD kernel and its scalar twin. */
-void opt_gemv_rows(float *y, const void *W, chai_dtype dt, const float *x, int C, int r0, int r1,
-                   const opt_gemv_epilogue *e);
-void opt_gemv_rows_ref(float *y, const void *W, chai_dtype dt, const float *x, int C, int r0,
-                       int r1, const opt_gemv_epilogue *e);
+ * layer's Q, K and V; all of one C), their rows end to end in blocks of 16, shared between threads
+ * in one parallel region. Each row is a fixed-order dot product by one thread: the same bits for
+ * any thread count and any batching. `work`: opt_gemv_work_bytes(C) bytes (64-aligned) for the
+ * token's 8-bit codes. */
+void opt_gemv_batch(const opt_gemv_task *tasks, int n_tasks, const float *x, void *work);
+size_t opt_gemv_work_bytes(int C);
+/* out (N,R) (+)= epilogue(inp (N,C) · Wᵀ) for a matrix of any format: one token through the decode
+ * batch (all threads), more through chai_qmat_matmul; scratch from the model's arena (reserved by
+ * opt_acts_reserve for N tokens). */
+void opt_qlinear(chai_opt_model *m, float *out, const float *inp, const chai_qmat *w,
+                 const float *bias, int N, bool accumulate, bool relu);
 
 /* Queries per attention task. */
 #define OPT_ATTN_QBLOCK 64
@@ -154,6 +238,9 @@ chai_status opt_attention_forward(float *out, const float *q, const float *k, co
                                   const chai_attention_args *a, float *scratch,
                                   size_t scratch_floats);
 
+/* Makes m->qwork hold the scratch of any of the model's matrix products over `tokens` tokens, and
+ * of the int8 KV cache's attention of that many queries over `keys` keys (0: none). */
+chai_status opt_qwork_reserve(chai_opt_model *m, size_t tokens, size_t keys);
 /* The arena request of a decoder run over B·T tokens gathering n_rows rows. */
 chai_status opt_acts_reserve_run(chai_opt_model *m, int B, int T, const int32_t *mask,
                                  bool use_cache, int n_rows);

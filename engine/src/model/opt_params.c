@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "chai/checkpoint.h"
 #include "chai/opt.h"
 #include "model/opt_model.h"
@@ -25,6 +27,7 @@ static opt_param *add(table_builder *tb, bool matrix, int64_t rows, int64_t cols
 static opt_param *add(table_builder *tb, bool matrix, int64_t rows, int64_t cols, const char *fmt,
                       ...) {
   opt_param *p = &tb->m->params[tb->n++];
+  chai_qmat_init(&p->q);
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(p->name, sizeof p->name, fmt, ap);
@@ -120,8 +123,10 @@ void opt_model_destroy(chai_opt_model *m) {
   if (!m) return;
   opt_heads_free(m);
   opt_train_free(m);
-  for (int i = 0; i < m->n_params; i++)
+  for (int i = 0; i < m->n_params; i++) {
     chai_tensor_release(&m->params[i].t);
+    chai_qmat_release(&m->params[i].q);
+  }
   free(m->params);
   free(m->layers);
   free(m->layer_heads);
@@ -129,7 +134,9 @@ void opt_model_destroy(chai_opt_model *m) {
   chai_storage_release(m->kv.storage);
   free(m->kv.k);
   free(m->kv.v);
-  if (m->lowp_scratch) chai_free(m->lowp_scratch, m->lowp_scratch_floats * sizeof(float));
+  free(m->kv.ks);
+  free(m->kv.vs);
+  if (m->qwork) chai_free(m->qwork, m->qwork_bytes);
   chai_opt_warnings_free(&m->warnings);
   chai_opt_config_free(&m->cfg);
   free(m);
@@ -159,22 +166,23 @@ const char *chai_opt_param(const chai_opt_model *m, int i, chai_tensor *t) {
 
 int64_t chai_opt_num_parameters(const chai_opt_model *m) {
   int64_t n = 0;
-  for (int i = 0; i < m->n_params; i++)
-    if (&m->params[i] != m->score || m->score_from_checkpoint)
-      n += chai_tensor_numel(&m->params[i].t);
+  for (int i = 0; i < m->n_params; i++) {
+    const opt_param *p = &m->params[i];
+    if (p != m->score || m->score_from_checkpoint)
+      n += p->shape[0] * (p->ndim == 2 ? p->shape[1] : 1);
+  }
   return n;
 }
 
 void chai_opt_memory(const chai_opt_model *m, size_t *weights, size_t *kv_cache,
                      size_t *activations) {
-  size_t w = 0;
-  for (int i = 0; i < m->n_params; i++)
-    w += chai_tensor_nbytes(&m->params[i].t);
+  size_t bytes[CHAI_QF_COUNT], w = 0;
+  chai_opt_weight_bytes(m, bytes);
+  for (int f = 0; f < CHAI_QF_COUNT; f++)
+    w += bytes[f];
   if (weights) *weights = w;
   if (kv_cache) *kv_cache = m->kv.storage ? m->kv.storage->bytes : 0;
-  if (activations)
-    *activations =
-        (m->acts.storage ? m->acts.storage->bytes : 0) + m->lowp_scratch_floats * sizeof(float);
+  if (activations) *activations = (m->acts.storage ? m->acts.storage->bytes : 0) + m->qwork_bytes;
 }
 
 bool chai_opt_score_random(const chai_opt_model *m) {
@@ -190,6 +198,31 @@ int chai_opt_warning_count(const chai_opt_model *m) {
 }
 const char *chai_opt_warning(const chai_opt_model *m, int i) {
   return i >= 0 && i < m->warnings.n ? m->warnings.msg[i] : NULL;
+}
+
+chai_status chai_opt_clone(chai_opt_model **out, const chai_opt_model *src) {
+  chai_opt_model *m;
+  chai_status st = model_new(&m, &src->cfg, src->dtype);
+  if (st) return st;
+  for (int i = 0; i < m->n_params && !st; i++) {
+    opt_param *p = &m->params[i];
+    const opt_param *s = &src->params[i];
+    if (!p->matrix) {
+      st = chai_tensor_clone(&p->t, &s->t);
+    } else if ((st = chai_qmat_copy(&p->q, &s->q)) == CHAI_OK && !opt_param_packed(p)) {
+      chai_tensor_ref(&p->t, &p->q.t);
+    }
+  }
+  if (st) {
+    opt_model_destroy(m);
+    return st;
+  }
+  m->kv_format = src->kv_format;
+  m->score_from_checkpoint = src->score_from_checkpoint;
+  m->score_warned = src->score_warned;
+  memcpy(m->score_note, src->score_note, sizeof m->score_note);
+  *out = m;
+  return CHAI_OK;
 }
 
 /* ---- random initialisation ------------------------------------------------------------------- */
@@ -208,14 +241,20 @@ static chai_status init_param(chai_opt_model *m, opt_param *p, chai_rng *rng) {
   } else if (ln && strstr(p->name, ".weight")) {
     for (size_t i = 0; i < n; i++)
       d[i] = 1.0f;
-  } /* biases stay zero */
-  if (p->matrix && m->dtype != CHAI_F32) {
-    st = chai_tensor_to(&p->t, &f, m->dtype);
+  }                                         /* biases stay zero */
+  if (p->matrix && m->dtype == CHAI_BF16) { /* bf16 matrices are packed for its dot products */
+    chai_qspec spec = opt_quant_spec(CHAI_QF_BF16, NULL);
+    st = opt_quant_from_f32(p, d, &spec);
     chai_tensor_release(&f);
     return st;
   }
+  if (p->matrix && m->dtype != CHAI_F32) {
+    st = chai_tensor_to(&p->t, &f, m->dtype);
+    chai_tensor_release(&f);
+    return st ? st : opt_param_wrap(p);
+  }
   p->t = f;
-  return CHAI_OK;
+  return p->matrix ? opt_param_wrap(p) : CHAI_OK;
 }
 
 chai_status chai_opt_create(chai_opt_model **out, const chai_opt_config *cfg, chai_dtype dtype,
@@ -238,11 +277,36 @@ chai_status chai_opt_create(chai_opt_model **out, const chai_opt_config *cfg, ch
 
 /* ---- loading --------------------------------------------------------------------------------- */
 
-/* Converts a stored tensor to what the model keeps: f32, or the model dtype for matrices. An f32
- * (or already matching) contiguous tensor is referenced, not copied, unless `copy`. */
+/* Quantizes a stored matrix straight into `format` (a packed one). */
+static chai_status adopt_packed(opt_param *p, const chai_tensor *src, int format,
+                                const chai_opt_quant *q, const char *key, const char *origin) {
+  chai_tensor tmp = {0};
+  const float *w;
+  chai_status st;
+  if (src->dtype == CHAI_F32 && chai_tensor_is_contiguous(src)) {
+    w = chai_tensor_data(src);
+  } else {
+    if ((st = chai_tensor_to(&tmp, src, CHAI_F32)))
+      return chai_error_context(st, "%s: converting %s", origin, key);
+    w = chai_tensor_data(&tmp);
+  }
+  chai_qspec spec = opt_quant_spec(format, q);
+  st = opt_quant_from_f32(p, w, &spec);
+  chai_tensor_release(&tmp);
+  return st ? chai_error_context(st, "%s: quantizing %s", origin, key) : CHAI_OK;
+}
+
+/* Converts a stored tensor to what the model keeps: f32 vectors; matrices in the format the
+ * quantization plan q gives them, else the model dtype (bf16 packed). An f32 (or already matching)
+ * contiguous tensor is referenced, not copied, unless `copy`. */
 static chai_status adopt(chai_opt_model *m, opt_param *p, const chai_tensor *src, const char *key,
-                         const char *origin, bool copy) {
-  chai_dtype want = p->matrix ? m->dtype : CHAI_F32;
+                         const char *origin, bool copy, const chai_opt_quant *q) {
+  int format = p->matrix ? opt_quant_target(m, p, q) : CHAI_OPT_KEEP;
+  if (p->matrix && format == CHAI_OPT_KEEP)
+    format = m->dtype == CHAI_BF16  ? CHAI_QF_BF16
+             : m->dtype == CHAI_F16 ? CHAI_QF_F16
+                                    : CHAI_QF_F32;
+  chai_dtype want = !p->matrix || format == CHAI_QF_F32 ? CHAI_F32 : CHAI_F16;
   if (src->dtype != CHAI_F32 && src->dtype != CHAI_F16 && src->dtype != CHAI_BF16)
     return chai_error(CHAI_ERR_FORMAT, "%s: %s has dtype %s; OPT weights must be F32, F16 or BF16",
                       origin, key, chai_dtype_name(src->dtype));
@@ -255,13 +319,15 @@ static chai_status adopt(chai_opt_model *m, opt_param *p, const chai_tensor *src
                       origin, key, chai_shape_str(src->ndim, src->shape, got, sizeof got),
                       chai_shape_str(p->ndim, p->shape, exp, sizeof exp));
   }
+  if (p->matrix && format != CHAI_QF_F32 && format != CHAI_QF_F16)
+    return adopt_packed(p, src, format, q, key, origin);
   if (src->dtype == want && chai_tensor_is_contiguous(src) && !copy) {
     chai_tensor_ref(&p->t, src);
-    return CHAI_OK;
+  } else {
+    chai_status st = chai_tensor_to(&p->t, src, want);
+    if (st) return chai_error_context(st, "%s: converting %s", origin, key);
   }
-  chai_status st = chai_tensor_to(&p->t, src, want);
-  if (st) return chai_error_context(st, "%s: converting %s", origin, key);
-  return CHAI_OK;
+  return p->matrix ? opt_param_wrap(p) : CHAI_OK;
 }
 
 /* Whether two stored tensors hold the same values (any float dtypes). */
@@ -288,7 +354,7 @@ static void list_add(char *buf, size_t cap, int *count, const char *name) {
 }
 
 static chai_status load_weights(chai_opt_model *m, chai_checkpoint *ck, const char *origin,
-                                chai_rng *rng, bool copy) {
+                                chai_rng *rng, bool copy, const chai_opt_quant *q) {
   /* "model.decoder." (OPTForCausalLM, OPTForSequenceClassification) or "decoder." (OPTModel, as
    * facebook/opt-* on the Hub). */
   const char *prefix = NULL;
@@ -305,7 +371,12 @@ static chai_status load_weights(chai_opt_model *m, chai_checkpoint *ck, const ch
                       "%s: no key starts with \"model.decoder.\" or \"decoder.\"; is this an OPT "
                       "checkpoint?",
                       origin);
-  chai_status st = CHAI_OK;
+  /* A checkpoint chai quantized lists its packed matrices in config.json. */
+  cJSON *qc = NULL;
+  chai_qformat kv;
+  chai_status st = opt_qio_modules(m, origin, &qc, &kv);
+  if (!st && qc) st = opt_qio_check_names(m, qc, origin);
+  if (!st) m->kv_format = kv;
   char missing[512] = "";
   int n_missing = 0;
   char key[160];
@@ -319,10 +390,14 @@ static chai_status load_weights(chai_opt_model *m, chai_checkpoint *ck, const ch
       list_add(missing, sizeof missing, &n_missing, key);
       continue;
     }
-    chai_tensor src;
-    if ((st = chai_checkpoint_get(ck, key, &src))) break;
-    st = adopt(m, p, &src, key, origin, copy);
-    chai_tensor_release(&src);
+    bool done = false;
+    if (qc && (st = opt_qio_read(p, ck, key, qc, origin, &done))) break;
+    if (!done) {
+      chai_tensor src;
+      if ((st = chai_checkpoint_get(ck, key, &src))) break;
+      st = adopt(m, p, &src, key, origin, copy, q);
+      chai_tensor_release(&src);
+    }
     if (p == m->score && !st) m->score_from_checkpoint = true;
   }
   if (!st && n_missing)
@@ -357,7 +432,10 @@ static chai_status load_weights(chai_opt_model *m, chai_checkpoint *ck, const ch
         bool in_decoder = strncmp(pn, DEC, strlen(DEC)) == 0;
         snprintf(key, sizeof key, "%s%s", in_decoder ? prefix : "",
                  in_decoder ? pn + strlen(DEC) : pn);
-        known = strcmp(name, key) == 0;
+        size_t kl = strlen(key);
+        known = strcmp(name, key) == 0 ||
+                (opt_qio_listed(qc, pn) && strncmp(name, key, kl) == 0 &&
+                 (strcmp(name + kl, "_scale") == 0 || strcmp(name + kl, "_zero_point") == 0));
       }
       if (!known) list_add(extra, sizeof extra, &n_extra, name);
     }
@@ -365,11 +443,15 @@ static chai_status load_weights(chai_opt_model *m, chai_checkpoint *ck, const ch
       opt_warn(&m->warnings, "%s: %d unexpected weight%s ignored: %s", origin, n_extra,
                n_extra > 1 ? "s" : "", extra);
   }
+  cJSON_Delete(qc);
   if (st) return st;
   if (!m->score_from_checkpoint) {
     /* OPTForSequenceClassification's score: normal(0, init_std), as HF initialises it. */
     uint64_t seed = rng->seed, counter = rng->counter;
     if ((st = init_param(m, m->score, rng))) return st;
+    int f = opt_quant_target(m, m->score, q);
+    chai_qspec spec = opt_quant_spec(f, q);
+    if (f != CHAI_OPT_KEEP && (st = opt_quant_convert(m->score, &spec))) return st;
     snprintf(m->score_note, sizeof m->score_note,
              "%.150s: the checkpoint has no score.weight; the classification head (%d labels) was "
              "initialised randomly (normal, std %g, seed %llu, draw %llu)",
@@ -406,7 +488,15 @@ chai_status chai_opt_load(chai_opt_model **out, const char *dir, const chai_opt_
   if (!st) {
     char origin[4200];
     snprintf(origin, sizeof origin, "%s (%s)", dir, chai_checkpoint_format(ck));
-    st = load_weights(m, ck, origin, rng, opts && opts->copy_weights);
+    const chai_opt_quant *q = opts ? opts->quant : NULL;
+    if (q && (st = opt_quant_validate(m, q))) {
+      chai_checkpoint_close(ck);
+      opt_model_destroy(m);
+      return st;
+    }
+    st = load_weights(m, ck, origin, rng, opts && opts->copy_weights, q);
+    /* matrices stored quantized kept their formats: the plan changes them now */
+    if (!st && q) st = chai_opt_quantize(m, q);
     chai_checkpoint_close(ck);
   }
   if (st) {

@@ -53,26 +53,26 @@ chai_status chai_opt_save(const chai_opt_model *m, const char *dir) {
   if (st) return st;
   char path[4200];
   char *json = NULL;
-  if ((st = chai_opt_config_to_json(&m->cfg, m->dtype, &json))) return st;
+  if ((st = opt_qio_config_json(m, &json))) return st;
   snprintf(path, sizeof path, "%s/config.json", dir);
   st = write_text(path, json);
   free(json);
   if (st) return st;
-  const char **names = malloc((size_t)m->n_params * sizeof *names);
-  chai_tensor *ts = malloc((size_t)m->n_params * sizeof *ts);
-  if (!names || !ts) {
-    free(names);
-    free(ts);
+  opt_qio_list l;
+  if ((st = opt_qio_tensors(m, &l))) return st;
+  const char **meta = malloc((size_t)(l.n_meta + 3) * sizeof *meta);
+  if (!meta) {
+    opt_qio_list_free(&l);
     return chai_error(CHAI_ERR_NOMEM, "OPT save: out of memory");
   }
-  for (int i = 0; i < m->n_params; i++) {
-    names[i] = m->params[i].name;
-    ts[i] = m->params[i].t;
-  }
-  const char *meta[] = {"format", "pt", NULL};
+  meta[0] = "format";
+  meta[1] = "pt";
+  for (int i = 0; i < l.n_meta; i++)
+    meta[2 + i] = l.meta[i];
+  meta[2 + l.n_meta] = NULL;
   snprintf(path, sizeof path, "%s/model.safetensors", dir);
-  st = chai_safetensors_save(path, m->n_params, names, ts, meta);
-  free(names);
-  free(ts);
+  st = chai_safetensors_save(path, l.n, (const char *const *)l.names, l.ts, meta);
+  free(meta);
+  opt_qio_list_free(&l);
   return st;
 }

@@ -32,8 +32,19 @@ chai_status opt_train_get(chai_opt_model *m, opt_train **out) {
   memset(tr->grad, 0, (size_t)m->n_params * sizeof(chai_tensor));
   memset(tr->layer, 0, (size_t)m->cfg.num_hidden_layers * sizeof(opt_layer_acts));
   m->train = tr;
+  opt_train_freeze_quantized(m);
   *out = tr;
   return CHAI_OK;
+}
+
+void opt_train_freeze_quantized(chai_opt_model *m) {
+  opt_train *tr = m->train;
+  if (!tr) return;
+  for (int i = 0; i < m->n_params; i++)
+    if (opt_param_quantized(&m->params[i])) {
+      tr->frozen[i] = true;
+      chai_tensor_release(&tr->grad[i]);
+    }
 }
 
 void chai_opt_train_release(chai_opt_model *m) {
@@ -79,6 +90,33 @@ static chai_status alloc_grads(chai_opt_model *m, opt_train *tr) {
     if (st) return chai_error_context(st, "gradient of %s", p->name);
   }
   return CHAI_OK;
+}
+
+chai_status chai_opt_alloc_grads(chai_opt_model *m) {
+  opt_train *tr;
+  chai_status st = opt_train_get(m, &tr);
+  return st ? st : alloc_grads(m, tr);
+}
+
+int chai_opt_grad_groups(const chai_opt_model *m) {
+  return m->cfg.num_hidden_layers + 2;
+}
+
+int chai_opt_param_group(const chai_opt_model *m, int i) {
+  int layer;
+  chai_opt_param_part(m, i, &layer);
+  if (layer >= 0) return layer + 1;
+  const opt_param *p = &m->params[i];
+  if (p == m->final_ln_w || p == m->final_ln_b || p == m->project_out || p == m->score ||
+      (p == m->lm_head && m->lm_head != m->embed_tokens))
+    return m->cfg.num_hidden_layers + 1;
+  return 0; /* embed_tokens (and the lm_head tied to it), embed_positions, project_in */
+}
+
+void opt_train_grads_ready(const chai_opt_model *m, opt_train *tr, int group) {
+  for (; tr->grads_ready && tr->next_group >= group; tr->next_group--)
+    tr->grads_ready(tr->grads_ctx, tr->next_group);
+  (void)m;
 }
 
 void chai_opt_zero_grad(chai_opt_model *m) {
@@ -174,6 +212,20 @@ chai_status chai_opt_freeze(chai_opt_model *m, const int *layers, int n_layers, 
   opt_train *tr;
   chai_status st = opt_train_get(m, &tr);
   if (st) return st;
+  for (int i = 0; i < m->n_params; i++) {
+    int layer;
+    unsigned part = chai_opt_param_part(m, i, &layer);
+    if (!(part & parts)) continue;
+    bool selected = n_layers < 0;
+    for (int k = 0; k < n_layers && !selected; k++)
+      selected = layers[k] == layer;
+    if (!selected) continue;
+    if (!frozen && opt_param_quantized(&m->params[i]))
+      return chai_error(CHAI_ERR_ARG,
+                        "OPT unfreeze: %s is quantized (%s) and cannot be trained: training needs "
+                        "f32 weights (quantize after training, or keep its layer in f32)",
+                        m->params[i].name, chai_qformat_name(m->params[i].q.format));
+  }
   for (int i = 0; i < m->n_params; i++) {
     int layer;
     unsigned part = chai_opt_param_part(m, i, &layer);
@@ -316,6 +368,9 @@ static size_t carve(chai_opt_model *m, opt_train *tr, float *base, int B, int T,
 }
 
 chai_status opt_train_layout(chai_opt_model *m, opt_train *tr, int B, int T, chai_opt_head head) {
+  /* frozen f16 or quantized matrices multiply through the quant room's scratch */
+  chai_status st = opt_qwork_reserve(m, (size_t)B * T, 0);
+  if (st) return st;
   size_t floats = carve(m, tr, NULL, B, T, head);
   if (!tr->arena || tr->arena->bytes < floats * sizeof(float)) {
     chai_storage_release(tr->arena);
@@ -333,8 +388,10 @@ chai_status opt_train_layout(chai_opt_model *m, opt_train *tr, int B, int T, cha
 
 /* ---- dropout ------------------------------------------------------------------------------- */
 
+/* n values over tr->B rows: a shard's rows draw where they sit in the whole batch. */
 static void dropout_draws(opt_train *tr, int l, int site, size_t n) {
-  chai_rng r = {.seed = tr->dropout_seed, .counter = ((uint64_t)(2 * l + site)) << 40};
+  uint64_t skip = (uint64_t)tr->first_row * (n / (size_t)tr->B);
+  chai_rng r = {.seed = tr->dropout_seed, .counter = (((uint64_t)(2 * l + site)) << 40) + skip};
   chai_rng_fill_uniform(&r, tr->dmask, n, 0.0f, 1.0f);
 }
 
@@ -396,13 +453,12 @@ static chai_status make_targets(const chai_opt_model *m, opt_train *tr, const ch
   return CHAI_OK;
 }
 
+static void head_and_decoder_backward(chai_opt_model *m, opt_train *tr, const chai_opt_batch *b,
+                                      int V, const opt_param *W);
+
 chai_status chai_opt_forward_backward(chai_opt_model *m, const chai_opt_batch *b,
                                       chai_kd_result *res) {
   const chai_opt_config *c = &m->cfg;
-  if (m->dtype != CHAI_F32)
-    return chai_error(CHAI_ERR_UNSUPPORTED,
-                      "OPT forward_backward: training needs an f32 model, this one is %s",
-                      chai_dtype_name(m->dtype));
   chai_status hst = opt_heads_check_trainable(m); /* CHAI: pruned or online models */
   if (hst) return hst;
   if (b->B < 1 || b->T < 1 || (int64_t)b->B * b->T > (1 << 24))
@@ -417,6 +473,10 @@ chai_status chai_opt_forward_backward(chai_opt_model *m, const chai_opt_batch *b
                       (double)b->dropout);
   if (b->head != CHAI_OPT_HEAD_LM && b->head != CHAI_OPT_HEAD_CLASSIFY)
     return chai_error(CHAI_ERR_ARG, "OPT forward_backward: unknown head %d", (int)b->head);
+  if (b->first_row < 0 || b->loss_count < 0)
+    return chai_error(CHAI_ERR_ARG,
+                      "OPT forward_backward: first_row %d and loss_count %d must be >= 0",
+                      b->first_row, b->loss_count);
   if (b->head == CHAI_OPT_HEAD_CLASSIFY && c->num_labels < 2)
     return chai_error(CHAI_ERR_ARG,
                       "OPT forward_backward: classify needs num_labels >= 2 (regression is not "
@@ -435,10 +495,12 @@ chai_status chai_opt_forward_backward(chai_opt_model *m, const chai_opt_batch *b
   int nrows = 0;
   if ((st = opt_train_check_inputs(m, b->ids, b->mask, b->B, b->T))) return st;
   if ((st = make_targets(m, tr, b, &nrows))) return st;
-  int B = b->B, T = b->T, N = B * T, P = c->word_embed_proj_dim;
+  int B = b->B, T = b->T, P = c->word_embed_proj_dim;
   tr->rows_mode = false;
   tr->dropout = b->dropout;
   tr->dropout_seed = b->dropout_seed;
+  tr->first_row = b->first_row;
+  tr->grads_ready = NULL; /* set once nothing can fail: the hooks run only on success */
   if (b->head == CHAI_OPT_HEAD_CLASSIFY) {
     int pad = c->pad_token_id;
     for (int r = 0; r < B; r++) { /* HF: the rightmost non-pad token (0 when all are pad) */
@@ -462,7 +524,7 @@ chai_status chai_opt_forward_backward(chai_opt_model *m, const chai_opt_batch *b
              (size_t)P * sizeof(float));
     hin = tr->rowsP;
   }
-  chai_linear_forward(tr->logits, hin, chai_tensor_data(&W->t), NULL, nrows, P, V);
+  opt_train_linear(m, tr->logits, hin, W, NULL, nrows, P, V);
   chai_kd_args ka = {
       .T = 1, .alpha = 0, .label_smoothing = b->label_smoothing, .ignore_index = -100};
   if (b->teacher) {
@@ -475,29 +537,52 @@ chai_status chai_opt_forward_backward(chai_opt_model *m, const chai_opt_batch *b
                                      nrows, V, &ka)))
     return chai_error_context(st, "OPT forward_backward");
   if ((st = alloc_grads(m, tr))) return st;
+  if (b->loss_count > 0 && r.count > 0) {
+    /* this shard's part of the mean over loss_count rows: (mean over r.count)·r.count/loss_count */
+    float share = (float)r.count / (float)b->loss_count;
+    if (share != 1.0f) {
+      size_t nl = (size_t)nrows * V;
+      for (size_t i = 0; i < nl; i++)
+        tr->dlogits[i] *= share;
+    }
+    r.loss *= share;
+    r.kl *= share;
+    r.ce *= share;
+  }
   if (res) *res = r;
-  if (r.count == 0) return CHAI_OK;
+  tr->grads_ready = b->grads_ready;
+  tr->grads_ctx = b->grads_ctx;
+  tr->next_group = chai_opt_grad_groups(m) - 1;
+  if (r.count > 0) head_and_decoder_backward(m, tr, b, V, W);
+  opt_train_grads_ready(m, tr, 0); /* the groups the backward did not reach */
+  tr->grads_ready = NULL;
+  return CHAI_OK;
+}
 
-  /* The head's backward: its weight gradient and the gradient of the decoder's output. */
+/* The head's backward (its weight gradient and the gradient of the decoder's output), then the
+ * decoder's. */
+static void head_and_decoder_backward(chai_opt_model *m, opt_train *tr, const chai_opt_batch *b,
+                                      int V, const opt_param *W) {
+  const chai_opt_config *c = &m->cfg;
+  int B = b->B, N = B * b->T, P = c->word_embed_proj_dim;
   bool need_feats = opt_train_need_decoder(m);
   if (b->head == CHAI_OPT_HEAD_LM) {
     memset(tr->g_feats, 0, (size_t)N * P * sizeof(float));
-    chai_linear_backward(need_feats ? tr->g_feats : NULL, opt_grad(m, W), NULL, tr->dlogits,
-                         tr->feats, chai_tensor_data(&W->t), N, P, V);
+    opt_linear_backward(need_feats ? tr->g_feats : NULL, opt_grad(m, W), NULL, tr->dlogits,
+                        tr->feats, W, N, P, V);
   } else if (tr->rows_mode) { /* the decoder's output is the B rows */
     memset(tr->g_feats, 0, (size_t)B * P * sizeof(float));
-    chai_linear_backward(need_feats ? tr->g_feats : NULL, opt_grad(m, W), NULL, tr->dlogits,
-                         tr->feats, chai_tensor_data(&W->t), B, P, V);
+    opt_linear_backward(need_feats ? tr->g_feats : NULL, opt_grad(m, W), NULL, tr->dlogits,
+                        tr->feats, W, B, P, V);
   } else {
     memset(tr->g_feats, 0, (size_t)N * P * sizeof(float));
     memset(tr->g_rows, 0, (size_t)B * P * sizeof(float));
-    chai_linear_backward(need_feats ? tr->g_rows : NULL, opt_grad(m, W), NULL, tr->dlogits,
-                         tr->rowsP, chai_tensor_data(&W->t), B, P, V);
+    opt_linear_backward(need_feats ? tr->g_rows : NULL, opt_grad(m, W), NULL, tr->dlogits,
+                        tr->rowsP, W, B, P, V);
     for (int r2 = 0; r2 < B; r2++)
       chai_add_forward(tr->g_feats + (size_t)tr->rows[r2] * P,
                        tr->g_feats + (size_t)tr->rows[r2] * P, tr->g_rows + (size_t)r2 * P,
                        (size_t)P);
   }
   if (need_feats) opt_train_backward(m, tr, b->ids);
-  return CHAI_OK;
 }

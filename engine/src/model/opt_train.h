@@ -58,6 +58,12 @@ typedef struct opt_train {
   bool rows_mode;
   float dropout; /* residual dropout p of this step (0 = off) */
   uint64_t dropout_seed;
+  int first_row; /* the batch's first row in the whole batch it is a shard of (dropout draws) */
+  /* the data-parallel hook of this call (NULL outside chai_opt_forward_backward) and the next
+   * group it is owed */
+  chai_opt_grads_ready grads_ready;
+  void *grads_ctx;
+  int next_group;
   float *dmask;            /* (N,C) uniform draws of one dropout site (regenerated in backward) */
   float *g_drop;           /* (N,C) the gradient of a dropped branch */
   float *att_r, *xin_r;    /* (B,C) the last layer's attention output and input at the rows */
@@ -70,7 +76,15 @@ typedef struct opt_train {
   float *g_rows;                                          /* (B,P) */
 } opt_train;
 
-/* m->train, created on first use (frozen flags all false). */
+/* out (N,OC) = inp (N,C)·Wᵀ + b through a parameter matrix of any format (f32 as before training
+ * had formats; others through the quant room). */
+void opt_train_linear(chai_opt_model *m, float *out, const float *inp, const opt_param *w,
+                      const opt_param *b, int N, int C, int OC);
+/* chai_linear_backward for a parameter matrix of any format: an f16 or packed matrix is frozen
+ * (dweight must be NULL); dinp += dout · its values. */
+void opt_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                         const float *inp, const opt_param *w, int N, int C, int OC);
+/* m->train, created on first use (frozen flags all false, but for packed matrices). */
 chai_status opt_train_get(chai_opt_model *m, opt_train **out);
 /* Sizes and carves the arena for a batch (grows it when needed). */
 chai_status opt_train_layout(chai_opt_model *m, opt_train *tr, int B, int T, chai_opt_head head);
@@ -83,6 +97,10 @@ bool opt_train_trainable(const chai_opt_model *m, const opt_param *p);
 bool opt_train_need_below(const chai_opt_model *m, int l);
 /* Whether anything inside the decoder (below the head) needs a gradient. */
 bool opt_train_need_decoder(const chai_opt_model *m);
+
+/* Hands every group from tr->next_group down to `group` to the call's grads_ready hook (none
+ * without one): the backward calls it as it finishes the top and each layer. */
+void opt_train_grads_ready(const chai_opt_model *m, opt_train *tr, int group);
 
 /* Residual dropout of layer l, site s (0: out_proj, 1: fc2) over n = M·C values: fills tr->dmask
  * with the site's draws; then x[i] = keep ? x[i]/(1−p) : 0 (opt_train_dropout, forward) or

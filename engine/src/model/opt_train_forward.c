@@ -11,10 +11,19 @@ static inline const float *W(const opt_param *p) {
   return p ? (const float *)chai_tensor_data(&p->t) : NULL;
 }
 
-/* out (N,OC) = inp (N,C)·Wᵀ + b. */
-static void lin(float *out, const float *inp, const opt_param *w, const opt_param *b, int N, int C,
-                int OC) {
-  chai_linear_forward(out, inp, W(w), W(b), N, C, OC);
+void opt_train_linear(chai_opt_model *m, float *out, const float *inp, const opt_param *w,
+                      const opt_param *b, int N, int C, int OC) {
+  if (w->q.format == CHAI_QF_F32) {
+    chai_linear_forward(out, inp, W(w), W(b), N, C, OC);
+    return;
+  }
+  /* A frozen f16 or quantized matrix at its dequantized values: the function whose gradient the
+   * backward takes (the inference forward also rounds each token's activations to 8 bits for
+   * int8/int4, a straight-through step training need not model; see docs/quant.md). */
+  chai_qepilogue e = {.bias = W(b)};
+  CHAI_ASSERT(chai_qmat_dequant_work_bytes(&w->q) <= m->qwork_bytes);
+  chai_status st = chai_qmat_matmul_dequant(out, inp, &w->q, N, &e, m->qwork);
+  CHAI_ASSERT(st == CHAI_OK); /* with scratch given, it cannot fail */
 }
 
 static void ln(float *out, float *mean, float *rstd, const float *inp, const opt_param *w,
@@ -23,24 +32,25 @@ static void ln(float *out, float *mean, float *rstd, const float *inp, const opt
 }
 
 /* fch = act(fc1(x)) (and fpre = fc1(x) for GELU). */
-static void ffn_up(const chai_opt_config *c, opt_layer_acts *a, const opt_layer *ly, const float *x,
+static void ffn_up(chai_opt_model *m, opt_layer_acts *a, const opt_layer *ly, const float *x,
                    int N) {
+  const chai_opt_config *c = &m->cfg;
   int C = c->hidden_size, F = c->ffn_dim;
   if (c->activation_function == CHAI_OPT_ACT_GELU) {
-    lin(a->fpre, x, ly->fc1_w, ly->fc1_b, N, C, F);
+    opt_train_linear(m, a->fpre, x, ly->fc1_w, ly->fc1_b, N, C, F);
     chai_gelu_forward(a->fch, a->fpre, (size_t)N * F);
   } else {
-    lin(a->fch, x, ly->fc1_w, ly->fc1_b, N, C, F);
+    opt_train_linear(m, a->fch, x, ly->fc1_w, ly->fc1_b, N, C, F);
     chai_relu_forward(a->fch, a->fch, (size_t)N * F);
   }
 }
 
 /* res = base + dropout(inp·Wᵀ + b): the residual add after a projection (site 0: out_proj, 1:
  * fc2 of layer l; no dropout when the step's p is 0). */
-static void lin_residual(opt_train *tr, int l, int site, float *res, const float *base,
-                         const float *inp, const opt_param *w, const opt_param *b, int N, int C,
-                         int OC) {
-  lin(res, inp, w, b, N, C, OC);
+static void lin_residual(chai_opt_model *m, opt_train *tr, int l, int site, float *res,
+                         const float *base, const float *inp, const opt_param *w,
+                         const opt_param *b, int N, int C, int OC) {
+  opt_train_linear(m, res, inp, w, b, N, C, OC);
   if (tr->dropout > 0) opt_train_dropout(tr, l, site, res, (size_t)N * OC);
   chai_add_forward(res, res, base, (size_t)N * OC);
 }
@@ -58,9 +68,9 @@ static chai_status layer_forward(chai_opt_model *m, opt_train *tr, int l, float 
     ln(a->ln1, a->mean1, a->rstd1, a->xin, ly->ln1_w, ly->ln1_b, N, C);
     in = a->ln1;
   }
-  lin(a->q, in, ly->q_w, ly->q_b, N, C, HD);
-  lin(a->k, in, ly->k_w, ly->k_b, N, C, HD);
-  lin(a->v, in, ly->v_w, ly->v_b, N, C, HD);
+  opt_train_linear(m, a->q, in, ly->q_w, ly->q_b, N, C, HD);
+  opt_train_linear(m, a->k, in, ly->k_w, ly->k_b, N, C, HD);
+  opt_train_linear(m, a->v, in, ly->v_w, ly->v_b, N, C, HD);
   chai_attention_args args = {.B = B,
                               .Tq = T,
                               .Tk = T,
@@ -90,33 +100,18 @@ static chai_status layer_forward(chai_opt_model *m, opt_train *tr, int l, float 
     xin = tr->xin_r;
     M = B;
   }
-  lin_residual(tr, l, 0, a->res1, xin, att, ly->o_w, ly->o_b, M, HD, C);
+  lin_residual(m, tr, l, 0, a->res1, xin, att, ly->o_w, ly->o_b, M, HD, C);
   if (pre) {
     ln(a->ln2, a->mean2, a->rstd2, a->res1, ly->ln2_w, ly->ln2_b, M, C);
-    ffn_up(c, a, ly, a->ln2, M);
-    lin_residual(tr, l, 1, out, a->res1, a->fch, ly->fc2_w, ly->fc2_b, M, F, C);
+    ffn_up(m, a, ly, a->ln2, M);
+    lin_residual(m, tr, l, 1, out, a->res1, a->fch, ly->fc2_w, ly->fc2_b, M, F, C);
   } else {
     ln(a->ln1, a->mean1, a->rstd1, a->res1, ly->ln1_w, ly->ln1_b, M, C);
-    ffn_up(c, a, ly, a->ln1, M);
-    lin_residual(tr, l, 1, a->ln2, a->ln1, a->fch, ly->fc2_w, ly->fc2_b, M, F, C);
+    ffn_up(m, a, ly, a->ln1, M);
+    lin_residual(m, tr, l, 1, a->ln2, a->ln1, a->fch, ly->fc2_w, ly->fc2_b, M, F, C);
     ln(out, a->mean2, a->rstd2, a->ln2, ly->ln2_w, ly->ln2_b, M, C);
   }
   return CHAI_OK;
-}
-
-/* out[n] (+)= table[idx[n]] rows of `width` floats. */
-static void gather(float *out, const opt_param *table, const int32_t *idx, int N, int width,
-                   bool add) {
-  const float *t = W(table);
-#pragma omp parallel for if ((int64_t)N * width > (1 << 15))
-  for (int n = 0; n < N; n++) {
-    float *o = out + (size_t)n * width;
-    const float *src = t + (size_t)idx[n] * width;
-    if (add)
-      chai_add_forward(o, o, src, (size_t)width);
-    else
-      memcpy(o, src, (size_t)width * sizeof(float));
-  }
 }
 
 chai_status opt_train_check_inputs(const chai_opt_model *m, const int32_t *ids, const int32_t *mask,
@@ -154,18 +149,18 @@ chai_status opt_train_forward(chai_opt_model *m, opt_train *tr, const int32_t *i
   }
   if (!mask) tr->keymask = NULL; /* all keys valid: let attention skip the mask */
   float *x0 = L > 0 ? tr->layer[0].xin : tr->xL;
+  chai_status st;
   if (m->project_in) {
-    gather(tr->emb, m->embed_tokens, ids, N, P, false);
-    lin(x0, tr->emb, m->project_in, NULL, N, P, C);
-  } else {
-    gather(x0, m->embed_tokens, ids, N, C, false);
+    if ((st = opt_gather(tr->emb, m->embed_tokens, ids, N, false))) return st;
+    opt_train_linear(m, x0, tr->emb, m->project_in, NULL, N, P, C);
+  } else if ((st = opt_gather(x0, m->embed_tokens, ids, N, false))) {
+    return st;
   }
-  gather(x0, m->embed_positions, tr->pos, N, C, true);
+  if ((st = opt_gather(x0, m->embed_positions, tr->pos, N, true))) return st;
   for (int l = 0; l < L; l++) {
     if (chai_interrupted()) return chai_error(CHAI_ERR_INTERRUPTED, "OPT training interrupted");
     float *out = l + 1 < L ? tr->layer[l + 1].xin : tr->xL;
-    chai_status st = layer_forward(m, tr, l, out);
-    if (st) return st;
+    if ((st = layer_forward(m, tr, l, out))) return st;
   }
   const float *src = tr->xL;
   if (m->final_ln_w || (c->do_layer_norm_before && !c->remove_final_layer_norm)) {
@@ -173,7 +168,7 @@ chai_status opt_train_forward(chai_opt_model *m, opt_train *tr, const int32_t *i
     src = tr->lnf;
   }
   if (m->project_out)
-    lin(tr->feats, src, m->project_out, NULL, N, C, P);
+    opt_train_linear(m, tr->feats, src, m->project_out, NULL, N, C, P);
   else
     memcpy(tr->feats, src, (size_t)N * C * sizeof(float));
   return CHAI_OK;

@@ -12,6 +12,7 @@ void chai_relu_forward_ref(float *out, const float *inp, size_t n) {
 
 void chai_relu_forward(float *out, const float *inp, size_t n) {
   switch (chai_simd_level()) {
+  case CHAI_SIMD_AMX:
   case CHAI_SIMD_AVX512: chai_relu_forward_avx512(out, inp, n); break;
   case CHAI_SIMD_AVX2: chai_relu_forward_avx2(out, inp, n); break;
   default: chai_relu_forward_ref(out, inp, n);

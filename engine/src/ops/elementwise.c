@@ -23,6 +23,7 @@ void chai_axpy_ref(float *y, float a, const float *x, size_t n) {
 
 void chai_add_forward(float *out, const float *a, const float *b, size_t n) {
   switch (chai_simd_level()) {
+  case CHAI_SIMD_AMX:
   case CHAI_SIMD_AVX512: chai_add_forward_avx512(out, a, b, n); break;
   case CHAI_SIMD_AVX2: chai_add_forward_avx2(out, a, b, n); break;
   default: chai_add_forward_ref(out, a, b, n);
@@ -30,6 +31,7 @@ void chai_add_forward(float *out, const float *a, const float *b, size_t n) {
 }
 void chai_mul_forward(float *out, const float *a, const float *b, size_t n) {
   switch (chai_simd_level()) {
+  case CHAI_SIMD_AMX:
   case CHAI_SIMD_AVX512: chai_mul_forward_avx512(out, a, b, n); break;
   case CHAI_SIMD_AVX2: chai_mul_forward_avx2(out, a, b, n); break;
   default: chai_mul_forward_ref(out, a, b, n);
@@ -37,6 +39,7 @@ void chai_mul_forward(float *out, const float *a, const float *b, size_t n) {
 }
 void chai_scale_forward(float *out, const float *a, float s, size_t n) {
   switch (chai_simd_level()) {
+  case CHAI_SIMD_AMX:
   case CHAI_SIMD_AVX512: chai_scale_forward_avx512(out, a, s, n); break;
   case CHAI_SIMD_AVX2: chai_scale_forward_avx2(out, a, s, n); break;
   default: chai_scale_forward_ref(out, a, s, n);
@@ -44,6 +47,7 @@ void chai_scale_forward(float *out, const float *a, float s, size_t n) {
 }
 void chai_axpy(float *y, float a, const float *x, size_t n) {
   switch (chai_simd_level()) {
+  case CHAI_SIMD_AMX:
   case CHAI_SIMD_AVX512: chai_axpy_avx512(y, a, x, n); break;
   case CHAI_SIMD_AVX2: chai_axpy_avx2(y, a, x, n); break;
   default: chai_axpy_ref(y, a, x, n);

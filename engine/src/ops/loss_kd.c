@@ -19,6 +19,7 @@
 /* out[j] = exp(in[j]) for n floats (out may alias in). */
 static void vexp(float *out, const float *in, int n) {
   switch (chai_simd_level()) {
+  case CHAI_SIMD_AMX:
   case CHAI_SIMD_AVX512: chai_exp_avx512(out, in, (size_t)n); break;
   case CHAI_SIMD_AVX2: chai_exp_avx2(out, in, (size_t)n); break;
   default:

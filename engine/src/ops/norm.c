@@ -51,7 +51,7 @@ void chai_layernorm_forward(float *out, float *mean, float *rstd, const float *i
 #pragma omp parallel for schedule(static) if (N > 1 && (long)N * C > 32768)
   for (int n = 0; n < N; n++) {
     float m, r;
-    if (lvl == CHAI_SIMD_AVX512)
+    if (lvl >= CHAI_SIMD_AVX512)
       chai_layernorm_row_avx512(out + (size_t)n * C, &m, &r, inp + (size_t)n * C, weight, bias, C,
                                 eps);
     else

@@ -26,6 +26,7 @@ void chai_expaxpy_ref(float *y, float a, const float *x, float m, size_t n) {
 
 float chai_max(const float *x, size_t n) {
   switch (chai_simd_level()) {
+  case CHAI_SIMD_AMX:
   case CHAI_SIMD_AVX512: return chai_max_avx512(x, n);
   case CHAI_SIMD_AVX2: return chai_max_avx2(x, n);
   default: return chai_max_ref(x, n);
@@ -34,6 +35,7 @@ float chai_max(const float *x, size_t n) {
 
 double chai_sumexp(const float *x, float m, size_t n) {
   switch (chai_simd_level()) {
+  case CHAI_SIMD_AMX:
   case CHAI_SIMD_AVX512: return chai_sumexp_avx512(x, m, n);
   case CHAI_SIMD_AVX2: return chai_sumexp_avx2(x, m, n);
   default: return chai_sumexp_ref(x, m, n);
@@ -42,6 +44,7 @@ double chai_sumexp(const float *x, float m, size_t n) {
 
 void chai_expaxpy(float *y, float a, const float *x, float m, size_t n) {
   switch (chai_simd_level()) {
+  case CHAI_SIMD_AMX:
   case CHAI_SIMD_AVX512: chai_expaxpy_avx512(y, a, x, m, n); break;
   case CHAI_SIMD_AVX2: chai_expaxpy_avx2(y, a, x, m, n); break;
   default: chai_expaxpy_ref(y, a, x, m, n);

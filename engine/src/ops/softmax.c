@@ -29,6 +29,7 @@ void chai_softmax_row_ref(float *out, const float *x, int n) {
 
 void chai_softmax_row(float *out, const float *x, int n) {
   switch (chai_simd_level()) {
+  case CHAI_SIMD_AMX:
   case CHAI_SIMD_AVX512: chai_softmax_row_avx512(out, x, n); break;
   case CHAI_SIMD_AVX2: chai_softmax_row_avx2(out, x, n); break;
   default: chai_softmax_row_ref(out, x, n);

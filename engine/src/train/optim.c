@@ -246,6 +246,7 @@ void chai_adamw_update_ref(float *p, const float *g, float *m, float *v, size_t 
 void chai_adamw_update(float *p, const float *g, float *m, float *v, size_t n,
                        const chai_adamw_consts *k) {
   switch (chai_simd_level()) {
+  case CHAI_SIMD_AMX:
   case CHAI_SIMD_AVX512: chai_adamw_update_avx512(p, g, m, v, n, k); break;
   case CHAI_SIMD_AVX2: chai_adamw_update_avx2(p, g, m, v, n, k); break;
   default: chai_adamw_update_ref(p, g, m, v, n, k);
