@@ -35,6 +35,8 @@ void chai_bind_open_hub(lua_State *L, int table);
 void chai_bind_open_heads(lua_State *L, int table);
 void chai_bind_open_train(lua_State *L, int table);
 void chai_bind_open_model_train(lua_State *L, int table); /* after chai_bind_open_model */
+void chai_bind_open_files(lua_State *L, int table);
+void chai_bind_open_signals(lua_State *L, int table);
 void chai_bind_open_model_quant(lua_State *L, int table); /* after chai_bind_open_model */
 void chai_bind_open_mpi(lua_State *L, int table);
 

@@ -21,5 +21,7 @@ int luaopen_chai_core(lua_State *L) {
   chai_bind_open_model_quant(L, t);
   chai_bind_open_mpi(L, t);
   chai_bind_open_serve(L, t);
+  chai_bind_open_files(L, t);
+  chai_bind_open_signals(L, t);
   return 1;
 }

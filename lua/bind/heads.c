@@ -1,13 +1,17 @@
 /* chai.core.heads: the C side of chai.heads (lua/chai/heads.lua builds the user API on it).
  * Plans cross here between the 0-based engine and 1-based Lua: layer, head and cluster numbers
  * get +1 going out and −1 coming in; file text stays 0-based. */
+#include <cjson/cJSON.h>
+#include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "bind.h"
 #include "chai/heads.h"
+#include "chai/memory.h"
 #include "chai/opt.h"
 #include "chai/opt_heads.h"
 #include "heads_bind.h"
@@ -805,6 +809,52 @@ static void wrap_method(lua_State *L, int methods, const char *name, lua_CFuncti
   lua_setfield(L, methods, name);
 }
 
+/* save(dir): the model's own files, then its head plan. A model under a static or online plan
+ * gets dir/chai_heads.json (the plan, with "mode" added to its "meta"), which chai.opt.load applies
+ * again; a dense model removes a chai_heads.json left in dir by an earlier save. A pruned model
+ * needs no file: its head counts are in config.json. */
+static int m_save_heads(lua_State *L) {
+  chai_opt_model *m = chai_bind_check_model(L, 1);
+  const char *dir = luaL_checkstring(L, 2);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 2);
+  lua_call(L, 2, 0);
+  const char *path = lua_pushfstring(L, "%s/chai_heads.json", dir);
+  chai_heads_mode mode;
+  const chai_heads_plan *plan = chai_opt_get_heads(m, &mode);
+  if (!plan || mode == CHAI_HEADS_DENSE) {
+    if (remove(path) != 0 && errno != ENOENT)
+      return luaL_error(L, "model:save: cannot remove the stale %s: %s", path, strerror(errno));
+    return 0;
+  }
+  chai_heads_plan *p = chai_bind_push_plan_box(L);
+  if (chai_heads_plan_copy(p, plan)) return chai_bind_fail(L);
+  /* meta = the plan's own meta (when it is an object) + {"mode": ...}; no Lua call can raise
+   * between the cJSON allocations and their release. */
+  cJSON *meta = p->meta_json ? cJSON_Parse(p->meta_json) : NULL;
+  if (meta && !cJSON_IsObject(meta)) {
+    cJSON_Delete(meta);
+    meta = NULL;
+  }
+  if (!meta) meta = cJSON_CreateObject();
+  char *text = NULL;
+  if (meta) {
+    cJSON_DeleteItemFromObjectCaseSensitive(meta, "mode");
+    if (cJSON_AddStringToObject(meta, "mode", mode_name(mode))) text = cJSON_PrintUnformatted(meta);
+    cJSON_Delete(meta);
+  }
+  if (!text) return luaL_error(L, "model:save: out of memory writing %s", path);
+  if (p->meta_json) chai_free(p->meta_json, strlen(p->meta_json) + 1);
+  size_t n = strlen(text) + 1;
+  p->meta_json = chai_alloc(n, "plan meta");
+  if (p->meta_json) memcpy(p->meta_json, text, n);
+  free(text);
+  if (!p->meta_json) return chai_bind_fail(L);
+  if (chai_heads_plan_save(p, path)) return chai_bind_fail(L);
+  return 0;
+}
+
 /* Adds the CHAI methods to chai.Model (its method table is the upvalue of its __index). */
 static void add_model_methods(lua_State *L) {
   if (luaL_getmetatable(L, "chai.Model") != LUA_TTABLE) {
@@ -824,6 +874,7 @@ static void add_model_methods(lua_State *L) {
     lua_setfield(L, methods, "heads");
     wrap_method(L, methods, "memory", m_memory_heads);
     wrap_method(L, methods, "generate", m_generate_heads);
+    wrap_method(L, methods, "save", m_save_heads);
   }
   lua_pop(L, 3);
 }

@@ -26,7 +26,8 @@ static int testing_spin_until_interrupted(lua_State *L) {
       return 1;
     }
     clock_gettime(CLOCK_MONOTONIC, &now);
-    if ((double)(now.tv_sec - start.tv_sec) + (double)(now.tv_nsec - start.tv_nsec) * 1e-9 > limit) {
+    if ((double)(now.tv_sec - start.tv_sec) + (double)(now.tv_nsec - start.tv_nsec) * 1e-9 >
+        limit) {
       lua_pushboolean(L, 0);
       return 1;
     }
@@ -34,9 +35,17 @@ static int testing_spin_until_interrupted(lua_State *L) {
   }
 }
 
+/* testing.fail_writes_after(bytes): chai_file_append/replace let `bytes` more bytes through, then
+ * fail with ENOSPC as a full disk does; a negative value turns it off. */
+static int testing_fail_writes_after(lua_State *L) {
+  chai_file_fail_after((long)luaL_checkinteger(L, 1));
+  return 0;
+}
+
 void chai_bind_open_testing(lua_State *L, int table) {
   static const luaL_Reg fns[] = {{"fail_alloc_after", testing_fail_alloc_after},
                                  {"spin_until_interrupted", testing_spin_until_interrupted},
+                                 {"fail_writes_after", testing_fail_writes_after},
                                  {NULL, NULL}};
   lua_newtable(L);
   luaL_setfuncs(L, fns, 0);

@@ -14,7 +14,7 @@ chai.heads = require "chai.heads"
 -- Submodules load on first use (chai.data, chai.eval, ...), so `require "chai"` stays cheap.
 local submodules = {data = true, eval = true, opt = true, tokenizer = true, hub = true, heads = true,
                     train = true, loss = true, quant = true, search = true, report = true,
-                    ktq = true, tiers = true, mpi = true}
+                    ktq = true, tiers = true, mpi = true, student = true}
 setmetatable(chai, {__index = function(t, name)
   if submodules[name] then
     local m = require("chai." .. name)

@@ -265,7 +265,8 @@ end
 ---                 bytes_by_format_before/after=, kv_bytes_per_token_before/after=, ...}
 --- A pretrained model whose classification head is random gets the "head" step first (options:
 --- recipe.head). opts:
---- progress (lines on stderr), prepare (false: do not train a random head first).
+--- progress (lines on stderr), prepare (false: do not train a random head first), on_step
+--- (function(name, i, n) called as step i of n begins: the search's progress lines).
 function M.apply(model, recipe, task, opts)
   opts = opts or {}
   local ok, err = pcall(check_recipe, recipe, model, task)
@@ -295,6 +296,7 @@ function M.apply(model, recipe, task, opts)
     ctx.index = i
     local before = common_before(current)
     if opts.progress then io.stderr:write(("chai.ktq: step %d/%d %s\n"):format(i, #plan, p.name)) end
+    if opts.on_step then opts.on_step(p.name, i, #plan) end
     local t0 = core.bench.now()
     local ok, out, rec = pcall(p.fn, current, ctx, p.opts)
     if not ok then error(("chai.ktq.apply: step %d (%s): %s"):format(i, p.name, tostring(out)), 2) end

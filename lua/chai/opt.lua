@@ -37,6 +37,22 @@ local function is_model_dir(path)
   return f ~= nil
 end
 
+-- A folder saved from a model under a CHAI head plan holds chai_heads.json (m:save writes it: the
+-- plan, its "meta" naming the mode); the model is put back under that plan.
+local function apply_saved_heads(m, dir)
+  local path = dir .. "/chai_heads.json"
+  local f = io.open(path, "rb")
+  if not f then return end
+  f:close()
+  local heads = require "chai.heads"
+  local plan = heads.load_plan(path, {layers = m.config.num_hidden_layers, heads = m.config.num_attention_heads})
+  local mode = type(plan.meta) == "table" and plan.meta.mode or "static"
+  if mode ~= "static" and mode ~= "online" then
+    error(string.format("meta.mode must be \"static\" or \"online\", got %s", tostring(mode)), 0)
+  end
+  m:set_heads(plan, {mode = mode})
+end
+
 --- Loads an OPT model from a local folder, or from the Hub (through chai.hub, into the shared
 --- huggingface_hub cache) when `dir_or_id` is not a folder with a config.json.
 --- opts.dtype: "f32" (default, exact), "f16" or "bf16" (matrices kept at 2 bytes).
@@ -44,10 +60,12 @@ end
 --- opts.quiet: do not print the model's warnings to stderr (m:warnings() still lists them).
 --- opts.quant: a quantization spec (as m:quantize takes): each matrix is quantized as it is read,
 --- without an f32 copy of the model.
+--- A folder with chai_heads.json (m:save of a clustered model) comes back under its head plan and
+--- mode; opts.heads = false loads it dense.
 function M.load(dir_or_id, opts)
   local fname = "chai.opt.load"
   opts = check_opts(fname, opts, {dtype = true, revision = true, quiet = true, mmap = true,
-                                  quant = true})
+                                  quant = true, heads = true})
   if opts.quant ~= nil and type(opts.quant) ~= "table" then
     error(fname .. ": quant must be a table (a quantization spec, see docs/quant.md), got "
           .. type(opts.quant), 2)
@@ -75,6 +93,13 @@ function M.load(dir_or_id, opts)
   end
   local ok, m = pcall(core.opt_load, dir, opts.dtype, opts.quiet, opts.mmap == false, opts.quant)
   if not ok then error(m, 2) end
+  if opts.heads ~= false then
+    local plan_ok, err = pcall(apply_saved_heads, m, dir)
+    if not plan_ok then
+      m:free()
+      error(string.format("%s: %s/chai_heads.json: %s", fname, dir, tostring(err)), 2)
+    end
+  end
   return m
 end
 

@@ -23,11 +23,11 @@
 --                        distributed = true; --batch stays the global batch): rank 1 writes the
 --                        models, logs and results; the KD teacher's logits are computed a share
 --                        per rank. See docs/distributed.md.
--- Data (chai.data): $CHAI_DATA_DIR (sst2/glue_train.tsv, sst2/glue_dev.tsv, opt-tokenizer/), else
--- the Hub (the rows API, facebook/opt-125m's tokenizer; cached).
+-- Data (chai.student.data, through chai.data): $CHAI_DATA_DIR (sst2/, opt-tokenizer/), else the Hub
+-- (the rows API, facebook/opt-125m's tokenizer; cached). The architectures and the training recipe
+-- live in lua/chai/student.lua (the search's default model is the seed-1 student trained by it).
 -- Logs: <models_dir>/logs/*.jsonl; results: <models_dir>/sst2-results.json. See docs/training.md.
 local chai = require "chai"
-local json = require("chai.core").json
 local cli = require "chai.cli"
 
 local PROG = "train_sst2.lua"
@@ -48,9 +48,10 @@ local phase = words[1] or "all"
 if not PHASES[phase] then
   cli.fail(PROG .. ": unknown phase '" .. phase .. "' (all, student, kd, teacher-large or report)", 2)
 end
-local o = {seeds = {1, 2, 3}, epochs = 1, teacher_epochs = 2, minutes = 20, threads = nil,
-           quick = false, out = nil, batch = 32, lr = 1e-3, wd = 0.1, ls = 0.1,
-           dropout = 0, eos = false, ema = 0.999, teacher_seeds = nil, heads = 8,
+local d = chai.student.defaults -- the recipe (lua/chai/student.lua)
+local o = {seeds = {1, 2, 3}, epochs = d.epochs, teacher_epochs = 2, minutes = d.minutes, threads = nil,
+           quick = false, out = nil, batch = d.batch, lr = d.lr, wd = d.wd, ls = d.label_smoothing,
+           dropout = d.dropout, eos = d.eos, ema = d.ema, teacher_seeds = nil, heads = 8,
            distributed = false}
 for k, v in pairs(given) do o[k == "label_smoothing" and "ls" or k] = v end
 if o.threads then chai.threads(o.threads) end
@@ -63,79 +64,41 @@ end
 local function say(...) if lead then io.stderr:write(string.format(...)) end end
 if o.out then chai.train.models_dir = function() return o.out end end
 
-local STUDENT = {vocab_size = 50272, hidden_size = 256, num_hidden_layers = 4,
-                 num_attention_heads = 8, ffn_dim = 1024, max_position_embeddings = 128,
-                 num_labels = 2, id2label = {["0"] = "negative", ["1"] = "positive"},
-                 init_std = 0.02}
-local TEACHER = {vocab_size = 50272, hidden_size = 320, num_hidden_layers = 6,
-                 num_attention_heads = 5, ffn_dim = 1280, max_position_embeddings = 128,
-                 num_labels = 2, id2label = {["0"] = "negative", ["1"] = "positive"},
-                 init_std = 0.02}
+local student = chai.student
+local STUDENT = student.config
 -- --heads N: the same student with N heads per layer (hidden 256 stays; head_dim 256/N), saved
 -- as sst2-opt-student-hN*. 8 heads (the default) measured better than 4 here (SST-2 dev 79.7 vs
 -- 77.8 mean over 3 seeds) and gives head clustering finer steps (OPT-125m has 12 a layer).
 if o.heads ~= 8 then
   if 256 % o.heads ~= 0 then cli.fail(PROG .. ": --heads " .. o.heads .. ": must divide 256 (the hidden size)", 2) end
+  STUDENT = {}
+  for k, v in pairs(student.config) do STUDENT[k] = v end
   STUDENT.num_attention_heads = o.heads
 end
 local SP = "sst2-opt-student" .. (o.heads ~= 8 and ("-h" .. o.heads) or "")
-local MAX_LEN = 64
 local KD = {T = 2.0, alpha = 0.5}
 
 local dir = chai.train.models_dir()
 os.execute("mkdir -p '" .. dir .. "/logs'")
-local tok = cli.guard(PROG, chai.data.tokenizer)
-local enc = {max_length = MAX_LEN, add_eos = o.eos}
-local train_rows = chai.train.encode(cli.guard(PROG, chai.data.task, "sst2", "train").rows, tok, enc)
-local dev_rows = chai.train.encode(cli.guard(PROG, chai.data.task, "sst2", "validation").rows, tok, enc)
-if o.quick then
-  local sub = {}
-  for k = 1, 2000 do sub[k] = train_rows[k] end
-  train_rows = sub
-end
+local _, train_rows, dev_rows = cli.guard(PROG, student.data, {quick = o.quick, eos = o.eos})
 say("SST-2: %d train rows, %d dev rows; models in %s\n", #train_rows, #dev_rows, dir)
 
-local results_path = dir .. "/sst2-results.json"
-local function load_results()
-  local f = io.open(results_path, "rb")
-  if not f then return {} end
-  local r = json.decode(f:read("a"))
-  f:close()
-  return r
-end
-local function save_result(key, rec)
-  if not lead then return end
-  local r = load_results()
-  r[key] = rec
-  local f = assert(io.open(results_path, "wb"))
-  f:write(json.encode(r))
-  f:close()
-end
+local function load_results() return student.load_results(dir) end
+local function save_result(key, rec) if lead then student.save_result(dir, key, rec) end end
 
-local OPT = {kind = "adamw", lr = o.lr, weight_decay = o.wd, schedule = "linear",
-             max_grad_norm = 1.0}
-
+-- One run of the student recipe (chai.student.train) with this command's options; the writing rank
+-- saves the model and its record.
 local function train(name, cfg, seed, epochs, extra)
-  local m = chai.opt.create(cfg, {seed = seed})
-  local opts = {model = m, head = "classify", train = train_rows, eval = dev_rows,
-                batch_size = o.batch, epochs = epochs, label_smoothing = o.ls, dropout = o.dropout,
-                ema = o.ema > 0 and o.ema or nil, seed = seed, optimizer = OPT,
-                eval_every = o.quick and 20 or 500, eval_batch_size = 128,
-                log = dir .. "/logs/" .. name .. ".jsonl",
-                checkpoint = dir .. "/runs/" .. name, resume = true,
-                time_budget = extra and extra.time_budget or nil, distributed = o.distributed}
-  for k, v in pairs(extra or {}) do opts[k] = v end
-  local res = chai.train.run(opts)
-  if lead then m:save(dir .. "/" .. name) end
+  extra = extra or {}
+  local m, rec = student.train({name = name, config = cfg, seed = seed, epochs = epochs, dir = dir,
+                                train = train_rows, dev = dev_rows, batch = o.batch, lr = o.lr,
+                                wd = o.wd, label_smoothing = o.ls, dropout = o.dropout, ema = o.ema,
+                                quick = o.quick, time_budget = extra.time_budget,
+                                teacher = extra.teacher, T = extra.T, alpha = extra.alpha,
+                                distributed = o.distributed, write = lead})
   if o.distributed then chai.mpi.barrier() end -- saved before any rank reads it
-  local rec = {name = name, seed = seed, accuracy = res.eval.accuracy, loss = res.eval.loss,
-               steps = res.step, total_steps = res.total_steps, seconds = res.seconds,
-               stopped = res.stopped, history = res.history, config = cfg,
-               kd = opts.teacher and KD or nil, threads = chai.threads(),
-               ranks = o.distributed and chai.mpi.size() or nil}
-  save_result(name, rec)
-  say("%s: dev accuracy %.4f after %d steps in %.1f min%s\n", name, res.eval.accuracy, res.step,
-      res.seconds / 60, res.stopped and (" (stopped: " .. res.stopped .. ")") or "")
+  say("%s: dev accuracy %.4f after %d steps in %.1f min%s\n", name, rec.accuracy, rec.steps,
+      rec.seconds / 60, rec.stopped and (" (stopped: " .. rec.stopped .. ")") or "")
   return m, rec
 end
 
@@ -165,7 +128,7 @@ if phase == "all" or phase == "student" then
   if o.distributed then chai.mpi.barrier() end
 end
 if phase == "teacher-large" then
-  train("sst2-opt-teacher-large", TEACHER, 100, o.teacher_epochs)
+  train("sst2-opt-teacher-large", student.teacher_config, 100, o.teacher_epochs)
 end
 if phase == "all" or phase == "kd" then
   -- The teacher: the mean logits of the ensemble members, on the training rows (its targets) and
@@ -246,6 +209,6 @@ end
 if r["sst2-opt-teacher-large"] then
   local t = r["sst2-opt-teacher-large"]
   print(string.format("| larger single model (%dx%d, %d epochs) | 1 | %.2f %% | | %.1f |",
-                      TEACHER.num_hidden_layers, TEACHER.hidden_size, o.teacher_epochs,
+                      student.teacher_config.num_hidden_layers, student.teacher_config.hidden_size, o.teacher_epochs,
                       100 * t.accuracy, t.seconds / 60))
 end

@@ -6,6 +6,7 @@
 #include "chai/checkpoint.h"
 #include "chai/cpu.h"
 #include "chai/error.h"
+#include "chai/file.h"
 #include "chai/half.h"
 #include "chai/hub.h"
 #include "chai/memory.h"
