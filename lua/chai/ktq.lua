@@ -74,7 +74,7 @@ end
 -- sensitivity + the head; KD → distil the unmodified model into the compressed one.
 
 local QUANT = {sensitivity = "perturb", high = 0.3, low = 0.3,
-               formats = {high = "f32", medium = "int8", low = "int4"}}
+               formats = {high = "f32", medium = "int8", low = "int4"}, kv = "int8"}
 local TARGET = {fraction = 0.3, sensitivity = "fisher", steps = 400}
 local KD = {alpha = 0.5, T = 2, steps = 400}
 

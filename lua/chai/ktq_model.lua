@@ -13,10 +13,7 @@ function M.clone(m)
   local h = m:heads()
   if h.plan then c:set_heads(h.plan, {mode = h.mode}) end
   local names, _ = m:trainable()
-  if #names < M.param_count(m) then
-    c:freeze()
-    if #names > 0 then c:unfreeze{names = names} end
-  end
+  if #names < M.param_count(m) then M.set_trainable(c, names) end
   return c
 end
 
@@ -49,10 +46,15 @@ function M.trainable(m)
   return names, values
 end
 
---- Makes exactly `names` trainable (everything else frozen).
+--- Makes exactly `names` trainable (everything else frozen), but for matrices quantized since the
+--- names were taken: they stay frozen.
 function M.set_trainable(m, names)
   m:freeze()
-  if #names > 0 then m:unfreeze{names = names} end
+  local f, keep = m:formats(), {}
+  for _, n in ipairs(names) do
+    if f[n] == nil or f[n] == "f32" then keep[#keep + 1] = n end
+  end
+  if #keep > 0 then m:unfreeze{names = keep} end
 end
 
 --- The layer (1-based) of a parameter name, or nil outside the decoder layers.

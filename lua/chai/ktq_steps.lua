@@ -269,8 +269,12 @@ M.steps.chai = function(model, ctx, o)
       skip = {}
       for l = 1, L do if not want[l] then skip[#skip + 1] = l end end
     end
+    -- The paper's rule, by default: the early layers stay dense (its LLaMA-7B config leaves the
+    -- first 18 of 32 unclustered); here the first quarter, at least one layer.
+    local min_layer = o.min_layer
+    if min_layer == nil and o.layers == nil and type(o.k) ~= "table" then min_layer = L // 4 + 1 end
     plan = heads.plan(stats, {method = o.method, sensitivity = o.sensitivity, override = override,
-                              skip_layers = skip, min_layer = o.min_layer, seed = ctx.seed})
+                              skip_layers = skip, min_layer = min_layer, seed = ctx.seed})
     source = o.method or "kmeans-elbow"
   end
   local ks, curves = {}, {}

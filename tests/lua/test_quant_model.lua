@@ -179,8 +179,12 @@ end
 -- ---- training through quantized frozen layers --------------------------------------------------
 do
   local m = model():quantize{layers = {[1] = "int8", [2] = "int4"}, group = 32}
-  T.raises(function() m:unfreeze{layers = {1}} end, {"quantized", "int8", "layers.0"},
-           "training a quantized matrix is refused")
+  T.raises(function() m:unfreeze{names = {"model.decoder.layers.0.fc1.weight"}} end,
+           {"quantized", "int8", "layers.0.fc1.weight"}, "training a quantized matrix is refused")
+  m:freeze()
+  m:unfreeze{layers = {1}} -- a layer: its f32 parameters train, its quantized matrices stay frozen
+  local names = m:trainable()
+  T.check(#names == 10, "layer 1's biases and LayerNorms (" .. #names .. ")")
   local tr = m:trainable()
   for _, name in ipairs(tr) do
     T.check(not name:match("layers%.[01]%..*proj%.weight$") and not name:match("layers%.[01]%.fc%d%.weight$"),

@@ -99,12 +99,14 @@ chai_status chai_opt_part_parse(const char *name, unsigned *bit);
 
 /* Freezes (frozen = true) or unfreezes the parameters in `parts` (a CHAI_OPT_PART_* mask) of the
  * listed layers (0-based; n_layers < 0 selects every layer AND the parameters outside the layers).
- * Freezing releases the gradient memory. CHAI_ERR_ARG naming a layer outside 0..L−1. */
+ * Freezing releases the gradient memory. A matrix in any format but f32 (quantized) stays frozen
+ * when its selection is unfrozen: the rest of its layer trains. CHAI_ERR_ARG naming a layer
+ * outside 0..L−1. */
 chai_status chai_opt_freeze(chai_opt_model *m, const int *layers, int n_layers, unsigned parts,
                             bool frozen);
 bool chai_opt_param_frozen(const chai_opt_model *m, int i);
 /* Freezes or unfreezes parameter i alone (as chai_opt_freeze does for a selection); CHAI_ERR_ARG
- * for i outside 0..count−1. */
+ * for i outside 0..count−1, or for unfreezing a quantized matrix (naming it). */
 chai_status chai_opt_freeze_param(chai_opt_model *m, int i, bool frozen);
 /* The part bit of parameter i and its layer (−1 outside the layers). */
 unsigned chai_opt_param_part(const chai_opt_model *m, int i, int *layer);

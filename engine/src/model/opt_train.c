@@ -220,20 +220,7 @@ chai_status chai_opt_freeze(chai_opt_model *m, const int *layers, int n_layers, 
     for (int k = 0; k < n_layers && !selected; k++)
       selected = layers[k] == layer;
     if (!selected) continue;
-    if (!frozen && opt_param_quantized(&m->params[i]))
-      return chai_error(CHAI_ERR_ARG,
-                        "OPT unfreeze: %s is quantized (%s) and cannot be trained: training needs "
-                        "f32 weights (quantize after training, or keep its layer in f32)",
-                        m->params[i].name, chai_qformat_name(m->params[i].q.format));
-  }
-  for (int i = 0; i < m->n_params; i++) {
-    int layer;
-    unsigned part = chai_opt_param_part(m, i, &layer);
-    if (!(part & parts)) continue;
-    bool selected = n_layers < 0;
-    for (int k = 0; k < n_layers && !selected; k++)
-      selected = layers[k] == layer;
-    if (!selected) continue;
+    if (!frozen && opt_param_quantized(&m->params[i])) continue; /* stays frozen */
     tr->frozen[i] = frozen;
     if (frozen) chai_tensor_release(&tr->grad[i]);
   }
@@ -244,6 +231,11 @@ chai_status chai_opt_freeze_param(chai_opt_model *m, int i, bool frozen) {
   if (i < 0 || i >= m->n_params)
     return chai_error(CHAI_ERR_ARG, "OPT freeze: parameter index %d outside 0..%d", i,
                       m->n_params - 1);
+  if (!frozen && opt_param_quantized(&m->params[i]))
+    return chai_error(CHAI_ERR_ARG,
+                      "OPT unfreeze: %s is quantized (%s) and cannot be trained: training needs "
+                      "f32 weights (quantize after training, or keep its layer in f32)",
+                      m->params[i].name, chai_qformat_name(m->params[i].q.format));
   opt_train *tr;
   chai_status st = opt_train_get(m, &tr);
   if (st) return st;
