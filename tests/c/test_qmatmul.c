@@ -423,7 +423,7 @@ int main(void) {
     const chai_qkernel *ks = chai_qkernels((chai_qformat)f, &nk);
     for (int i = 0; i < nk; i++)
       if (!chai_qkernel_runs_here(&ks[i]))
-        printf("skipped: kernel %s (this CPU or OS does not run it)\n", ks[i].name);
+        printf("not run here: kernel %s (this CPU or OS does not have it)\n", ks[i].name);
   }
   for (int fi = 0; fi < NFORMATS; fi++)
     for (int s = 0; s < NSIZES; s++) {
