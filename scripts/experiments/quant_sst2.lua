@@ -2,7 +2,7 @@
 -- weight format, with the paired difference against f32 (95% paired-bootstrap interval over the
 -- dev rows), the logits' KL divergence from f32, the weight bytes against f32, and the kernel
 -- each format ran on. int8 everywhere (embeddings included), bf16, and int4 at groups 32/64/128
--- with `rtn` and `mse` scales (embeddings int8 in the int4 rows: see docs/quant.md).
+-- with `rtn` and `mse` scales (embeddings int8 in those rows), and int4 g64 everywhere.
 --   chai script experiments/quant_sst2.lua [--model DIR] [--limit N] [--seed S] [--reps N]
 --                                          [--json FILE]
 --     --model   a trained classifier [chai.train.cached_model("sst2-opt-student"), made by
@@ -101,6 +101,11 @@ for _, method in ipairs({"rtn", "mse"}) do
                              spec = {default = "int4", embeddings = "int8", group = g,
                                      method = method}, kernel = "int4"}
   end
+end
+for _, method in ipairs({"rtn", "mse"}) do -- the embeddings too (looked-up rows dequantized)
+  configs[#configs + 1] = {name = "int4 g64 " .. method .. " everywhere",
+                           spec = {default = "int4", embeddings = "int4", group = 64,
+                                   method = method}, kernel = "int4"}
 end
 
 local rows = {}

@@ -30,7 +30,7 @@ for line in text:gmatch("[^\n]+") do
 end
 for _, name in ipairs({"f32", "bf16 everywhere", "int8 everywhere", "int8 everywhere, mse",
                        "int4 g32 rtn (embeddings int8)", "int4 g64 mse (embeddings int8)",
-                       "int4 g128 rtn (embeddings int8)"}) do
+                       "int4 g128 rtn (embeddings int8)", "int4 g64 mse everywhere"}) do
   T.check(rows[name] ~= nil, "row printed: " .. name)
 end
 T.check(rows["f32"] and rows["f32"].line:find("| +0.00 (+0.00 … +0.00) | 0.00e+00 | 100.0% |", 1, true),
