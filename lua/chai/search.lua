@@ -846,7 +846,12 @@ function M.main(args, env)
   env = env or {}
   local stderr = env.stderr or io.stderr
   local ok, res = pcall(function()
-    local o = args_mod.parse(args)
+    local ok_parse, o = pcall(args_mod.parse, args)
+    if not ok_parse then
+      -- Every rank of a distributed search parses the same arguments: rank 1 alone says what is wrong.
+      if type(o) == "table" then o.shared = true end
+      error(o, 0)
+    end
     if o.help then
       (env.stdout or io.stdout):write(args_mod.usage, "\n")
       return 0
