@@ -434,7 +434,8 @@ function M.run(o, env)
     if interrupted() then
       ctx = nil
     else
-      setup_error = ("rank %d could not set up: %s"):format(rank, M.message(ctx))
+      local _, msg = M.failure(ctx)
+      setup_error = ("rank %d could not set up: %s"):format(rank, (msg:gsub("^" .. M.prog:gsub("%p", "%%%0") .. ": ", "")))
       announce(setup_error)
       ctx = nil
     end
@@ -757,7 +758,8 @@ function M.run(o, env)
               {config = res.name, rank = res.machine and res.machine.rank, message = res.error})
       end
       prog:update(done_count, nil)
-      prog:message(("%d configurations gathered from ranks 2 to %d"):format(#incoming, group.size))
+      prog:message(("gathered from ranks 2 to %d: %d configuration%s"):format(group.size, #incoming,
+                                                                               #incoming == 1 and "" or "s"))
     end
     group:share_value(true)
     if not writer then

@@ -4,9 +4,9 @@
 -- the same configurations with the same recipes and accuracy (timings differ, accuracy does not:
 -- the seed fixes it), that every line says which rank ran it, that rank 1 alone wrote the folder;
 -- then a configuration made to fail on rank 2 (the CHAI_SEARCH_TEST_FAIL hook) is reported as
--- failed while the others finish, a --resume in one process runs only it, and a 2-rank --resume
--- takes what a rank kept in its own file (results.rank2.jsonl) when the run ended before the
--- gather.
+-- failed while the others finish, and a --resume in one process runs only that one; a rank that
+-- cannot set up has its configurations reported as failed; and a 2-rank --resume takes what a rank
+-- kept in its own file (results.rank2.jsonl) when the run ended before the gather.
 --   chai script search_mpi.lua CHAI MPIEXEC
 local dir = debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./"
 package.path = dir .. "../lua/?.lua;" .. package.path
@@ -129,6 +129,23 @@ T.check(after[5].name == "chai_target_kd" and after[5].status == "ok"
         and after[5].metrics.accuracy.value == want.chai_target_kd.metrics.accuracy.value,
         "chai_target_kd now finished, as in one process")
 T.eq(json.decode(T.read_bytes(failed .. "/best/search.json")).name, "chai_target_kd", "and chosen")
+
+-- A rank that cannot set up (its data folder is missing; MPMD: each rank its own environment):
+-- its configurations are reported as failed with the reason, rank 1's finish.
+local lost = tmp .. "/lost/search"
+local cmd = ("script experiments/search.lua %s --out '%s'"):format(OPTS, lost)
+local p = io.popen(("cd '%s' && timeout 300 '%s' -n 1 -x CHAI_DATA_DIR='%s' '%s' %s : -n 1 -x CHAI_DATA_DIR='%s/none' '%s' %s 2>&1; echo \"exit=$?\""):format(
+  tmp, mpiexec, data, chai_bin, cmd, tmp, chai_bin, cmd))
+text = p:read("a")
+p:close()
+T.eq(tonumber(text:match("exit=(%d+)%s*$")), 0, "a rank that cannot set up does not fail the run: " .. text)
+got = by_name(results(lost))
+T.check(got.chai_target_kd and got.chai_target_kd.status == "failed"
+        and got.chai_target_kd.error:find("^rank 2 could not set up: ") and got.chai_target_kd.error:find("tokenizer", 1, true),
+        "rank 2's configuration failed, saying why: " .. tostring(got.chai_target_kd and got.chai_target_kd.error))
+for _, name in ipairs({"baseline", "chai_base", "chai_kd"}) do
+  T.check(got[name] and got[name].status == "ok", name .. " finished on rank 1")
+end
 
 -- A run that ended before the gather: rank 2's own file holds its configuration, and a 2-rank
 -- --resume takes it instead of running it again.
