@@ -28,6 +28,7 @@ local space = require "chai.search_space"
 local store_mod = require "chai.search_store"
 local pick = require "chai.search_pick"
 local progress_mod = require "chai.search_progress"
+local group_mod = require "chai.search_group"
 
 local M = {}
 
@@ -39,6 +40,9 @@ M.prog = args_mod.prog
 
 local fail = args_mod.fail
 local json = core.json
+-- Test-only hook (tests/mpi/search_mpi.lua): the configuration of this name raises instead of
+-- running, to check that a failed configuration is reported and the others finish.
+local TEST_FAIL = os.getenv("CHAI_SEARCH_TEST_FAIL")
 
 --- The exit status and one-line message of an error caught from M.run: a failure raised for the
 --- user (status 2 for options, 1 for the rest) keeps its own; anything else is status 1 with the
@@ -300,6 +304,10 @@ end
 --- SIGINT/SIGTERM; default true), should_stop (function → true to stop between configurations),
 --- report (false: no report files). Returns a summary {status = "done"|"stopped", dir =, results =,
 --- chosen =}; raises a failure (M.failure) on errors, after writing an "error" event.
+--- Under mpirun (chai.mpi.size() > 1) every rank calls it with the same options: the
+--- configurations are dealt to the ranks and gathered on rank 1, which writes the folder and
+--- returns the whole summary (the others return theirs with their own results only); see
+--- lua/chai/search_group.lua and docs/distributed.md#distributed-search.
 function M.run(o, env)
   env = env or {}
   local backend = env.backend or require("chai.search_ktq")
@@ -308,34 +316,58 @@ function M.run(o, env)
   local signals = env.signals ~= false and core.signals or nil
   local started = core.bench.now()
   local argv = o.argv or {}
+  local group = env.group or group_mod.new()
+  local rank, writer = group.rank, group.rank == 1
+  group:agree(argv, "the options of experiments/search.lua")
 
   -- The output folder: a new one (never one that holds a search already), or the one resumed.
-  local dir, meta_prev
-  if o.resume then
-    dir = o.resume
-    if not store_mod.is_dir(dir) then fail(("%s: --resume %s: no such folder"):format(M.prog, dir), 1) end
-    meta_prev = store_mod.open(dir):read_meta()
-    if not meta_prev then
-      fail(("%s: --resume %s: no meta.json there, so it is not a search's folder"):format(M.prog, dir), 1)
+  -- Rank 1 decides (and names the default folder: the others' clocks may read another second).
+  local decided = group:decide(function()
+    local dir, meta_prev
+    if o.resume then
+      dir = o.resume
+      if not store_mod.is_dir(dir) then fail(("%s: --resume %s: no such folder"):format(M.prog, dir), 1) end
+      meta_prev = store_mod.open(dir):read_meta()
+      if not meta_prev then
+        fail(("%s: --resume %s: no meta.json there, so it is not a search's folder"):format(M.prog, dir), 1)
+      end
+      o = merge_resume(o, meta_prev, dir)
+    else
+      dir = o.out or default_out(o)
+      if store_mod.exists(dir .. "/meta.json") or store_mod.exists(dir .. "/results.jsonl") then
+        fail(("%s: --out %s already holds a search; continue it with --resume %s, or choose another "
+              .. "folder (finished results are never overwritten)"):format(M.prog, dir, dir), 1)
+      end
     end
-    o = merge_resume(o, meta_prev, dir)
-  else
-    dir = o.out or default_out(o)
-    if store_mod.exists(dir .. "/meta.json") or store_mod.exists(dir .. "/results.jsonl") then
-      fail(("%s: --out %s already holds a search; continue it with --resume %s, or choose another "
-            .. "folder (finished results are never overwritten)"):format(M.prog, dir, dir), 1)
-    end
-  end
-  o.task = o.task or DEFAULTS.task
-  o.criterion = o.criterion or DEFAULTS.criterion
-  o.seed = o.seed or DEFAULTS.seed
-  if backend.validate then backend.validate(o) end
-  local ok_open, store = pcall(store_mod.open, dir)
-  if not ok_open then fail(M.prog .. ": " .. tostring(store), 1) end
+    o.task = o.task or DEFAULTS.task
+    o.criterion = o.criterion or DEFAULTS.criterion
+    o.seed = o.seed or DEFAULTS.seed
+    if backend.validate then backend.validate(o) end
+    local ok_open, err_open = pcall(store_mod.open, dir)
+    if not ok_open then fail(M.prog .. ": " .. tostring(err_open), 1) end
+    return {dir = dir, meta_prev = meta_prev, o = o}
+  end, M.failure)
+  local dir, meta_prev = decided.dir, decided.meta_prev
+  o = decided.o
+  -- Rank 1 writes the folder; another rank keeps its finished configurations and its lines in
+  -- files of its own there (search_store.open_rank) until rank 1 has gathered them.
+  local store = writer and store_mod.open_existing(dir) or store_mod.open_rank(dir, rank)
 
   local tty = env.tty
   if tty == nil then tty = core.stderr_isatty and core.stderr_isatty() or false end
-  local prog = progress_mod.new({tty = tty, out = stderr, log = function(line) store:log(line) end})
+  local null_out = {write = function(self) return self end, flush = function() end}
+  local prog = progress_mod.new({tty = writer and tty, out = writer and stderr or null_out,
+                                 log = function(line) store:log(line) end})
+  -- A line that matters on every rank (a configuration finished or failed): rank 1 prints it with
+  -- the others, the other ranks print it prefixed with their rank (their stage lines go to their
+  -- log only, so the terminal stays readable).
+  local function announce(line)
+    prog:message(line)
+    if not writer then
+      stderr:write(("%s (rank %d of %d): %s\n"):format(M.prog, rank, group.size, line))
+      stderr:flush()
+    end
+  end
   local estimates = new_estimates()
   local total, done_count = 0, 0
   local function eta_now(remaining, current_started)
@@ -381,11 +413,33 @@ function M.run(o, env)
     return nil
   end
 
-  -- The model and the task.
-  local ok_setup, ctx = pcall(backend.setup, o, {
-    stage = function(name) stage(nil, name) end,
-    log = function(line) prog:message(line) end})
-  if not ok_setup then
+  -- The model and the task: rank 1 first (it may train the default model and cache it), then the
+  -- others, which load what rank 1 left. The verdict is rank 1's outcome: go, stopped, or failed.
+  local ok_setup, ctx, verdict = group:in_turn(function()
+    return backend.setup(o, {stage = function(name) stage(nil, name) end,
+                             log = function(line) prog:message(line) end})
+  end, function(ok, res)
+    if ok then return {go = true} end
+    local sig = interrupted()
+    if sig then return {go = false, stopped = sig} end
+    local status, msg = M.failure(res)
+    return {go = false, status = status, message = msg}
+  end)
+  local setup_error -- this rank's own setup failed: its configurations are reported as failed
+  if not writer and not verdict.go then
+    if signals then signals.release() end
+    if verdict.stopped then return {status = "stopped", dir = dir, results = {}} end
+    group_mod.fail_shared(verdict.message, verdict.status)
+  elseif not writer and not ok_setup then
+    if interrupted() then
+      ctx = nil
+    else
+      local _, msg = M.failure(ctx)
+      setup_error = ("rank %d could not set up: %s"):format(rank, (msg:gsub("^" .. M.prog:gsub("%p", "%%%0") .. ": ", "")))
+      announce(setup_error)
+      ctx = nil
+    end
+  elseif not ok_setup then
     local sig = interrupted()
     if sig then
       -- Stopped (budget, signal) before any configuration: a clean stop, nothing to keep.
@@ -401,109 +455,134 @@ function M.run(o, env)
     stop_with(msg, status)
   end
 
-  -- The configurations, checked against this model and task before anything runs.
-  local quick = o.quick and (ctx.quick or backend.quick) or nil
-  local ok_space, configs = pcall(space.configs, {configs = o.configs, orders = o.orders, grid = o.grid,
-                                                  seed = o.seed, data = quick and quick.data,
-                                                  step_overrides = quick and quick.steps},
-                                  backend.defaults(ctx))
-  if not ok_space then stop_with(M.prog .. ": " .. tostring(configs), 2) end
-  local skipped = {}
-  for _, c in ipairs(configs) do
-    local why = backend.unavailable(c, ctx)
-    if why then
-      skipped[c.name] = why
-    else
-      local ok, err = pcall(backend.check, c, ctx)
-      if not ok then
-        local knob = #c.knobs > 0 and " (--grid)" or ""
-        stop_with(("%s: configuration %s%s: %s"):format(M.prog, c.name, knob, M.message(err)), 2)
+  -- The configurations, checked against this model and task before anything runs (by rank 1,
+  -- whose verdict holds everywhere; every rank then builds the same list from the same options).
+  local function make_configs(quick)
+    return space.configs({configs = o.configs, orders = o.orders, grid = o.grid, seed = o.seed,
+                          data = quick and quick.data, step_overrides = quick and quick.steps},
+                         backend.defaults(ctx))
+  end
+  local checked = group:decide(function()
+    local quick = o.quick and (ctx.quick or backend.quick) or nil
+    local ok_space, configs = pcall(make_configs, quick)
+    if not ok_space then stop_with(M.prog .. ": " .. tostring(configs), 2) end
+    local skipped = {}
+    for _, c in ipairs(configs) do
+      local why = backend.unavailable(c, ctx)
+      if why then
+        skipped[c.name] = why
+      else
+        local ok, err = pcall(backend.check, c, ctx)
+        if not ok then
+          local knob = #c.knobs > 0 and " (--grid)" or ""
+          stop_with(("%s: configuration %s%s: %s"):format(M.prog, c.name, knob, M.message(err)), 2)
+        end
       end
     end
-  end
+    return {quick = quick or false, skipped = skipped}
+  end, M.failure)
+  local configs = make_configs(checked.quick or nil)
+  local skipped = checked.skipped
   total = #configs
   prog.total = total
 
   -- meta.json: written at the start of a new search; a resumed one adds its run.
   local machine = M.machine()
-  local names = {}
-  for _, c in ipairs(configs) do names[#names + 1] = c.name end
-  local knob_text = {}
-  for _, k in ipairs(o.grid or {}) do
-    local vals = {}
-    for _, v in ipairs(k.values) do vals[#vals + 1] = tostring(v) end
-    knob_text[k.key] = vals
-  end
-  local meta
-  if meta_prev then
-    meta = meta_prev
-    local union, seen = {}, {}
-    for _, n in ipairs(meta.configs or {}) do if not seen[n] then seen[n] = true; union[#union + 1] = n end end
-    for _, n in ipairs(names) do if not seen[n] then seen[n] = true; union[#union + 1] = n end end
-    meta.configs = union
-    meta.criterion = o.criterion
-    meta.resumed = meta.resumed or {}
-    meta.resumed[#meta.resumed + 1] = {t = os.time(), args = argv, machine = machine}
-  else
-    local orders = o.orders
-    if type(orders) == "table" then
-      local list = {}
-      for i, ord in ipairs(orders) do list[i] = table.concat(ord, "-") end
-      orders = list
+  if group:distributed() then machine.rank, machine.ranks = rank, group.size end
+  -- Rank 1 writes meta.json, takes what finished before, and says what is left to run.
+  local meta, prior = nil, {}
+  local left_to_run = group:decide(function()
+    local names = {}
+    for _, c in ipairs(configs) do names[#names + 1] = c.name end
+    local knob_text = {}
+    for _, k in ipairs(o.grid or {}) do
+      local vals = {}
+      for _, v in ipairs(k.values) do vals[#vals + 1] = tostring(v) end
+      knob_text[k.key] = vals
     end
-    meta = {model = ctx.model, model_key = M.model_key(o.model), model_spec = o.model or "default",
-            task = o.task, criterion = o.criterion, configs = names, orders = orders or "default",
-            grid = knob_text, quick = o.quick or false, seed = o.seed, args = argv,
-            started = os.time(), chai_version = core.version, git_commit = machine.git_commit,
-            machine = machine, model_info = ctx.info}
-  end
-  local ok_meta, err_meta = pcall(store.write_meta, store, meta)
-  if not ok_meta then stop_with(M.prog .. ": " .. M.message(err_meta), 1) end
+    if meta_prev then
+      meta = meta_prev
+      local union, seen = {}, {}
+      for _, n in ipairs(meta.configs or {}) do if not seen[n] then seen[n] = true; union[#union + 1] = n end end
+      for _, n in ipairs(names) do if not seen[n] then seen[n] = true; union[#union + 1] = n end end
+      meta.configs = union
+      meta.criterion = o.criterion
+      meta.resumed = meta.resumed or {}
+      meta.resumed[#meta.resumed + 1] = {t = os.time(), args = argv, machine = machine,
+                                         ranks = group:distributed() and group.size or nil}
+    else
+      local orders = o.orders
+      if type(orders) == "table" then
+        local list = {}
+        for i, ord in ipairs(orders) do list[i] = table.concat(ord, "-") end
+        orders = list
+      end
+      meta = {model = ctx.model, model_key = M.model_key(o.model), model_spec = o.model or "default",
+              task = o.task, criterion = o.criterion, configs = names, orders = orders or "default",
+              grid = knob_text, quick = o.quick or false, seed = o.seed, args = argv,
+              started = os.time(), chai_version = core.version, git_commit = machine.git_commit,
+              machine = machine, model_info = ctx.info, ranks = group:distributed() and group.size or nil}
+    end
+    local ok_meta, err_meta = pcall(store.write_meta, store, meta)
+    if not ok_meta then stop_with(M.prog .. ": " .. M.message(err_meta), 1) end
 
-  -- What finished before (a resumed search) is not run again; what earlier searches beside this
-  -- one finished with the same recipe, model, task, seed, code and machine is taken from them.
-  local prior = store_mod.latest((store:read_results()))
-  local earlier = M.earlier_results(dir, meta, configs, machine)
-  local reused, sources = 0, {}
-  for _, c in ipairs(configs) do
-    local e = earlier[c.name]
-    if e and not (prior[c.name] and prior[c.name].status == "ok") then
-      local r = space.deep_copy(e.result)
-      r.reused_from = e.from
-      r.recipe.steps = store_mod.array(r.recipe.steps)
-      r.order, r.knobs, r.records = store_mod.array(r.order), store_mod.array(r.knobs), store_mod.array(r.records)
-      local ok_w, err_w = pcall(store.append_result, store, r)
-      if not ok_w then stop_with(M.prog .. ": " .. M.message(err_w), 1) end
-      prior[c.name] = r
-      reused = reused + 1
-      sources[e.from] = true
+    -- What finished before (a resumed search) is not run again; what earlier searches beside this
+    -- one finished with the same recipe, model, task, seed, code and machine is taken from them.
+    -- What ranks of a distributed run that stopped early kept in their own files comes in first.
+    local ok_abs, absorbed = pcall(store.absorb_rank_files, store)
+    if not ok_abs then stop_with(M.prog .. ": " .. M.message(absorbed), 1) end
+    if absorbed > 0 then
+      prog:message(("%d finished configurations taken from the ranks' files (results.rank<k>.jsonl)"):format(absorbed))
     end
-  end
-  if reused > 0 then
-    local list = {}
-    for from in pairs(sources) do list[#list + 1] = from end
-    table.sort(list)
-    prog:message(("%d finished configurations taken from %s (same model, task, seed, code and machine)"):format(
-      reused, table.concat(list, ", ")))
-    if not store:read_sensitivity() then
-      for _, from in ipairs(list) do
-        local text = store_mod.read_all(from .. "/sensitivity.json")
-        if text and not store:read_sensitivity() then pcall(store.write_file, store, store.sensitivity_path, text) end
+    prior = store_mod.latest((store:read_results()))
+    local earlier = M.earlier_results(dir, meta, configs, machine)
+    local reused, sources = 0, {}
+    for _, c in ipairs(configs) do
+      local e = earlier[c.name]
+      if e and not (prior[c.name] and prior[c.name].status == "ok") then
+        local r = space.deep_copy(e.result)
+        r.reused_from = e.from
+        r.recipe.steps = store_mod.array(r.recipe.steps)
+        r.order, r.knobs, r.records = store_mod.array(r.order), store_mod.array(r.knobs), store_mod.array(r.records)
+        local ok_w, err_w = pcall(store.append_result, store, r)
+        if not ok_w then stop_with(M.prog .. ": " .. M.message(err_w), 1) end
+        prior[c.name] = r
+        reused = reused + 1
+        sources[e.from] = true
       end
     end
-  end
-  for _, r in pairs(prior) do estimates:learn(r) end
-  local todo = {}
-  for _, c in ipairs(configs) do
-    if prior[c.name] and prior[c.name].status == "ok" then done_count = done_count + 1 else todo[#todo + 1] = c end
-  end
+    if reused > 0 then
+      local list = {}
+      for from in pairs(sources) do list[#list + 1] = from end
+      table.sort(list)
+      prog:message(("%d finished configurations taken from %s (same model, task, seed, code and machine)"):format(
+        reused, table.concat(list, ", ")))
+      if not store:read_sensitivity() then
+        for _, from in ipairs(list) do
+          local text = store_mod.read_all(from .. "/sensitivity.json")
+          if text and not store:read_sensitivity() then pcall(store.write_file, store, store.sensitivity_path, text) end
+        end
+      end
+    end
+    for _, r in pairs(prior) do estimates:learn(r) end
+    local todo = {}
+    for _, c in ipairs(configs) do
+      if prior[c.name] and prior[c.name].status == "ok" then done_count = done_count + 1 else todo[#todo + 1] = c.name end
+    end
+    if done_count > 0 then
+      prog:message(("%d of %d configurations already finished in %s"):format(done_count, total, dir))
+    end
+    return {todo = todo, model = meta.model}
+  end, M.failure)
+  local model_id = left_to_run.model
+  local todo, left = {}, {}
+  for _, n in ipairs(left_to_run.todo) do left[n] = true end
+  for _, c in ipairs(configs) do if left[c.name] then todo[#todo + 1] = c end end
+  done_count = total - #todo
   prog:update(done_count, eta_now(todo))
-  if done_count > 0 then
-    prog:message(("%d of %d configurations already finished in %s"):format(done_count, total, dir))
-  end
 
   -- Per-layer sensitivity of the unmodified model, by every method (for the report).
-  if not store:read_sensitivity() and backend.sensitivity and not interrupted() then
+  if writer and not store:read_sensitivity() and backend.sensitivity and not interrupted() then
     stage(nil, "sensitivity")
     local ok, sens = pcall(backend.sensitivity, ctx, {stage = function(name) stage(nil, name) end})
     if ok and sens then
@@ -526,16 +605,42 @@ function M.run(o, env)
   end
 
   local stopped = nil
+  if not writer and not ok_setup and not setup_error then stopped = interrupted() or "SIGTERM" end
   local budget_end = o.budget and (started + o.budget * 60) or nil
-  for i, c in ipairs(todo) do
+  -- This rank's share (all of them in one process). In a distributed run each rank measures the
+  -- unmodified model before its first configuration, and its lines carry those figures
+  -- (rank_baseline) so that their timing ratios compare runs of one machine; rank 1 runs the
+  -- baseline configuration itself first when it is left to run.
+  local mine = group:share(todo)
+  local rank_baseline, mine_done = nil, {}
+  local function reference_figures(m)
+    return {accuracy = m.accuracy, latency_ms = m.latency_ms, throughput = m.throughput,
+            peak_rss_bytes = m.peak_rss_bytes, weight_bytes = m.weight_bytes, rank = rank}
+  end
+  for i, c in ipairs(stopped and {} or mine) do
     stopped = interrupted()
     if stopped then break end
-    local remaining = {table.unpack(todo, i)}
+    if group:distributed() and rank_baseline == nil and c.name ~= "baseline" and ctx then
+      local cb
+      for _, x in ipairs(configs) do if x.name == "baseline" then cb = x end end
+      stage("baseline", "measure on this rank (the reference for its ratios)")
+      local ok, res = pcall(backend.run, cb, ctx, {stage = function(name) stage("baseline", name) end, measure = true})
+      if ok then
+        rank_baseline = reference_figures(res.metrics)
+        if res.model and res.model.free then res.model:free() end
+      else
+        stopped = interrupted()
+        if stopped then break end
+        rank_baseline = false
+        announce("the baseline could not be measured on this rank (ratios use rank 1's): " .. M.message(res))
+      end
+    end
+    local remaining = {table.unpack(mine, i)}
     eta = eta_now(remaining)
     local predicted = estimates:predict(c)
     if budget_end and predicted and core.bench.now() + predicted > budget_end then
-      prog:message(("%s: skipped, %s predicted and %s of the budget left"):format(c.name,
-                   progress_mod.clock(predicted), progress_mod.clock(budget_end - core.bench.now())))
+      announce(("%s: skipped, %s predicted and %s of the budget left"):format(c.name,
+               progress_mod.clock(predicted), progress_mod.clock(budget_end - core.bench.now())))
       event("stage", {config = c.name, stage = "skipped", message = "does not fit the budget"})
       goto continue
     end
@@ -544,70 +649,126 @@ function M.run(o, env)
       recipe.steps = store_mod.array(recipe.steps)
       local base = {name = c.name, base = c.base, recipe = recipe, order = store_mod.array(c.order and {table.unpack(c.order)} or {}),
                     knobs = store_mod.array(space.deep_copy(c.knobs)), seed = o.seed, machine = machine,
-                    task = o.task, model = meta.model}
+                    task = o.task, model = model_id}
       local result, model
-      if skipped[c.name] then
+      if skipped[c.name] or setup_error then
         result = base
-        result.status, result.error = "failed", skipped[c.name]
-        prog:message(("%s: not run: %s"):format(c.name, skipped[c.name]))
+        result.status, result.error = "failed", skipped[c.name] or setup_error
+        announce(("%s: not run: %s"):format(c.name, result.error))
       else
         local t0 = core.bench.now()
         stage(c.name, "build")
-        local ok, res = pcall(backend.run, c, ctx, {
-          stage = function(name) stage(c.name, name) end,
-          measure = true})
+        local ok, res = pcall(function()
+          if TEST_FAIL and TEST_FAIL == c.name then
+            error(("CHAI_SEARCH_TEST_FAIL=%s (a test hook) makes this configuration fail"):format(c.name), 0)
+          end
+          return backend.run(c, ctx, {stage = function(name) stage(c.name, name) end, measure = true})
+        end)
         if not ok then
           stopped = interrupted()
           if stopped then break end
           result = base
           result.status, result.error = "failed", M.message(res)
           result.seconds = core.bench.now() - t0
-          prog:message(("%s: failed: %s"):format(c.name, result.error))
+          announce(("%s: failed: %s"):format(c.name, result.error))
         else
           result = base
           result.status, result.metrics, result.records = "ok", res.metrics, store_mod.array(res.records or {})
           result.minutes, result.seconds = res.minutes, core.bench.now() - t0
           model = res.model
+          if group:distributed() and res.metrics then
+            if c.name == "baseline" then
+              rank_baseline = reference_figures(res.metrics)
+            elseif rank_baseline then
+              result.rank_baseline = rank_baseline
+            end
+          end
         end
       end
       result.finished = os.time()
-      local ok_w, err_w = pcall(store.append_result, store, result)
-      if not ok_w then
-        local n = 0
-        for _, r in pairs(by_name) do if r.status == "ok" then n = n + 1 end end
-        stop_with(("%s: %s. The %d configurations finished before are kept in %s; free space and "
-                   .. "continue with --resume %s"):format(M.prog, M.message(err_w), n, store.results_path, dir), 1)
+      if writer then
+        local ok_w, err_w = pcall(store.append_result, store, result)
+        if not ok_w then
+          local n = 0
+          for _, r in pairs(by_name) do if r.status == "ok" then n = n + 1 end end
+          stop_with(("%s: %s. The %d configurations finished before are kept in %s; free space and "
+                     .. "continue with --resume %s"):format(M.prog, M.message(err_w), n, store.results_path, dir), 1)
+        end
+      else
+        -- A copy for --resume in case the run ends before the gather; rank 1 writes the results.
+        local ok_w, err_w = pcall(store.append_result, store, result)
+        if not ok_w then prog:message("no copy kept in " .. store.results_path .. ": " .. M.message(err_w)) end
+        mine_done[#mine_done + 1] = result
       end
       by_name[c.name] = result
       if result.status == "ok" then
         done_count = done_count + 1
         estimates:learn(result)
       end
-      eta = eta_now({table.unpack(todo, i + 1)})
+      eta = eta_now({table.unpack(mine, i + 1)})
       prog:update(done_count, eta)
       local v = pick.values(result)
       if v then
-        prog:message(("%s: accuracy %.2f%%%s, %.0f sentences/s @16, %.2f MB of weights"):format(
+        announce(("%s: accuracy %.2f%%%s, %.0f sentences/s @16, %.2f MB of weights"):format(
           c.name, 100 * v.accuracy, v.diff and (" (%+.2f vs baseline)"):format(100 * v.diff) or "",
           v.throughput or 0, (v.weight_bytes or 0) / 1e6))
       end
       event(result.status == "ok" and "config_done" or "config_failed",
             {config = c.name, message = result.error})
-      -- The chosen configuration so far goes to best/ while its model is at hand.
+      -- The chosen configuration so far goes to best/ while its model is at hand (rank 1; another
+      -- rank's choice is built again at the end).
       if model then
         local chosen, why = pick.best(ordered(by_name, configs), o.criterion)
-        if chosen and chosen.name == c.name then
+        if writer and chosen and chosen.name == c.name then
           stage(c.name, "save best")
           local ok_s, err_s = pcall(save_best, store, backend, model, result, o.criterion, why)
           if not ok_s then stop_with(("%s: saving the chosen model to %s: %s"):format(M.prog, store.best_dir, M.message(err_s)), 1) end
         end
         if model.free then model:free() end
       end
-      write_report()
+      if writer then write_report() end
     end
     ::continue::
   end
   if not stopped then stopped = interrupted() end
+
+  -- The gather: every rank gets here, whatever became of its configurations (their errors were
+  -- caught above). Rank 1 appends the others' results in the configurations' order; then the
+  -- others' own copies can go, and they are done.
+  if group:distributed() then
+    local gathered = group:collect({results = store_mod.array(mine_done), stopped = stopped or false})
+    if writer then
+      local index = {}
+      for i, c in ipairs(configs) do index[c.name] = i end
+      local incoming = {}
+      for r = 2, #gathered do
+        for _, res in ipairs(gathered[r].results or {}) do incoming[#incoming + 1] = res end
+        if gathered[r].stopped and not stopped then stopped = gathered[r].stopped end
+      end
+      table.sort(incoming, function(a, b) return (index[a.name] or 0) < (index[b.name] or 0) end)
+      for _, res in ipairs(incoming) do
+        local ok_w, err_w = pcall(store.append_result, store, res)
+        if not ok_w then
+          stop_with(("%s: %s. The other ranks keep theirs in %s/results.rank<k>.jsonl; free space and "
+                     .. "continue with --resume %s"):format(M.prog, M.message(err_w), dir, dir), 1)
+        end
+        by_name[res.name] = res
+        if res.status == "ok" then done_count = done_count + 1 end
+        event(res.status == "ok" and "config_done" or "config_failed",
+              {config = res.name, rank = res.machine and res.machine.rank, message = res.error})
+      end
+      prog:update(done_count, nil)
+      prog:message(("gathered from ranks 2 to %d: %d configuration%s"):format(group.size, #incoming,
+                                                                               #incoming == 1 and "" or "s"))
+    end
+    group:share_value(true)
+    if not writer then
+      os.remove(store.results_path)
+      prog:finish()
+      if signals then signals.release() end
+      return {status = stopped and "stopped" or "done", dir = dir, results = mine_done}
+    end
+  end
 
   -- The tables, the chosen model, the report.
   local results = ordered(by_name, configs)
@@ -687,7 +848,12 @@ function M.main(args, env)
   env = env or {}
   local stderr = env.stderr or io.stderr
   local ok, res = pcall(function()
-    local o = args_mod.parse(args)
+    local ok_parse, o = pcall(args_mod.parse, args)
+    if not ok_parse then
+      -- Every rank of a distributed search parses the same arguments: rank 1 alone says what is wrong.
+      if type(o) == "table" then o.shared = true end
+      error(o, 0)
+    end
     if o.help then
       (env.stdout or io.stdout):write(args_mod.usage, "\n")
       return 0
@@ -699,7 +865,9 @@ function M.main(args, env)
   if env.signals ~= false then core.signals.release() end
   if ok then return res end
   local status, msg = M.failure(res)
-  stderr:write(msg, "\n")
+  -- A failure every rank of a distributed search raised alike is printed once, by rank 1.
+  local quiet = type(res) == "table" and res.shared and require("chai.mpi").rank() > 1
+  if not quiet then stderr:write(msg, "\n") end
   return status
 end
 

@@ -174,8 +174,17 @@ local function ratio(a, b, f)
   return (f or "%.2f×"):format(a / b)
 end
 
+-- The baseline's throughput that a result's ratio is against: the one measured on the same rank
+-- of a distributed search (rank_baseline, docs/distributed.md), else the baseline row's.
+local function rank_base(r, bv)
+  local rb = type(r.rank_baseline) == "table" and M.values({status = "ok", metrics = r.rank_baseline})
+  if rb and rb.throughput then return rb.throughput end
+  return bv and bv.throughput
+end
+
 --- The results table: one row per configuration (failed ones say why), ratios against `base`
---- (the baseline's result) when given, ★ on the Pareto front.
+--- (the baseline's result) when given — a result of a distributed search against the baseline
+--- measured on its own rank — ★ on the Pareto front.
 function M.table(results, base)
   local bv = base and M.values(base) or nil
   local on_front = {}
@@ -196,7 +205,7 @@ function M.table(results, base)
         name, M.steps_text(r), pct(v.accuracy), num(v.low and 100 * v.low), num(v.high and 100 * v.high),
         pts(v.diff), pts(v.diff_low), pts(v.diff_high), num(v.latency, "%.2f"), num(v.p90, "%.2f"),
         num(v.p99, "%.2f"), num(v.throughput, "%.0f"), num(v.throughput64, "%.0f"),
-        ratio(v.throughput, bv and bv.throughput), mb(v.weight_bytes),
+        ratio(v.throughput, rank_base(r, bv)), mb(v.weight_bytes),
         ratio(v.weight_bytes, bv and bv.weight_bytes, "%.3f"), num(v.kv, "%.0f"), mb(v.rss),
         num(v.minutes, "%.2f"))
     end

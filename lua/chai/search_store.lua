@@ -96,6 +96,19 @@ function M.open_existing(dir)
                        report_path = dir .. "/report.html", markdown_path = dir .. "/report.md"}, Store)
 end
 
+--- The files a rank other than 1 writes in a distributed search (docs/distributed.md): its
+--- finished configurations in results.rank<k>.jsonl (appended as each finishes, so an interrupted
+--- run loses nothing when the folder is shared; rank 1 takes them into results.jsonl), its lines in
+--- search.rank<k>.log. The folder is made if missing (node-local disks); nothing else is written.
+function M.open_rank(dir, rank)
+  pcall(M.mkdir, dir)
+  local s = M.open_existing(dir)
+  s.results_path = ("%s/results.rank%d.jsonl"):format(dir, rank)
+  s.log_path = ("%s/search.rank%d.log"):format(dir, rank)
+  s.progress_path = nil
+  return s
+end
+
 local function read_all(path)
   local f = io.open(path, "rb")
   if not f then return nil end
@@ -142,6 +155,36 @@ function Store:read_results()
   return out, bad
 end
 
+--- The per-rank result files of a distributed search that stopped before rank 1 gathered them
+--- (results.rank<k>.jsonl, see M.open_rank): their "ok" lines that results.jsonl lacks are appended
+--- to it, and the files removed. Returns the number of lines taken. Raises as append_result does.
+function Store:absorb_rank_files()
+  local p = io.popen("ls -1 " .. sh_quote(self.dir) .. " 2>/dev/null")
+  local names = {}
+  if p then
+    for name in p:lines() do
+      if name:match("^results%.rank%d+%.jsonl$") then names[#names + 1] = name end
+    end
+    p:close()
+  end
+  table.sort(names)
+  local have = M.latest((self:read_results()))
+  local taken = 0
+  for _, name in ipairs(names) do
+    local other = M.open_existing(self.dir)
+    other.results_path = self.dir .. "/" .. name
+    for _, r in ipairs((other:read_results())) do
+      if r.status == "ok" and not (have[r.name] and have[r.name].status == "ok") then
+        self:append_result(r)
+        have[r.name] = r
+        taken = taken + 1
+      end
+    end
+    os.remove(other.results_path)
+  end
+  return taken
+end
+
 --- The latest result per configuration name: an "ok" line wins over a "failed" one, a later line
 --- of the same status over an earlier one. Returns the map name → result.
 function M.latest(results)
@@ -156,6 +199,7 @@ end
 --- Appends one event to progress.jsonl; returns false (and the error) instead of raising, since
 --- progress is advisory and a full disk is reported by the results writer.
 function Store:event(ev)
+  if not self.progress_path then return true end
   ev.t = ev.t or os.time()
   local ok, err = pcall(files.append, self.progress_path, json.encode(M.plain(ev)) .. "\n")
   return ok, err

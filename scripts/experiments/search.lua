@@ -7,6 +7,8 @@
 --        [--configs LIST] [--orders all|paper|LIST] [--grid K=V,V ...] [--budget MIN] [--out DIR]
 --        [--resume DIR] [--quick] [--seed N] [--format md]
 --
+-- Under mpirun (mpirun -n N chai script experiments/search.lua ...) the configurations are dealt
+-- to the ranks and rank 1 gathers the results and writes the folder (docs/distributed.md).
 -- Everything is in lua/chai/search.lua (chai serve runs the same code); --help lists the options,
 -- docs/search.md explains the space, the measurements and the report. Exit status: 0 finished or
 -- stopped cleanly (budget, Ctrl-C, SIGTERM), 2 bad options, 1 other errors.
