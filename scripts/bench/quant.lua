@@ -229,6 +229,13 @@ local function chai_run(format)
                           ENV, exe, self, format, opts.threads, opts.reps, opts.dir))
 end
 
+-- The peer must be there: a benchmark without it would print chai's figures with nothing to compare.
+if opts.torch and not os.execute("/usr/bin/python3 -c 'import torch, numpy' 2>/dev/null") then
+  io.stderr:write("quant.lua: PyTorch is not importable by /usr/bin/python3: install it with " ..
+                  "`apt-get install python3-torch python3-numpy`, or pass --no-torch for chai alone\n")
+  os.exit(1)
+end
+
 local rss
 if opts.torch and torch_run("prepare") and opts.rss then
   rss = sh(string.format("%s %q script %q --child rss --dir %q", ENV, exe, self, opts.dir))
