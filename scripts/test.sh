@@ -33,10 +33,14 @@ esac
 cd "$build"
 status=0
 ctest --output-on-failure -j 2 "${ctest_args[@]}" || status=$?
+# The lines of ctest's log that start with the tag $1, each as "  <test>: <rest of the line>".
+tagged() {
+  awk -v tag="$1" '/^[0-9]+\/[0-9]+ Test: / { name = $3 }
+                   index($0, tag) == 1 { print "  " name ": " substr($0, length(tag) + 1) }' \
+      Testing/Temporary/LastTest.log 2>/dev/null || true
+}
 # A skipped test printed "skipped: <why>" (and exited 77): show why, after the summary.
-reasons=$(awk '/^[0-9]+\/[0-9]+ Test: / { name = $3 }
-               /^skipped: / { sub(/^skipped: /, ""); print "  " name ": " $0 }' \
-          Testing/Temporary/LastTest.log 2>/dev/null || true)
+reasons=$(tagged "skipped: ")
 if [ -n "$reasons" ]; then
   echo "Skipped tests and why:"
   echo "$reasons"
@@ -46,9 +50,7 @@ if [ -n "$reasons" ]; then
   fi
 fi
 # Kernels the CPU lacks (AMX on AMD, say) are not skips: the test ran everything this CPU has.
-absent=$(awk '/^[0-9]+\/[0-9]+ Test: / { name = $3 }
-              /^not run here: / { sub(/^not run here: /, ""); print "  " name ": " $0 }' \
-         Testing/Temporary/LastTest.log 2>/dev/null || true)
+absent=$(tagged "not run here: ")
 if [ -n "$absent" ]; then
   echo "Kernels this machine cannot run (their _ref twins and every other level were tested):"
   echo "$absent"

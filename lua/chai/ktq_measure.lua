@@ -86,8 +86,9 @@ local function pad_of(m)
   return (p and p >= 0) and p or 1
 end
 
--- Right-padded tensors of a batch of encoded rows.
-local function collate(rows, pad)
+--- Right-padded tensors of a batch of encoded rows ({ids = {...}}): input ids and attention mask
+--- (i32, B × T), and T, the longest row's length.
+function M.collate(rows, pad)
   local T = 1
   for _, r in ipairs(rows) do T = math.max(T, #r.ids) end
   local ids, mask = {}, {}
@@ -115,7 +116,7 @@ local function bucketed(rows, bs, pad)
   for i = 1, #order, bs do
     local b = {}
     for j = i, math.min(i + bs - 1, #order) do b[#b + 1] = rows[order[j]] end
-    local ids, mask, T = collate(b, pad)
+    local ids, mask, T = M.collate(b, pad)
     for _, r in ipairs(b) do tokens = tokens + #r.ids end
     padded = padded + T * #b
     out[#out + 1] = {ids = ids, mask = mask, n = #b, idx = {table.unpack(order, i, math.min(i + bs - 1, #order))}}

@@ -159,13 +159,9 @@ end
 --- (results.rank<k>.jsonl, see M.open_rank): their "ok" lines that results.jsonl lacks are appended
 --- to it, and the files removed. Returns the number of lines taken. Raises as append_result does.
 function Store:absorb_rank_files()
-  local p = io.popen("ls -1 " .. sh_quote(self.dir) .. " 2>/dev/null")
   local names = {}
-  if p then
-    for name in p:lines() do
-      if name:match("^results%.rank%d+%.jsonl$") then names[#names + 1] = name end
-    end
-    p:close()
+  for _, name in ipairs(core.serve.listdir(self.dir) or {}) do
+    if name:match("^results%.rank%d+%.jsonl$") then names[#names + 1] = name end
   end
   table.sort(names)
   local have = M.latest((self:read_results()))

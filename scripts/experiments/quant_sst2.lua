@@ -40,19 +40,8 @@ local function log_probs(m)
   local pad = m.config.pad_token_id or 1
   local out = {}
   for first = 1, #dev, 64 do
-    local ids, mask = {}, {}
-    local last = math.min(first + 63, #dev)
-    local T = 1
-    for i = first, last do T = math.max(T, #dev[i].ids) end
-    for i = first, last do
-      local r, b = dev[i], i - first + 1
-      ids[b], mask[b] = {}, {}
-      for t = 1, T do
-        ids[b][t] = r.ids[t] or pad
-        mask[b][t] = r.ids[t] and 1 or 0
-      end
-    end
-    local scores = m:classify(chai.tensor(ids, "i32"), {attention_mask = chai.tensor(mask, "i32")})
+    local ids, mask = measure.collate({table.unpack(dev, first, math.min(first + 63, #dev))}, pad)
+    local scores = m:classify(ids, {attention_mask = mask})
     for b, row in ipairs(scores:totable()) do
       local mx = row[1]
       for j = 2, #row do mx = math.max(mx, row[j]) end
