@@ -50,8 +50,27 @@ static void one_case(int B, int Tq, int Tk, int H, int D, bool causal, bool mask
   free(scratch);
 }
 
+/* One query (decoding) goes through the row kernels: at every SIMD level this CPU has, head
+ * widths that are not a multiple of a vector, clustered heads whose members sit in the other
+ * thread's share, enough keys for the thread team, and rows with every key masked. */
+static void decode_cases(void) {
+  int heads[6] = {0, 0, 2, 0, 4, 2}; /* head 0 scores for 0, 1 and 3; head 2 for 2 and 5 */
+  for (int l = CHAI_SIMD_REF; l <= CHAI_SIMD_AVX512; l++) {
+    if (chai_simd_force((chai_simd)l) != (chai_simd)l) continue;
+    for (int masked = 0; masked < 2; masked++) {
+      one_case(3, 1, 9, 4, 64, true, masked, NULL);
+      one_case(2, 1, 33, 6, 20, true, masked, heads);
+      one_case(1, 1, 700, 12, 64, true, masked, NULL); /* 2^19 multiply-adds: threads */
+      one_case(2, 1, 600, 6, 24, false, masked, heads);
+      one_case(2, 1, 1, 3, 16, true, masked, NULL); /* masked: row 0 and 1 see no key */
+    }
+  }
+  chai_simd_force(chai_simd_best());
+}
+
 int main(void) {
   if (chai_blas_init() != CHAI_OK) return 2;
+  decode_cases();
   int heads[4] = {0, 0, 2, 2}; /* two clusters: head 0 scores for 0-1, head 2 for 2-3 */
   for (int causal = 0; causal < 2; causal++)
     for (int masked = 0; masked < 2; masked++) {

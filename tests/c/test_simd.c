@@ -105,6 +105,65 @@ static void test_rowexp(chai_simd lvl) {
   CHECK(chai_max(x, 0) == -INFINITY && chai_sumexp(x, 0, 0) == 0);
 }
 
+/* argmax: the first of tied maxima, NaNs passed over, 0 when every value is NaN. */
+static void test_argmax(chai_simd lvl) {
+  static float x[MAXN + 1];
+  chai_simd_force(lvl);
+  for (int li = 0; li < NL; li++) {
+    size_t n = LENS[li];
+    tu_fill(x, n, -20, 5);
+    x[n] = 1000; /* beyond the end */
+    size_t want = 0;
+    for (size_t i = 1; i < n; i++)
+      if (x[i] > x[want]) want = i;
+    CHECK(chai_argmax(x, n) == want);
+    if (n > 2) {
+      x[n - 1] = x[n - 2] = 9; /* a tie: the first wins */
+      x[0] = NAN;
+      CHECK(chai_argmax(x, n) == n - 2);
+    }
+  }
+  float nan3[3] = {NAN, NAN, NAN}, ninf[3] = {NAN, -INFINITY, -INFINITY};
+  CHECK(chai_argmax(nan3, 3) == 0);
+  CHECK(chai_argmax(ninf, 3) == 1);
+}
+
+/* The decode-attention row kernels against their twins: D with and without a vector tail, heads
+ * chosen out of order of the row (a subset, as a thread's share or a cluster's representatives),
+ * probabilities of 0 (those rows unread), and o's other heads untouched. */
+static void test_attn_rows(chai_simd lvl) {
+  enum { H = 5, N = 37, MAXD = 80 };
+  static float q[H * MAXD], kv[N * H * MAXD], p[3 * N], s1[3 * N], s2[3 * N];
+  static float o1[H * MAXD], o2[H * MAXD];
+  const int Ds[] = {16, 20, 64, 80, 7};
+  const int heads[3] = {1, 2, 4}, prow[3] = {0, 2, 1};
+  for (int di = 0; di < 5; di++) {
+    int D = Ds[di];
+    size_t ts = (size_t)H * D;
+    tu_fill(q, (size_t)H * D, -1, 1), tu_fill(kv, N * ts, -2, 2);
+    chai_simd_force(lvl);
+    chai_attn_scores(s1, N, q, kv, ts, heads, 3, N, D, 0.125f);
+    chai_attn_scores_ref(s2, N, q, kv, ts, heads, 3, N, D, 0.125f);
+    CHECK(chai_test_max_abs_diff_f(s1, s2, 3 * N) <= 1e-5);
+    tu_fill(p, 3 * N, 0, 0.1f);
+    p[0] = p[N + 5] = p[2 * N + N - 1] = 0;
+    for (int i = 0; i < H * D; i++)
+      o1[i] = o2[i] = 42.0f;
+    chai_attn_values(o1, p, N, prow, heads, 3, kv, ts, N, D);
+    chai_attn_values_ref(o2, p, N, prow, heads, 3, kv, ts, N, D);
+    CHECK(chai_test_max_abs_diff_f(o1, o2, (size_t)H * D) <= 1e-5);
+    CHECK(o1[0] == 42.0f && o1[3 * D] == 42.0f); /* heads 0 and 3 are not in the list */
+  }
+  /* a row whose probability is 0 is never read: a NaN there stays out */
+  int head0 = 0;
+  float pv[2] = {1, 0}, vv[2 * 16], ov[16];
+  for (int i = 0; i < 16; i++)
+    vv[i] = 0.5f, vv[16 + i] = NAN;
+  chai_simd_force(lvl);
+  chai_attn_values(ov, pv, 2, &head0, &head0, 1, vv, 16, 2, 16);
+  CHECK(ov[0] == 0.5f && ov[15] == 0.5f);
+}
+
 /* The vector exp against expf: relative error <= 3e-7 (about 2.5 ulp) across its range, exact
  * 1 at 0, 0 at -inf, inf at +inf and beyond 88.8, and tiny (< 1.2e-38) where expf is subnormal. */
 static void test_exp(chai_simd lvl) {
@@ -186,6 +245,8 @@ int main(void) {
     test_layernorm(lvl);
     test_softmax(lvl);
     test_rowexp(lvl);
+    test_argmax(lvl);
+    test_attn_rows(lvl);
     test_half(lvl);
     if (lvl != CHAI_SIMD_REF) test_exp(lvl);
   }

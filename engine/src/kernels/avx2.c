@@ -3,6 +3,7 @@
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "kernels/kernels.h"
 
@@ -234,5 +235,64 @@ AVX2 void chai_expaxpy_avx2(float *y, float a, const float *x, float m, size_t n
     __m256i mk = tail_mask(n - i);
     __m256 e = exp8(_mm256_sub_ps(_mm256_maskload_ps(x + i, mk), vm));
     _mm256_maskstore_ps(y + i, mk, _mm256_fmadd_ps(va, e, _mm256_maskload_ps(y + i, mk)));
+  }
+}
+
+/* ---- decode attention over f32 rows (twins in src/ops/attention_rows.c) -------------------- */
+
+enum { ATTN_PF = 8 }; /* as in avx512.c: the heads' run of row j + ATTN_PF is fetched by hand */
+
+AVX2 static inline void prefetch_run(const float *lo, const float *hi) {
+  for (const char *c = (const char *)lo; c < (const char *)hi; c += 64)
+    _mm_prefetch(c, _MM_HINT_T0);
+}
+
+AVX2 void chai_attn_scores_avx2(float *sc, int ldsc, const float *q, const float *k, size_t k_ts,
+                                const int *heads, int nh, int n, int D, float scale) {
+  size_t lo = (size_t)heads[0] * D, hi = (size_t)heads[nh - 1] * D + D;
+  for (int j = 0; j < n; j++) {
+    const float *kj = k + (size_t)j * k_ts;
+    if (j + ATTN_PF < n) prefetch_run(kj + ATTN_PF * k_ts + lo, kj + ATTN_PF * k_ts + hi);
+    for (int i = 0; i < nh; i++) {
+      const float *qh = q + (size_t)heads[i] * D, *kh = kj + (size_t)heads[i] * D;
+      __m256 acc = _mm256_setzero_ps();
+      int d = 0;
+      for (; d + 8 <= D; d += 8)
+        acc = _mm256_fmadd_ps(_mm256_loadu_ps(qh + d), _mm256_loadu_ps(kh + d), acc);
+      if (d < D) {
+        __m256i m = tail_mask((size_t)(D - d));
+        acc = _mm256_fmadd_ps(_mm256_maskload_ps(qh + d, m), _mm256_maskload_ps(kh + d, m), acc);
+      }
+      sc[(size_t)i * ldsc + j] = hsum8(acc) * scale;
+    }
+  }
+}
+
+AVX2 void chai_attn_values_avx2(float *o, const float *p, int ldp, const int *prow,
+                                const int *heads, int nh, const float *v, size_t v_ts, int n,
+                                int D) {
+  for (int i = 0; i < nh; i++)
+    memset(o + (size_t)heads[i] * D, 0, (size_t)D * sizeof(float));
+  size_t lo = (size_t)heads[0] * D, hi = (size_t)heads[nh - 1] * D + D;
+  for (int j = 0; j < n; j++) {
+    const float *vj = v + (size_t)j * v_ts;
+    if (j + ATTN_PF < n) prefetch_run(vj + ATTN_PF * v_ts + lo, vj + ATTN_PF * v_ts + hi);
+    for (int i = 0; i < nh; i++) {
+      float pj = p[(size_t)prow[i] * ldp + j];
+      if (pj == 0.0f) continue;
+      __m256 vp = _mm256_set1_ps(pj);
+      float *oh = o + (size_t)heads[i] * D;
+      const float *vh = vj + (size_t)heads[i] * D;
+      int d = 0;
+      for (; d + 8 <= D; d += 8)
+        _mm256_storeu_ps(oh + d,
+                         _mm256_fmadd_ps(vp, _mm256_loadu_ps(vh + d), _mm256_loadu_ps(oh + d)));
+      if (d < D) {
+        __m256i m = tail_mask((size_t)(D - d));
+        _mm256_maskstore_ps(
+            oh + d, m,
+            _mm256_fmadd_ps(vp, _mm256_maskload_ps(vh + d, m), _mm256_maskload_ps(oh + d, m)));
+      }
+    }
   }
 }

@@ -2,6 +2,7 @@
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "kernels/kernels.h"
 
@@ -193,5 +194,61 @@ AVX512 void chai_expaxpy_avx512(float *y, float a, const float *x, float m, size
     __mmask16 mk = tail16(n - i);
     __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, x + i), vm));
     _mm512_mask_storeu_ps(y + i, mk, _mm512_fmadd_ps(va, e, _mm512_maskz_loadu_ps(mk, y + i)));
+  }
+}
+
+/* ---- decode attention over f32 rows (twins in src/ops/attention_rows.c) -------------------- */
+
+/* The heads' run of row j + ATTN_PF is fetched by hand: rows are H·D floats apart, and a run of
+ * a few heads at that stride is followed late by the hardware prefetchers. */
+enum { ATTN_PF = 8 };
+
+AVX512 static inline void prefetch_run(const float *lo, const float *hi) {
+  for (const char *c = (const char *)lo; c < (const char *)hi; c += 64)
+    _mm_prefetch(c, _MM_HINT_T0);
+}
+
+AVX512 void chai_attn_scores_avx512(float *sc, int ldsc, const float *q, const float *k,
+                                    size_t k_ts, const int *heads, int nh, int n, int D,
+                                    float scale) {
+  size_t lo = (size_t)heads[0] * D, hi = (size_t)heads[nh - 1] * D + D;
+  for (int j = 0; j < n; j++) {
+    const float *kj = k + (size_t)j * k_ts;
+    if (j + ATTN_PF < n) prefetch_run(kj + ATTN_PF * k_ts + lo, kj + ATTN_PF * k_ts + hi);
+    for (int i = 0; i < nh; i++) {
+      const float *qh = q + (size_t)heads[i] * D, *kh = kj + (size_t)heads[i] * D;
+      __m512 acc = _mm512_setzero_ps();
+      for (int d = 0; d < D; d += 16) {
+        __mmask16 m = D - d >= 16 ? (__mmask16)0xffff : tail16((size_t)(D - d));
+        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, qh + d), _mm512_maskz_loadu_ps(m, kh + d),
+                              acc);
+      }
+      sc[(size_t)i * ldsc + j] = _mm512_reduce_add_ps(acc) * scale;
+    }
+  }
+}
+
+AVX512 void chai_attn_values_avx512(float *o, const float *p, int ldp, const int *prow,
+                                    const int *heads, int nh, const float *v, size_t v_ts, int n,
+                                    int D) {
+  for (int i = 0; i < nh; i++)
+    memset(o + (size_t)heads[i] * D, 0, (size_t)D * sizeof(float));
+  size_t lo = (size_t)heads[0] * D, hi = (size_t)heads[nh - 1] * D + D;
+  for (int j = 0; j < n; j++) {
+    const float *vj = v + (size_t)j * v_ts;
+    if (j + ATTN_PF < n) prefetch_run(vj + ATTN_PF * v_ts + lo, vj + ATTN_PF * v_ts + hi);
+    for (int i = 0; i < nh; i++) {
+      float pj = p[(size_t)prow[i] * ldp + j];
+      if (pj == 0.0f) continue;
+      __m512 vp = _mm512_set1_ps(pj);
+      float *oh = o + (size_t)heads[i] * D;
+      const float *vh = vj + (size_t)heads[i] * D;
+      for (int d = 0; d < D; d += 16) {
+        __mmask16 m = D - d >= 16 ? (__mmask16)0xffff : tail16((size_t)(D - d));
+        _mm512_mask_storeu_ps(oh + d, m,
+                              _mm512_fmadd_ps(vp, _mm512_maskz_loadu_ps(m, vh + d),
+                                              _mm512_maskz_loadu_ps(m, oh + d)));
+      }
+    }
   }
 }

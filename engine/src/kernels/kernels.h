@@ -41,6 +41,32 @@ void chai_softmax_row(float *out, const float *x, int n);
 void chai_exp_avx2(float *out, const float *in, size_t n);
 void chai_exp_avx512(float *out, const float *in, size_t n);
 
+/* One query row against n cached f32 rows, for a list of heads at once (decode attention; twins in
+ * src/ops/attention_rows.c). Row j of the cache holds every head's D values from j·ts on; the
+ * heads (ascending) are read together, so each row is met once, as one run of memory.
+ *  scores: sc[i·ldsc + j] = (Σ_d q[h·D + d] · k[j·k_ts + h·D + d]) · scale, h = heads[i]; the ref
+ *          sums d in order.
+ *  values: o[h·D + d] = Σ_{j < n, p_i[j] != 0} p_i[j] · v[j·v_ts + h·D + d], h = heads[i],
+ *          p_i = p + prow[i]·ldp (o's rows of those heads overwritten; a row whose p_i is 0 is not
+ *          read for head i); the ref sums j in order. */
+void chai_attn_scores_ref(float *sc, int ldsc, const float *q, const float *k, size_t k_ts,
+                          const int *heads, int nh, int n, int D, float scale);
+void chai_attn_scores_avx2(float *sc, int ldsc, const float *q, const float *k, size_t k_ts,
+                           const int *heads, int nh, int n, int D, float scale);
+void chai_attn_scores_avx512(float *sc, int ldsc, const float *q, const float *k, size_t k_ts,
+                             const int *heads, int nh, int n, int D, float scale);
+void chai_attn_values_ref(float *o, const float *p, int ldp, const int *prow, const int *heads,
+                          int nh, const float *v, size_t v_ts, int n, int D);
+void chai_attn_values_avx2(float *o, const float *p, int ldp, const int *prow, const int *heads,
+                           int nh, const float *v, size_t v_ts, int n, int D);
+void chai_attn_values_avx512(float *o, const float *p, int ldp, const int *prow, const int *heads,
+                             int nh, const float *v, size_t v_ts, int n, int D);
+/* Dispatching versions. */
+void chai_attn_scores(float *sc, int ldsc, const float *q, const float *k, size_t k_ts,
+                      const int *heads, int nh, int n, int D, float scale);
+void chai_attn_values(float *o, const float *p, int ldp, const int *prow, const int *heads, int nh,
+                      const float *v, size_t v_ts, int n, int D);
+
 /* Row reductions for softmax-like ops (twins in src/ops/rowexp.c):
  *  max: the largest of n floats (-inf for n = 0; NaNs are skipped).
  *  sumexp: Σ exp(x[i] − m), each term in float, summed in double (lanes, then across lanes).
@@ -58,5 +84,8 @@ void chai_expaxpy_avx512(float *y, float a, const float *x, float m, size_t n);
 float chai_max(const float *x, size_t n);
 double chai_sumexp(const float *x, float m, size_t n);
 void chai_expaxpy(float *y, float a, const float *x, float m, size_t n);
+/* The index of the first occurrence of the largest non-NaN value of x (n >= 1), as torch.argmax
+ * for NaN-free rows; 0 when every value is NaN. chai_max finds the value, a scan its place. */
+size_t chai_argmax(const float *x, size_t n);
 
 #endif

@@ -9,6 +9,7 @@
 
 #include "chai/blas.h"
 #include "chai/ops.h"
+#include "kernels/kernels.h"
 #include "model/opt_model.h"
 
 size_t opt_attention_scratch_floats(int Tk, int threads) {
@@ -35,6 +36,62 @@ static void softmax_masked(float *p, int n) {
     p[j] *= inv;
 }
 
+/* One query per row (decoding). Each thread takes a fixed share of the score heads (and the
+ * value heads they score) and reads the cache row by row, its heads' runs of each row together
+ * (kernels/kernels.h). A head's result is computed the same way whatever the share, so the output
+ * does not depend on the thread count. */
+static void decode_heads(float *out, const float *q, const float *k, const float *v,
+                         const chai_attention_args *a, int b, int s0, int s1, float *S, int *idx) {
+  int Tk = a->Tk, H = a->H, D = a->D;
+  /* score heads: the representatives (every head without clustering) among the share [s0, s1) */
+  int *reps = idx, *vals = idx + H, *prow = idx + 2 * H, nr = 0, nv = 0;
+  for (int h = s0; h < s1; h++)
+    if (!a->score_head || a->score_head[h] == h) reps[nr++] = h;
+  if (nr == 0) return;
+  const float *qb = q + (size_t)b * a->q_ts, *kb = k + (size_t)b * Tk * a->k_ts;
+  chai_attn_scores(S, Tk, qb, kb, (size_t)a->k_ts, reps, nr, Tk, D, a->scale);
+  const float *mask = a->key_mask ? a->key_mask + (size_t)b * Tk : NULL;
+  for (int i = 0; i < nr; i++) {
+    float *row = S + (size_t)i * Tk;
+    if (mask)
+      for (int j = 0; j < Tk; j++)
+        if (mask[j] == 0.0f) row[j] = -INFINITY;
+    chai_softmax_row(row, row, Tk); /* all -inf: zeros */
+  }
+  /* value heads: every head whose representative is one of reps, in ascending order */
+  for (int h = 0; h < H; h++) {
+    int r = a->score_head ? a->score_head[h] : h;
+    for (int i = 0; i < nr; i++)
+      if (reps[i] == r) {
+        vals[nv] = h, prow[nv++] = i;
+        break;
+      }
+  }
+  chai_attn_values(out + (size_t)b * H * D, S, Tk, prow, vals, nv, v + (size_t)b * Tk * a->v_ts,
+                   (size_t)a->v_ts, Tk, D);
+}
+
+static void decode_rows(float *out, const float *q, const float *k, const float *v,
+                        const chai_attention_args *a, float *scratch) {
+  int B = a->B, Tk = a->Tk, H = a->H;
+  /* As the int8 cache's attention (src/ops/attention_q8.c): a thread team pays for itself from
+   * ~2^19 multiply-adds, a decode step of opt-125m from ~340 cached tokens. Below that, a second
+   * thread did not shorten a step of opt-125m here (Zen 5, 33-96 cached tokens: 17 µs a layer
+   * either way). */
+  bool par = (double)B * H * Tk * a->D * 2 >= (double)(1 << 19);
+#pragma omp parallel if (par)
+  {
+    int t = omp_get_thread_num(), n = omp_get_num_threads();
+    if (n > H) n = H;
+    /* scratch: OPT_ATTN_QBLOCK (>= H, see opt_attention_scratch_floats) rows of Tk per thread */
+    float *S = scratch + (size_t)t * OPT_ATTN_QBLOCK * Tk;
+    int idx[3 * OPT_ATTN_QBLOCK];
+    if (t < n)
+      for (int b = 0; b < B; b++)
+        decode_heads(out, q, k, v, a, b, H * t / n, H * (t + 1) / n, S, idx);
+  }
+}
+
 chai_status opt_attention_forward(float *out, const float *q, const float *k, const float *v,
                                   const chai_attention_args *a, float *scratch,
                                   size_t scratch_floats) {
@@ -56,6 +113,10 @@ chai_status opt_attention_forward(float *out, const float *q, const float *k, co
   if (scratch_floats < opt_attention_scratch_floats(Tk, threads))
     return chai_error(CHAI_ERR_STATE, "attention: scratch too small for %d keys x %d threads", Tk,
                       threads);
+  if (Tq == 1 && H <= OPT_ATTN_QBLOCK) {
+    decode_rows(out, q, k, v, a, scratch);
+    return CHAI_OK;
+  }
   int off = Tk - Tq; /* query i sits at key position off + i */
 #pragma omp parallel for schedule(dynamic, 1) if (ntask > 1 && (long)Tq * Tk * D > 8192)
   for (long t = 0; t < ntask; t++) {

@@ -6,6 +6,7 @@
 
 #include "chai/memory.h"
 #include "chai/opt.h"
+#include "kernels/kernels.h"
 #include "model/opt_model.h"
 
 void chai_opt_generate_defaults(const chai_opt_model *m, chai_opt_generate_opts *o) {
@@ -16,11 +17,11 @@ void chai_opt_generate_defaults(const chai_opt_model *m, chai_opt_generate_opts 
   o->eos_token_id = m ? m->cfg.eos_token_id : -1;
 }
 
+/* The first maximum wins, as torch.argmax (NaNs are passed over; see chai_argmax). A vectorised
+ * max then a scan: the plain running-best loop cost ~0.2 ms of every decoded token over a
+ * 50272-word vocabulary, a tenth of a quantized step. */
 static int argmax(const float *x, int n) {
-  int best = 0;
-  for (int i = 1; i < n; i++)
-    if (x[i] > x[best]) best = i; /* strict: the first maximum wins, as torch.argmax */
-  return best;
+  return (int)chai_argmax(x, (size_t)n);
 }
 
 static int by_score_desc(const void *a, const void *b, void *ctx) {

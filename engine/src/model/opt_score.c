@@ -1,6 +1,6 @@
-/* Scoring continuations after shared contexts, as lm-evaluation-harness scores multiple choice: each
- * item's context runs once into the KV cache, then each of its continuations runs from there and the
- * cache is rolled back to the context. */
+/* Scoring continuations after shared contexts, as lm-evaluation-harness scores multiple choice:
+ * each item's context runs once into the KV cache, then each of its continuations runs from there
+ * and the cache is rolled back to the context. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,16 +13,15 @@
  * maximum (torch.argmax). */
 static double target_logprob(const float *row, int V, int target, bool *is_argmax) {
   float mx = chai_max(row, (size_t)V);
-  int arg = 0;
-  while (row[arg] != mx) arg++;
-  *is_argmax = arg == target;
+  *is_argmax = chai_argmax(row, (size_t)V) == (size_t)target;
   return (double)row[target] - (double)mx - log(chai_sumexp(row, mx, (size_t)V));
 }
 
 /* Drops the last `T` cached tokens of every row (their real-token counts given by `mask`). */
 static void cache_rollback(opt_kv *kv, const int32_t *mask, int B, int T) {
   for (int b = 0; b < B; b++) {
-    for (int t = 0; t < T; t++) kv->count[b] -= mask[b * T + t];
+    for (int t = 0; t < T; t++)
+      kv->count[b] -= mask[b * T + t];
     memset(kv->mask + (size_t)b * kv->capacity + kv->len - T, 0, (size_t)T * sizeof(float));
   }
   kv->len -= T;
@@ -42,8 +41,8 @@ static chai_status score_batch(chai_opt_model *m, const chai_opt_score_item *ite
   size_t ctx_n = (size_t)B * Tc, cont_n = (size_t)B * (Lmax > 1 ? Lmax - 1 : 1);
   int32_t *ids = malloc(sizeof(int32_t) * (ctx_n > cont_n ? ctx_n : cont_n));
   int32_t *mask = malloc(sizeof(int32_t) * (ctx_n > cont_n ? ctx_n : cont_n));
-  float *logits = chai_alloc(sizeof(float) * (size_t)B * (Lmax > 1 ? Lmax - 1 : 1) * V,
-                             "continuation logits");
+  float *logits =
+      chai_alloc(sizeof(float) * (size_t)B * (Lmax > 1 ? Lmax - 1 : 1) * V, "continuation logits");
   int *rows = malloc(sizeof(int) * cont_n);
   double *lp = malloc(sizeof(double) * cont_n);
   bool *g = malloc(sizeof(bool) * cont_n);
@@ -67,7 +66,8 @@ static chai_status score_batch(chai_opt_model *m, const chai_opt_score_item *ite
   for (int b = 0; b < B; b++)
     for (int j = 0; j < items[b].n_choices; j++) {
       bool first_greedy;
-      items[b].ll[j] = target_logprob(logits + (size_t)b * V, V, items[b].cont[j][0], &first_greedy);
+      items[b].ll[j] =
+          target_logprob(logits + (size_t)b * V, V, items[b].cont[j][0], &first_greedy);
       items[b].greedy[j] = first_greedy;
     }
   /* Each choice: its tokens but the last, right-padded, after the cached context. */
@@ -97,7 +97,8 @@ static chai_status score_batch(chai_opt_model *m, const chai_opt_score_item *ite
       goto done;
     }
     for (int b = 0; b < B; b++)
-      for (int t = 0; t < T; t++) kv->count[b] += mask[b * T + t];
+      for (int t = 0; t < T; t++)
+        kv->count[b] += mask[b * T + t];
     kv->len += T;
     opt_linear(m, logits, feats, m->lm_head, NULL, R, P, V);
     /* Rows in parallel into per-row slots, then summed in row order (thread-count independent). */
@@ -151,9 +152,10 @@ chai_status chai_opt_score_continuations(chai_opt_model *m, const chai_opt_score
     }
     for (int t = 0; t < it->ctx_len; t++)
       if (it->ctx[t] < 0 || it->ctx[t] >= c->vocab_size)
-        return chai_error(CHAI_ERR_ARG,
-                          "OPT score: item %d context token %d = %d is outside the vocabulary 0..%d",
-                          i + 1, t + 1, it->ctx[t], c->vocab_size - 1);
+        return chai_error(
+            CHAI_ERR_ARG,
+            "OPT score: item %d context token %d = %d is outside the vocabulary 0..%d", i + 1,
+            t + 1, it->ctx[t], c->vocab_size - 1);
   }
   /* One batch when the padded lengths fit the position table, else item by item (each fits). */
   int Tc = 0, Lmax = 0;

@@ -33,6 +33,13 @@ float chai_max(const float *x, size_t n) {
   }
 }
 
+size_t chai_argmax(const float *x, size_t n) {
+  float m = chai_max(x, n);
+  for (size_t i = 0; i < n; i++)
+    if (x[i] == m) return i;
+  return 0; /* every value NaN (m = -inf matches any -inf) */
+}
+
 double chai_sumexp(const float *x, float m, size_t n) {
   switch (chai_simd_level()) {
   case CHAI_SIMD_AMX:
