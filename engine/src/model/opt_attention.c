@@ -79,11 +79,17 @@ static void decode_rows(float *out, const float *q, const float *k, const float 
    * thread did not shorten a step of opt-125m here (Zen 5, 33-96 cached tokens: 17 µs a layer
    * either way). */
   bool par = (double)B * H * Tk * a->D * 2 >= (double)(1 << 19);
-#pragma omp parallel if (par)
+  /* scratch: OPT_ATTN_QBLOCK (>= H, see opt_attention_scratch_floats) rows of Tk per thread */
+  if (!par) { /* outside any OpenMP region: see chai_layernorm_forward */
+    int idx[3 * OPT_ATTN_QBLOCK];
+    for (int b = 0; b < B; b++)
+      decode_heads(out, q, k, v, a, b, 0, H, scratch, idx);
+    return;
+  }
+#pragma omp parallel
   {
     int t = omp_get_thread_num(), n = omp_get_num_threads();
     if (n > H) n = H;
-    /* scratch: OPT_ATTN_QBLOCK (>= H, see opt_attention_scratch_floats) rows of Tk per thread */
     float *S = scratch + (size_t)t * OPT_ATTN_QBLOCK * Tk;
     int idx[3 * OPT_ATTN_QBLOCK];
     if (t < n)

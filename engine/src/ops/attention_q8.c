@@ -230,11 +230,16 @@ static chai_status attention(float *out, const float *q, const int8_t *k, const 
   /* A thread team pays for itself above ~2^19 code-times-query multiply-adds (~50 µs of work):
    * a decode step of opt-125m goes parallel from ~340 cached tokens. */
   bool par = (double)Tq * hi_all * (S + H) * D >= (double)(1 << 19);
-  if (Tq <= QB) {
+  if (Tq <= QB && !par) { /* a short decode step, outside any OpenMP region (see norm.c) */
+    for (int s = 0; s < S; s++)
+      score_rows(&r, s, 0, Tq, hi_all);
+    for (int h = 0; h < H; h++)
+      value_rows(&r, h, a->slot ? a->slot[h] : h, 0, Tq, hi_all);
+  } else if (Tq <= QB) {
     /* One block (decode): the score heads, then the value heads, split over the threads
      * separately, so a clustered layer's few score heads do not leave its value heads to one
      * thread. */
-#pragma omp parallel if (par)
+#pragma omp parallel
     {
 #pragma omp for schedule(dynamic, 1)
       for (int s = 0; s < S; s++)
