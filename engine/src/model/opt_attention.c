@@ -5,7 +5,6 @@
  * inside them. Clustered heads (score_head) share one score computation, as in ops. */
 #include <math.h>
 #include <omp.h>
-#include <string.h>
 
 #include "chai/blas.h"
 #include "chai/ops.h"
@@ -14,26 +13,6 @@
 
 size_t opt_attention_scratch_floats(int Tk, int threads) {
   return (size_t)threads * OPT_ATTN_QBLOCK * (size_t)(Tk > 0 ? Tk : 1);
-}
-
-/* Softmax of row p (n) in place; -inf entries become 0; an all -inf row becomes all 0. */
-static void softmax_masked(float *p, int n) {
-  float mx = -INFINITY;
-  for (int j = 0; j < n; j++)
-    mx = p[j] > mx ? p[j] : mx;
-  if (mx == -INFINITY) {
-    memset(p, 0, (size_t)n * sizeof(float));
-    return;
-  }
-  float sum = 0;
-  for (int j = 0; j < n; j++) {
-    float e = p[j] == -INFINITY ? 0.0f : expf(p[j] - mx);
-    p[j] = e;
-    sum += e;
-  }
-  float inv = 1.0f / sum;
-  for (int j = 0; j < n; j++)
-    p[j] *= inv;
 }
 
 /* One query per row (decoding). Each thread takes a fixed share of the score heads (and the
@@ -145,7 +124,7 @@ chai_status opt_attention_forward(float *out, const float *q, const float *k, co
       if (mask)
         for (int j = 0; j < lim; j++)
           if (mask[j] == 0.0f) row[j] = -INFINITY;
-      softmax_masked(row, kmax);
+      chai_softmax_row(row, row, kmax); /* -inf entries give 0; an all -inf row, zeros */
     }
     /* O_h (nq, D) = P V_h for every head h scored by r */
     for (int h = 0; h < H; h++) {

@@ -12,8 +12,9 @@
 /* log softmax(row)[target] (the sum of exponentials in double), and whether target is the first
  * maximum (torch.argmax). */
 static double target_logprob(const float *row, int V, int target, bool *is_argmax) {
-  float mx = chai_max(row, (size_t)V);
-  *is_argmax = chai_argmax(row, (size_t)V) == (size_t)target;
+  size_t arg = chai_argmax(row, (size_t)V);
+  float mx = row[arg]; /* the max (NaN only when every value is, and then so is the result) */
+  *is_argmax = arg == (size_t)target;
   return (double)row[target] - (double)mx - log(chai_sumexp(row, mx, (size_t)V));
 }
 
