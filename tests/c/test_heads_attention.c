@@ -5,9 +5,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../engine/src/team.h"
 #include "chai/chai.h"
 #include "chai/heads.h"
 #include "check.h"
+
+/* chai_heads_attention_forward as the body of a held team (a decode step's). */
+typedef struct {
+  float *out;
+  const float *q, *k, *v;
+  const chai_heads_attention_args *a;
+} heads_call;
+static chai_status heads_body(void *ctx) {
+  heads_call *c = ctx;
+  return chai_heads_attention_forward(c->out, c->q, c->k, c->v, c->a);
+}
 
 static float *randn(size_t n, uint64_t seed) {
   float *x = malloc(n * sizeof(float));
@@ -86,6 +98,10 @@ static void compare(int B, int Tq, int Tk, int H, int D, const int *score, bool 
   CHECK_OK(chai_heads_attention_forward(got1, qp, kp, v, &a));
   omp_set_num_threads(2);
   CHECK(memcmp(got1, got, sizeof(float) * B * Tq * hd) == 0);
+  /* and in a held team */
+  heads_call call = {got1, qp, kp, v, &a};
+  CHECK_OK(chai_team_hold(heads_body, &call));
+  CHECK(memcmp(got1, got, sizeof(float) * B * Tq * hd) == 0);
   free(q), free(k), free(v), free(km), free(want), free(got), free(got1), free(qp), free(kp);
 }
 
@@ -101,6 +117,8 @@ int main(void) {
   compare(1, 150, 150, 6, 8, clus, false, 1e-6);
   compare(3, 1, 40, 6, 16, clus, true, 1e-6);
   compare(1, 4, 70, 6, 16, one, true, 1e-6);
+  /* a decode step long enough for the thread team (2^20 multiply-adds) */
+  compare(1, 1, 6000, 6, 64, clus, true, 1e-5);
 
   /* Refusals. */
   float x[64] = {0};

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../engine/src/team.h"
 #include "chai/chai.h"
 #include "chai/heads.h"
 #include "chai/kvq.h"
@@ -263,7 +264,20 @@ static void test_simd(void) {
   compare_simd(4, 9, 2, 2, 64, NULL, false, true);
 }
 
-/* Thread counts give the same bits; a caller's work buffer is the same as an allocated one. */
+/* chai_kvq_attention as the body of a held team (a decode step's). */
+typedef struct {
+  float *out;
+  const float *q;
+  const cache *c;
+  const chai_kvq_attention_args *a;
+} kvq_call;
+static chai_status kvq_body(void *ctx) {
+  kvq_call *k = ctx;
+  return chai_kvq_attention(k->out, k->q, k->c->k, k->c->ks, k->c->v, k->c->vs, k->a, NULL);
+}
+
+/* Thread counts give the same bits, and so does a held team; a caller's work buffer is the same as
+ * an allocated one. */
 static void test_threads(void) {
   int Tk = 700, S = 4, H = 12, D = 64;
   int slot[12] = {0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3};
@@ -285,6 +299,11 @@ static void test_threads(void) {
     void *work = chai_alloc(wb, "test work");
     CHECK_OK(chai_kvq_attention(o3, q, c.k, c.ks, c.v, c.vs, &a, work));
     chai_free(work, wb);
+    float *o4 = malloc(sizeof(float) * no);
+    kvq_call call = {o4, q, &c, &a};
+    CHECK_OK(chai_team_hold(kvq_body, &call));
+    CHECK(memcmp(o1, o4, sizeof(float) * no) == 0);
+    free(o4);
     omp_set_num_threads(saved);
     CHECK(memcmp(o1, o2, sizeof(float) * no) == 0);
     CHECK(memcmp(o1, o3, sizeof(float) * no) == 0);

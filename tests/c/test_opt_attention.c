@@ -2,7 +2,21 @@
  * chai_attention_forward: causal and not, key masks with fully masked rows, fewer queries than keys
  * (a KV cache), strided q/k/v slices of one buffer, several query blocks, clustered score heads. */
 #include "../../engine/src/model/opt_model.h"
+#include "../../engine/src/team.h"
 #include "opt_fixture.h"
+
+/* opt_attention_forward as the body of a held team (a decode step's). */
+typedef struct {
+  float *out;
+  const float *q, *k, *v;
+  const chai_attention_args *a;
+  float *scratch;
+  size_t sf;
+} attn_call;
+static chai_status attn_body(void *ctx) {
+  attn_call *c = ctx;
+  return opt_attention_forward(c->out, c->q, c->k, c->v, c->a, c->scratch, c->sf);
+}
 
 static void one_case(int B, int Tq, int Tk, int H, int D, bool causal, bool masked,
                      const int *score_head) {
@@ -40,6 +54,12 @@ static void one_case(int B, int Tq, int Tk, int H, int D, bool causal, bool mask
     printf("B=%d Tq=%d Tk=%d H=%d causal=%d masked=%d clustered=%d: %.3g\n", B, Tq, Tk, H, causal,
            masked, score_head != NULL, d);
   CHECK(d <= 1e-5);
+  /* in a held team, the same bits */
+  float *held = malloc(no * 4);
+  attn_call call = {held, qbuf, kvbuf + hd, kvbuf + 2 * hd, &a, scratch, sf};
+  CHECK_OK(chai_team_hold(attn_body, &call));
+  CHECK(memcmp(held, got, no * 4) == 0);
+  free(held);
   CHECK_ERR(opt_attention_forward(got, qbuf, kvbuf + hd, kvbuf + 2 * hd, &a, scratch, 1),
             CHAI_ERR_STATE, "scratch too small");
   free(qbuf);
@@ -52,7 +72,8 @@ static void one_case(int B, int Tq, int Tk, int H, int D, bool causal, bool mask
 
 /* One query (decoding) goes through the row kernels: at every SIMD level this CPU has, head
  * widths that are not a multiple of a vector, clustered heads whose members sit in the other
- * thread's share, enough keys for the thread team, and rows with every key masked. */
+ * thread's share, enough keys for the thread team, and rows with every key masked; each case also
+ * in a held team (one_case). */
 static void decode_cases(void) {
   int heads[6] = {0, 0, 2, 0, 4, 2}; /* head 0 scores for 0, 1 and 3; head 2 for 2 and 5 */
   for (int l = CHAI_SIMD_REF; l <= CHAI_SIMD_AVX512; l++) {

@@ -3,9 +3,24 @@
  * (residual sum, bias, ReLU), the same bits wherever W lives; and the scheduler: a batch of
  * matrices of mixed formats (f32, f16, bf16, int8, int4) sharing one input, with row counts that
  * are not multiples of 16, gives each matrix's single-thread result bit for bit for 1 to 4 threads,
- * every row written once. */
+ * with or without a held team, every row written once. */
 #include "../../engine/src/model/opt_model.h"
+#include "../../engine/src/team.h"
 #include "opt_fixture.h"
+
+/* A batch twice in a row as the body of a held team (a decode step's products). */
+typedef struct {
+  opt_gemv_task *tasks;
+  int n;
+  const float *x;
+  void *work;
+} gemv_call;
+static chai_status gemv_body(void *ctx) {
+  gemv_call *c = ctx;
+  opt_gemv_batch(c->tasks, c->n, c->x, c->work);
+  opt_gemv_batch(c->tasks, c->n, c->x, c->work);
+  return CHAI_OK;
+}
 
 /* W (R,C) as a row-major f32 or f16 matrix view. */
 static void rowmajor(chai_qmat *q, const float *wf, int R, int C, chai_dtype dt) {
@@ -153,6 +168,13 @@ static void check_batch(void) {
         tasks[i].y[r] = NAN;
     }
     opt_gemv_batch(tasks, N, x, work);
+    for (int i = 0; i < N; i++) {
+      CHECK(memcmp(tasks[i].y, want[i], (size_t)OCs[i] * 4) == 0);
+      for (int r = 0; r < OCs[i]; r++)
+        tasks[i].y[r] = NAN;
+    }
+    gemv_call call = {tasks, N, x, work};
+    CHECK_OK(chai_team_hold(gemv_body, &call));
     for (int i = 0; i < N; i++) {
       CHECK(memcmp(tasks[i].y, want[i], (size_t)OCs[i] * 4) == 0);
       free(tasks[i].y);

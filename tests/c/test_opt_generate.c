@@ -3,6 +3,8 @@
  * and the sampler's distribution on hand-made logits. */
 #include <math.h>
 
+#include "../../engine/src/team.h"
+#include "chai/opt_heads.h"
 #include "opt_fixture.h"
 
 /* Batched decode through the cache equals a full forward over the whole sequences. */
@@ -280,7 +282,93 @@ static void test_sampler(void) {
   CHECK(seen[1] > 0 && seen[2] > 0 && seen[3] == 0);
 }
 
+/* Decoding one token holds a thread team for the step (engine/src/team.c): the logits of every
+ * step are the same bits for 1, 2 and 3 threads, with f32 weights, int4 weights with the int8 KV
+ * cache, and clustered heads. The model is just large enough that the team takes the layers'
+ * products, the LM head, and (past 1024 cached tokens) the attention over both caches. */
+static void decode_steps(chai_opt_model *m, const int32_t *prompt, int n_prompt, float *lg, int V,
+                         int steps) {
+  CHECK_OK(chai_opt_cache_begin(m, 1, n_prompt + steps));
+  CHECK_OK(chai_opt_cache_step(m, lg, prompt, NULL, 1, n_prompt));
+  for (int s = 0; s < steps; s++) {
+    int32_t tok = 3 + (int32_t)((s * 7919) % (V - 3));
+    CHECK_OK(chai_opt_cache_step(m, lg + (size_t)(s + 1) * V, &tok, NULL, 1, 1));
+  }
+}
+
+static void test_threads_same_bits(void) {
+  chai_opt_config cfg;
+  chai_opt_config_defaults(&cfg);
+  cfg.vocab_size = 2048, cfg.hidden_size = 256, cfg.num_hidden_layers = 2;
+  cfg.num_attention_heads = 8, cfg.ffn_dim = 1024, cfg.max_position_embeddings = 1100;
+  cfg.word_embed_proj_dim = 256, cfg.pad_token_id = 1, cfg.bos_token_id = 2, cfg.eos_token_id = 2;
+  chai_rng rng;
+  chai_rng_init(&rng, 5);
+  chai_opt_model *m;
+  CHECK_OK(chai_opt_create(&m, &cfg, CHAI_F32, &rng));
+  if (!m) return;
+  enum { PROMPT = 1064, STEPS = 3 };
+  int V = cfg.vocab_size, saved = chai_threads_get();
+  int32_t *prompt = malloc(sizeof(int32_t) * PROMPT);
+  for (int t = 0; t < PROMPT; t++)
+    prompt[t] = t == 0 ? 2 : 3 + (t * 104729) % (V - 3);
+  size_t n = (size_t)(STEPS + 1) * V;
+  float *want = malloc(n * sizeof(float)), *got = malloc(n * sizeof(float));
+  for (int variant = 0; variant < 3; variant++) {
+    if (variant == 1) {
+      chai_opt_quant q;
+      chai_opt_quant_init(&q);
+      int layers[2][CHAI_OPT_LAYER_MATRICES];
+      for (int l = 0; l < 2; l++)
+        for (int j = 0; j < CHAI_OPT_LAYER_MATRICES; j++)
+          layers[l][j] = CHAI_QF_INT4;
+      q.layers = layers, q.embeddings = CHAI_QF_INT8, q.lm_head = CHAI_QF_INT8;
+      q.kv = CHAI_QF_INT8;
+      CHECK_OK(chai_opt_quantize(m, &q));
+    } else if (variant == 2) { /* clustered heads on the int8 cache: 3 clusters a layer */
+      chai_heads_plan plan;
+      CHECK_OK(chai_heads_plan_init(&plan, 2));
+      int labels[8] = {0, 1, 2, 0, 1, 2, 0, 0};
+      for (int l = 0; l < 2; l++)
+        CHECK_OK(chai_heads_plan_set_labels(&plan, l, l, labels, 8));
+      CHECK_OK(chai_opt_set_heads(m, &plan, CHAI_HEADS_STATIC));
+      chai_heads_plan_free(&plan);
+    }
+    /* the held team against none, at each thread count */
+    for (int threads = 2; threads <= 3; threads++) {
+      CHECK_OK(chai_threads(threads));
+      chai_team_allow(0);
+      decode_steps(m, prompt, PROMPT, want, V, STEPS);
+      chai_team_allow(1);
+      decode_steps(m, prompt, PROMPT, got, V, STEPS);
+      bool same = memcmp(want, got, n * sizeof(float)) == 0;
+      if (!same)
+        printf("variant %d, %d threads: held and unheld logits differ\n", variant, threads);
+      CHECK(same);
+    }
+    /* and across thread counts, where the prefill's products are thread-invariant too (chai's
+     * packed kernels; OpenBLAS's f32 GEMM splits differently) */
+    if (variant == 0) continue;
+    CHECK_OK(chai_threads(1));
+    decode_steps(m, prompt, PROMPT, want, V, STEPS);
+    for (int threads = 2; threads <= 3; threads++) {
+      CHECK_OK(chai_threads(threads));
+      decode_steps(m, prompt, PROMPT, got, V, STEPS);
+      bool same = memcmp(want, got, n * sizeof(float)) == 0;
+      if (!same)
+        printf("variant %d, %d threads: logits differ from 1 thread's\n", variant, threads);
+      CHECK(same);
+    }
+  }
+  CHECK_OK(chai_threads(saved));
+  free(want);
+  free(got);
+  free(prompt);
+  chai_opt_free(m);
+}
+
 int main(void) {
+  test_threads_same_bits();
   test_cache_equals_recompute("preln");
   test_cache_equals_recompute("postln");
   test_limits();

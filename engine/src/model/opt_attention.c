@@ -10,6 +10,7 @@
 #include "chai/ops.h"
 #include "kernels/kernels.h"
 #include "model/opt_model.h"
+#include "team.h"
 
 size_t opt_attention_scratch_floats(int Tk, int threads) {
   return (size_t)threads * OPT_ATTN_QBLOCK * (size_t)(Tk > 0 ? Tk : 1);
@@ -50,6 +51,25 @@ static void decode_heads(float *out, const float *q, const float *k, const float
                    (size_t)a->v_ts, Tk, D);
 }
 
+typedef struct {
+  float *out;
+  const float *q, *k, *v;
+  const chai_attention_args *a;
+  float *scratch;
+} decode_job;
+
+/* Thread t of n: a fixed share of the heads of every row, in its own rows of scratch. */
+static void decode_part(void *ctx, int t, int n) {
+  decode_job *j = ctx;
+  int H = j->a->H;
+  if (n > H) n = H;
+  if (t >= n) return;
+  float *S = j->scratch + (size_t)t * OPT_ATTN_QBLOCK * j->a->Tk;
+  int idx[3 * OPT_ATTN_QBLOCK];
+  for (int b = 0; b < j->a->B; b++)
+    decode_heads(j->out, j->q, j->k, j->v, j->a, b, H * t / n, H * (t + 1) / n, S, idx);
+}
+
 static void decode_rows(float *out, const float *q, const float *k, const float *v,
                         const chai_attention_args *a, float *scratch) {
   int B = a->B, Tk = a->Tk, H = a->H;
@@ -65,16 +85,8 @@ static void decode_rows(float *out, const float *q, const float *k, const float 
       decode_heads(out, q, k, v, a, b, 0, H, scratch, idx);
     return;
   }
-#pragma omp parallel
-  {
-    int t = omp_get_thread_num(), n = omp_get_num_threads();
-    if (n > H) n = H;
-    float *S = scratch + (size_t)t * OPT_ATTN_QBLOCK * Tk;
-    int idx[3 * OPT_ATTN_QBLOCK];
-    if (t < n)
-      for (int b = 0; b < B; b++)
-        decode_heads(out, q, k, v, a, b, H * t / n, H * (t + 1) / n, S, idx);
-  }
+  decode_job job = {out, q, k, v, a, scratch};
+  chai_team_run(decode_part, &job, omp_get_max_threads());
 }
 
 chai_status opt_attention_forward(float *out, const float *q, const float *k, const float *v,

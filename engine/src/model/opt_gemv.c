@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "model/opt_model.h"
+#include "team.h"
 
 /* Blocks [lo, hi) shared by two threads, one taking chunks from the front and the other from the
  * back, each claim a quarter of what is left (at least MIN_CLAIM blocks): the two meet wherever the
@@ -53,6 +54,30 @@ static void batch_rows(const opt_gemv_task *tasks, int n_tasks, const float *x, 
   }
 }
 
+typedef struct {
+  const opt_gemv_task *tasks;
+  int n_tasks;
+  const float *x;
+  const chai_qact *xa;
+  int NB, nt;
+  bool shared;
+  _Atomic uint64_t spans[MAX_PAIRS];
+} gemv_job;
+
+/* Thread t of n: claims from its pair's segment, or a contiguous range. */
+static void batch_part(void *ctx, int t, int n) {
+  gemv_job *j = ctx;
+  if (j->shared && n == j->nt) {
+    int b0, b1;
+    while (claim(&j->spans[t / 2], t % 2 == 0, &b0, &b1))
+      batch_rows(j->tasks, j->n_tasks, j->x, j->xa, b0, b1);
+  } else {
+    int each = (j->NB + n - 1) / n;
+    int b0 = t * each, b1 = b0 + each < j->NB ? b0 + each : j->NB;
+    if (b0 < b1) batch_rows(j->tasks, j->n_tasks, j->x, j->xa, b0, b1);
+  }
+}
+
 size_t opt_gemv_work_bytes(int C) {
   return chai_qact_bytes(1, C, true);
 }
@@ -78,25 +103,12 @@ void opt_gemv_batch(const opt_gemv_task *tasks, int n_tasks, const float *x, voi
     return;
   }
   /* Threads 2p and 2p+1 share segment p; an odd last thread has its segment alone. */
-  int pairs = (nt + 1) / 2;
-  bool shared = pairs <= MAX_PAIRS;
-  _Atomic uint64_t spans[MAX_PAIRS];
-  int per = (NB + pairs - 1) / pairs;
-  for (int p = 0; shared && p < pairs; p++) {
+  gemv_job job = {tasks, n_tasks, x, &xa, NB, nt, .shared = (nt + 1) / 2 <= MAX_PAIRS};
+  int pairs = (nt + 1) / 2, per = (NB + pairs - 1) / pairs;
+  for (int p = 0; job.shared && p < pairs; p++) {
     uint64_t lo = (uint64_t)p * per, hi = lo + per < (uint64_t)NB ? lo + per : (uint64_t)NB;
-    atomic_init(&spans[p], lo << 32 | hi);
+    atomic_init(&job.spans[p], lo << 32 | hi);
   }
-#pragma omp parallel num_threads(nt)
-  {
-    int t = omp_get_thread_num(), n = omp_get_num_threads();
-    if (shared && n == nt) {
-      int b0, b1;
-      while (claim(&spans[t / 2], t % 2 == 0, &b0, &b1))
-        batch_rows(tasks, n_tasks, x, &xa, b0, b1);
-    } else { /* contiguous ranges */
-      int each = (NB + n - 1) / n;
-      int b0 = t * each, b1 = b0 + each < NB ? b0 + each : NB;
-      if (b0 < b1) batch_rows(tasks, n_tasks, x, &xa, b0, b1);
-    }
-  }
+  /* a decode step holds a team (opt_kvcache.c): then this is a hand-over, not an OpenMP region */
+  chai_team_run(batch_part, &job, nt);
 }

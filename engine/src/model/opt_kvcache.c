@@ -10,6 +10,7 @@
 
 #include "chai/opt.h"
 #include "model/opt_model.h"
+#include "team.h"
 
 /* Σ_l of layer l's K width under the plan, or under the current request (online mode's dense
  * fallback widens every clustered layer to full width): it identifies the layout, since the plan's
@@ -202,6 +203,26 @@ int chai_opt_cache_length(const chai_opt_model *m) {
   return m->kv.storage ? m->kv.len : 0;
 }
 
+typedef struct {
+  chai_opt_model *m;
+  float *logits;
+  const int32_t *ids, *mask;
+  int B, T;
+} step_run;
+
+/* The decoder through the cache, then the logits of each row's last token. */
+static chai_status step_body(void *ctx) {
+  step_run *r = ctx;
+  chai_opt_model *m = r->m;
+  const float *feats;
+  chai_status st =
+      opt_decoder_run(m, r->ids, r->mask, r->B, r->T, true, m->acts.rowidx, r->B, &feats);
+  if (!st && r->logits)
+    opt_linear(m, r->logits, feats, m->lm_head, NULL, r->B, m->cfg.word_embed_proj_dim,
+               m->cfg.vocab_size);
+  return st;
+}
+
 chai_status chai_opt_cache_step(chai_opt_model *m, float *logits, const int32_t *ids,
                                 const int32_t *mask, int B, int T) {
   opt_kv *kv = &m->kv;
@@ -228,11 +249,9 @@ chai_status chai_opt_cache_step(chai_opt_model *m, float *logits, const int32_t 
     for (int t = 0; t < T; t++)
       kv->mask[(size_t)b * kv->capacity + kv->len + t] = mask ? (float)(mask[b * T + t] != 0) : 1;
   }
-  const float *feats;
-  if ((st = opt_decoder_run(m, ids, mask, B, T, true, rows, B, &feats))) return st;
-  if (logits)
-    opt_linear(m, logits, feats, m->lm_head, NULL, B, m->cfg.word_embed_proj_dim,
-               m->cfg.vocab_size);
+  step_run run = {m, logits, ids, mask, B, T};
+  /* One token is ~50 small parallel products: one held team for all of them (team.h). */
+  if ((st = B * T == 1 ? chai_team_hold(step_body, &run) : step_body(&run))) return st;
   for (int b = 0; b < B; b++)
     for (int t = 0; t < T; t++)
       kv->count[b] += mask ? mask[b * T + t] : 1;

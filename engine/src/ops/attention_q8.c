@@ -7,6 +7,8 @@
  * (kernels/kvq.h), whose scalar twins are here. */
 #include <math.h>
 #include <omp.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -15,6 +17,7 @@
 #include "chai/memory.h"
 #include "kernels/kernels.h"
 #include "kernels/kvq.h"
+#include "team.h"
 
 enum { QB = 16 }; /* query rows per block */
 
@@ -216,6 +219,26 @@ static void value_rows(const kvq_run *r, int h, int s, int i0, int bq, int hi) {
                 Tk, bq, r->v + (size_t)h * D, hd, r->vs + h, H, hi, D);
 }
 
+/* One block of queries (decode) over the threads, one head at a time as each thread comes for it:
+ * the score heads, then (a second job) the value heads. */
+typedef struct {
+  const kvq_run *r;
+  int count, Tq, hi;
+  bool values;
+  _Atomic int next;
+} decode_job;
+
+static void decode_part(void *ctx, int t, int n) {
+  decode_job *j = ctx;
+  (void)t, (void)n;
+  const int *slot = j->r->a->slot;
+  for (int i; (i = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->count;)
+    if (j->values)
+      value_rows(j->r, i, slot ? slot[i] : i, 0, j->Tq, j->hi);
+    else
+      score_rows(j->r, i, 0, j->Tq, j->hi);
+}
+
 static chai_status attention(float *out, const float *q, const int8_t *k, const float *ks,
                              const int8_t *v, const float *vs, const chai_kvq_attention_args *a,
                              void *work, const kvq_kernels *kk) {
@@ -239,15 +262,11 @@ static chai_status attention(float *out, const float *q, const int8_t *k, const 
     /* One block (decode): the score heads, then the value heads, split over the threads
      * separately, so a clustered layer's few score heads do not leave its value heads to one
      * thread. */
-#pragma omp parallel
-    {
-#pragma omp for schedule(dynamic, 1)
-      for (int s = 0; s < S; s++)
-        score_rows(&r, s, 0, Tq, hi_all);
-#pragma omp for schedule(dynamic, 1)
-      for (int h = 0; h < H; h++)
-        value_rows(&r, h, a->slot ? a->slot[h] : h, 0, Tq, hi_all);
-    }
+    decode_job job = {.r = &r, .count = S, .Tq = Tq, .hi = hi_all, .values = false, .next = 0};
+    chai_team_run(decode_part, &job, omp_get_max_threads());
+    job.values = true, job.count = H;
+    atomic_store_explicit(&job.next, 0, memory_order_relaxed);
+    chai_team_run(decode_part, &job, omp_get_max_threads());
   } else {
     /* Many blocks (prefill): a task is a score head with its value heads over every block, so
      * threads never wait for each other between blocks. */
