@@ -15,10 +15,16 @@
  * bf16: TDPBF16PS adds the even pair product before the odd one and flushes subnormals, so it
  * differs from the _ref (odd first) by rounding: its test has a tolerance.
  *
- * This machine's development CPU had no AMX: this file was compiled and its tests skipped there. */
+ * The development machines so far had no AMX: there the tests skip these kernels, and
+ * tests/c/test_qmatmul.c runs this file on a software model of the tiles instead (it replaces
+ * the tile intrinsics and CHAI_AMX_LOAD_CONFIG). */
 #include <string.h>
 
 #include "kernels/q512_common.h"
+
+#ifndef CHAI_AMX_LOAD_CONFIG
+#define CHAI_AMX_LOAD_CONFIG(cfg) __asm__ volatile("ldtilecfg %0" ::"m"(cfg))
+#endif
 
 #define AMX                                                                                        \
   __attribute__((target("amx-tile,amx-int8,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq,fma")))
@@ -40,7 +46,7 @@ AMX static void configure(void) {
     cfg.colsb[i] = 64;
     cfg.rows[i] = 16;
   }
-  __asm__ volatile("ldtilecfg %0" ::"m"(cfg));
+  CHAI_AMX_LOAD_CONFIG(cfg);
 }
 
 /* The stored C tiles of a 2 × 2 tile: c[i·2 + j] is token tile i × row block j, 16 × 16 values. */
