@@ -83,7 +83,8 @@ static void decode_cases(void) {
       one_case(2, 1, 33, 6, 20, true, masked, heads);
       one_case(1, 1, 700, 12, 64, true, masked, NULL); /* 2^19 multiply-adds: threads */
       one_case(2, 1, 600, 6, 24, false, masked, heads);
-      one_case(2, 1, 1, 3, 16, true, masked, NULL); /* masked: row 0 and 1 see no key */
+      one_case(2, 1, 100, 6, 24, true, masked, heads); /* threads in a held team only */
+      one_case(2, 1, 1, 3, 16, true, masked, NULL);    /* masked: row 0 and 1 see no key */
     }
   }
   chai_simd_force(chai_simd_best());

@@ -73,11 +73,11 @@ static void decode_part(void *ctx, int t, int n) {
 static void decode_rows(float *out, const float *q, const float *k, const float *v,
                         const chai_attention_args *a, float *scratch) {
   int B = a->B, Tk = a->Tk, H = a->H;
-  /* As the int8 cache's attention (src/ops/attention_q8.c): a thread team pays for itself from
-   * ~2^19 multiply-adds, a decode step of opt-125m from ~340 cached tokens. Below that, a second
-   * thread did not shorten a step of opt-125m here (Zen 5, 33-96 cached tokens: 17 µs a layer
-   * either way). */
-  bool par = (double)B * H * Tk * a->D * 2 >= (double)(1 << 19);
+  /* As the int8 cache's attention (src/ops/attention_q8.c): an OpenMP team pays for itself from
+   * ~2^19 multiply-adds, a decode step of opt-125m from ~340 cached tokens (below that, a second
+   * thread did not shorten a step here: Zen 5, 33-96 cached tokens, 17 µs a layer either way). A
+   * decode step's held team hands over for much less (team.h). */
+  bool par = chai_team_worth((double)B * H * Tk * a->D * 2, (double)(1 << 19));
   /* scratch: OPT_ATTN_QBLOCK (>= H, see opt_attention_scratch_floats) rows of Tk per thread */
   if (!par) { /* outside any OpenMP region: see chai_layernorm_forward */
     int idx[3 * OPT_ATTN_QBLOCK];

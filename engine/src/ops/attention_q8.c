@@ -250,9 +250,10 @@ static chai_status attention(float *out, const float *q, const int8_t *k, const 
   if (!P && !(P = chai_alloc(work_bytes, "int8 KV attention probabilities"))) return CHAI_ERR_NOMEM;
   kvq_run r = {out, P, q, ks, vs, k, v, a, kk, block_rows(a), 1.0f / sqrtf((float)D)};
   int hi_all = key_limit(a, Tq - 1);
-  /* A thread team pays for itself above ~2^19 code-times-query multiply-adds (~50 µs of work):
-   * a decode step of opt-125m goes parallel from ~340 cached tokens. */
-  bool par = (double)Tq * hi_all * (S + H) * D >= (double)(1 << 19);
+  /* An OpenMP team pays for itself above ~2^19 code-times-query multiply-adds (~50 µs of work): a
+   * decode step of opt-125m goes parallel from ~340 cached tokens; in a decode step's held team
+   * (team.h) from ~20. */
+  bool par = chai_team_worth((double)Tq * hi_all * (S + H) * D, (double)(1 << 19));
   if (Tq <= QB && !par) { /* a short decode step, outside any OpenMP region (see norm.c) */
     for (int s = 0; s < S; s++)
       score_rows(&r, s, 0, Tq, hi_all);
