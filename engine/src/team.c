@@ -78,6 +78,25 @@ void chai_team_run(chai_team_fn fn, void *ctx, int threads) {
   tm->busy = false;
 }
 
+typedef struct {
+  chai_team_item_fn item;
+  void *ctx;
+  long count;
+  _Atomic long next;
+} for_job;
+
+static void for_part(void *ctx, int t, int n) {
+  for_job *j = ctx;
+  (void)n;
+  for (long i; (i = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->count;)
+    j->item(j->ctx, i, t);
+}
+
+void chai_team_for(long count, chai_team_item_fn item, void *ctx, int threads) {
+  for_job job = {item, ctx, count, 0};
+  chai_team_run(for_part, &job, threads);
+}
+
 static bool passive_waits(void) {
   static _Atomic int passive = -1; /* the environment, read once */
   int v = atomic_load_explicit(&passive, memory_order_relaxed);

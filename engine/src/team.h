@@ -22,6 +22,12 @@ typedef void (*chai_team_fn)(void *ctx, int t, int n);
  * another (as a nested OpenMP region would). */
 void chai_team_run(chai_team_fn fn, void *ctx, int threads);
 
+/* item(ctx, i, t) for i = 0..count-1, each i once, on the threads of chai_team_run(.., threads),
+ * each thread taking the next i as it comes free (OpenMP's schedule(dynamic, 1)); t is the
+ * thread's part, for per-thread scratch. */
+typedef void (*chai_team_item_fn)(void *ctx, long i, int t);
+void chai_team_for(long count, chai_team_item_fn item, void *ctx, int threads);
+
 /* Runs body(ctx) on the calling thread while omp_get_max_threads() - 1 other threads wait for its
  * chai_team_run jobs, and returns body's status. The waiting threads spin (yielding after a while),
  * so this is for a short, dense run of jobs: one decoded token. body runs directly, with no team,

@@ -2,7 +2,8 @@
  * t names, and its writes are visible to the caller when chai_team_run returns; a hold hands jobs
  * to its own threads and returns the body's status; a hold inside a hold, inside an OpenMP region,
  * with one thread or under OMP_WAIT_POLICY=passive (a second ctest entry runs this program so)
- * runs the body with no team; a job part that starts a job runs it alone. */
+ * runs the body with no team; a job part that starts a job runs it alone; chai_team_for gives
+ * every item once. */
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,10 +53,43 @@ static void check_job(int threads, int limit, bool exact) {
   CHECK(bad == 0);
 }
 
+/* chai_team_for: every item once, each on a thread t that is its omp thread number. */
+typedef struct {
+  int seen[300];
+  int wrong_thread;
+} items;
+
+static void count_item(void *ctx, long i, int t) {
+  items *it = ctx;
+  it->seen[i]++; /* each i is taken by one thread: no race */
+  if (t != omp_get_thread_num()) __atomic_fetch_add(&it->wrong_thread, 1, __ATOMIC_RELAXED);
+}
+
+static void check_for(void) {
+  long counts[] = {0, 1, 2, 7, 300};
+  for (size_t c = 0; c < sizeof counts / sizeof counts[0]; c++)
+    for (int threads = 1; threads <= 3; threads++) {
+      items it = {{0}, 0};
+      chai_team_for(counts[c], count_item, &it, threads);
+      int bad = 0;
+      for (long i = 0; i < 300; i++)
+        bad += it.seen[i] != (i < counts[c]);
+      CHECK(bad == 0);
+      CHECK(it.wrong_thread == 0);
+    }
+}
+
+static chai_status for_in_hold(void *ctx) {
+  (void)ctx;
+  check_for();
+  return CHAI_OK;
+}
+
 static void test_unheld(void) {
   CHECK(!chai_team_held());
   for (int threads = 1; threads <= 4; threads++)
     check_job(threads, threads, false);
+  check_for();
 }
 
 /* A run of jobs in a hold, each reading what the one before wrote. */
@@ -135,6 +169,7 @@ static void test_hold(bool passive) {
   CHECK(!chai_team_held());
   int size = passive ? 4 : threads;
   CHECK_OK(chai_team_hold(jobs_sized, &size));
+  CHECK_OK(chai_team_hold(for_in_hold, NULL));
   CHECK_ERR(chai_team_hold(fails, NULL), CHAI_ERR_ARG, "the body's own error");
   CHECK(!chai_team_held());
   hold_ctx hn = {.size = threads};

@@ -5,7 +5,6 @@
  * a K-wide row, so the K cache can hold representatives only. */
 #include <math.h>
 #include <omp.h>
-#include <stdatomic.h>
 #include <string.h>
 
 #include "chai/blas.h"
@@ -86,23 +85,18 @@ static void slot_task(float *out, const float *q, const float *k, const float *v
   }
 }
 
-/* The slot tasks over the threads, one at a time as each thread comes for it (a decode step holds
- * a team: see team.h). */
+/* The slot tasks, shared by the threads as they come free (a decode step holds a team: team.h). */
 typedef struct {
   float *out;
   const float *q, *k, *v;
   const chai_heads_attention_args *a;
   float *scratch;
   size_t per_thread;
-  long ntask;
-  _Atomic long next;
 } slots_job;
 
-static void slots_part(void *ctx, int t, int n) {
+static void slot_item(void *ctx, long i, int t) {
   slots_job *j = ctx;
-  (void)n;
-  for (long i; (i = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->ntask;)
-    slot_task(j->out, j->q, j->k, j->v, j->a, i, j->scratch + (size_t)t * j->per_thread);
+  slot_task(j->out, j->q, j->k, j->v, j->a, i, j->scratch + (size_t)t * j->per_thread);
 }
 
 chai_status chai_heads_attention_forward(float *out, const float *q, const float *k, const float *v,
@@ -120,8 +114,8 @@ chai_status chai_heads_attention_forward(float *out, const float *q, const float
   /* a short decode step runs outside any OpenMP region (a false if clause still costs a team of
    * one, ~1.4 µs here) */
   if (ntask > 1 && ntask * Tq * Tk * D >= (1L << 20)) {
-    slots_job job = {out, q, k, v, a, scratch, per_thread, ntask, 0};
-    chai_team_run(slots_part, &job, nthreads);
+    slots_job job = {out, q, k, v, a, scratch, per_thread};
+    chai_team_for(ntask, slot_item, &job, nthreads);
   } else {
     for (long t = 0; t < ntask; t++)
       slot_task(out, q, k, v, a, t, scratch);

@@ -7,8 +7,6 @@
  * (kernels/kvq.h), whose scalar twins are here. */
 #include <math.h>
 #include <omp.h>
-#include <stdatomic.h>
-#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -219,24 +217,24 @@ static void value_rows(const kvq_run *r, int h, int s, int i0, int bq, int hi) {
                 Tk, bq, r->v + (size_t)h * D, hd, r->vs + h, H, hi, D);
 }
 
-/* One block of queries (decode) over the threads, one head at a time as each thread comes for it:
- * the score heads, then (a second job) the value heads. */
+/* One block of queries (decode): a score or value head per item, shared by the threads as they
+ * come free (a decode step holds a team: team.h). */
 typedef struct {
   const kvq_run *r;
-  int count, Tq, hi;
-  bool values;
-  _Atomic int next;
+  int Tq, hi;
 } decode_job;
 
-static void decode_part(void *ctx, int t, int n) {
-  decode_job *j = ctx;
-  (void)t, (void)n;
+static void score_item(void *ctx, long s, int t) {
+  const decode_job *j = ctx;
+  (void)t;
+  score_rows(j->r, (int)s, 0, j->Tq, j->hi);
+}
+
+static void value_item(void *ctx, long h, int t) {
+  const decode_job *j = ctx;
   const int *slot = j->r->a->slot;
-  for (int i; (i = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->count;)
-    if (j->values)
-      value_rows(j->r, i, slot ? slot[i] : i, 0, j->Tq, j->hi);
-    else
-      score_rows(j->r, i, 0, j->Tq, j->hi);
+  (void)t;
+  value_rows(j->r, (int)h, slot ? slot[h] : (int)h, 0, j->Tq, j->hi);
 }
 
 static chai_status attention(float *out, const float *q, const int8_t *k, const float *ks,
@@ -263,11 +261,9 @@ static chai_status attention(float *out, const float *q, const int8_t *k, const 
     /* One block (decode): the score heads, then the value heads, split over the threads
      * separately, so a clustered layer's few score heads do not leave its value heads to one
      * thread. */
-    decode_job job = {.r = &r, .count = S, .Tq = Tq, .hi = hi_all, .values = false, .next = 0};
-    chai_team_run(decode_part, &job, omp_get_max_threads());
-    job.values = true, job.count = H;
-    atomic_store_explicit(&job.next, 0, memory_order_relaxed);
-    chai_team_run(decode_part, &job, omp_get_max_threads());
+    decode_job job = {&r, Tq, hi_all};
+    chai_team_for(S, score_item, &job, omp_get_max_threads());
+    chai_team_for(H, value_item, &job, omp_get_max_threads());
   } else {
     /* Many blocks (prefill): a task is a score head with its value heads over every block, so
      * threads never wait for each other between blocks. */
