@@ -154,7 +154,7 @@ static void check_batch(void) {
     bias[i] = malloc((size_t)OCs[i] * 4);
     chai_rng_fill_normal(&rng, bias[i], (size_t)OCs[i], 0, 1);
     want[i] = malloc((size_t)OCs[i] * 4);
-    tasks[i] = (opt_gemv_task){.W = &w[i], .e = {.bias = i % 2 ? NULL : bias[i], .relu = i == 2}};
+    tasks[i] = (opt_gemv_task){.w = &w[i], .e = {.bias = i % 2 ? NULL : bias[i], .relu = i == 2}};
     chai_threads(1);
     opt_gemv_task one = tasks[i];
     one.y = want[i];

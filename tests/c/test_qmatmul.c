@@ -517,6 +517,101 @@ static void dense_case(chai_qformat f, int R, int C, int N) {
   chai_qmat_release(&m);
 }
 
+/* ---- batches of products over one input ------------------------------------------------------ */
+
+/* Products of mixed formats over one x as a batch give, at every level and 1-3 threads, the bits
+ * of one chai_qmat_matmul call each (and the _ref batch those of chai_qmat_matmul_ref), with the
+ * workspace the batch asks for. */
+static void batch_case(const fmt *const *fs, int count, int C, int N) {
+  enum { MAXP = 6 };
+  chai_qmat m[MAXP];
+  chai_qmat_product p[MAXP];
+  float *want[MAXP], *bias[MAXP];
+  size_t ny[MAXP];
+  float *x = make_x(N, C);
+  for (int j = 0; j < count; j++) {
+    int R = 16 + 37 * j % 90;
+    make_matrix(&m[j], fs[j], R, C);
+    ny[j] = (size_t)N * R;
+    bias[j] = tu_falloc((size_t)R);
+    tu_fill(bias[j], (size_t)R, -1, 1);
+    want[j] = tu_falloc(ny[j]);
+    p[j] = (chai_qmat_product){
+        .y = tu_falloc(ny[j]),
+        .w = &m[j],
+        .e = {.bias = j % 2 ? NULL : bias[j], .accumulate = j % 3 == 1, .relu = j % 4 == 2}};
+  }
+  for (int lvl = CHAI_SIMD_REF; lvl <= CHAI_SIMD_AMX; lvl++) {
+    if ((int)chai_simd_force((chai_simd)lvl) != lvl) continue;
+    for (int threads = 1; threads <= 3; threads++) {
+      chai_threads(threads);
+      size_t bytes = chai_qmat_matmul_batch_work_bytes(p, count, N);
+      void *work = amalloc(bytes + 64);
+      for (int j = 0; j < count; j++) {
+        prefill(want[j], ny[j]), prefill(p[j].y, ny[j]);
+        CHECK(chai_qmat_matmul_work_bytes(&m[j], N) <= bytes);
+        CHECK_OK(chai_qmat_matmul(want[j], x, &m[j], N, &p[j].e, NULL));
+      }
+      CHECK_OK(chai_qmat_matmul_batch(p, count, x, N, work));
+      for (int j = 0; j < count; j++) {
+        bool ok = same_bits(p[j].y, want[j], ny[j]);
+        if (!ok)
+          fprintf(stderr, "batch level %d threads %d product %d fmt %d C=%d N=%d\n", lvl, threads,
+                  j, m[j].format, C, N);
+        CHECK(ok);
+      }
+      free(work);
+    }
+  }
+  chai_threads(2);
+  chai_simd_force(chai_simd_best());
+  for (int j = 0; j < count; j++) {
+    prefill(want[j], ny[j]), prefill(p[j].y, ny[j]);
+    CHECK_OK(chai_qmat_matmul_ref(want[j], x, &m[j], N, &p[j].e, NULL));
+  }
+  CHECK_OK(chai_qmat_matmul_batch_ref(p, count, x, N, NULL));
+  for (int j = 0; j < count; j++) {
+    CHECK(same_bits(p[j].y, want[j], ny[j]));
+    free(p[j].y), free(want[j]), free(bias[j]);
+    chai_qmat_release(&m[j]);
+  }
+  free(x);
+}
+
+static void batches(void) {
+  const fmt f32 = {CHAI_QF_F32, 0, false, false}, f16 = {CHAI_QF_F16, 0, false, false};
+  const fmt *three8[] = {&FORMATS[0], &FORMATS[0], &FORMATS[0]};
+  const fmt *mixed[] = {&FORMATS[0], &FORMATS[5], &FORMATS[1], &f32, &FORMATS[3], &f16};
+  const fmt *dense[] = {&f32, &f16};
+  for (int t = 0; t < NTOKENS; t += 3) {
+    batch_case(three8, 3, 64, TOKENS[t]);
+    batch_case(mixed, 6, 100, TOKENS[t]);
+  }
+  batch_case(three8, 3, 768, 130); /* opt-125m's width, many tasks */
+  batch_case(dense, 2, 33, 5);
+  batch_case(mixed + 3, 1, 70, 9);
+
+  /* bad batches name the product */
+  chai_qmat a, b, released;
+  make_matrix(&a, &FORMATS[0], 20, 30);
+  make_matrix(&b, &FORMATS[0], 20, 31);
+  chai_qmat_init(&released);
+  float x[62], y[40], y2[40];
+  tu_fill(x, 62, -1, 1);
+  chai_qmat_product p[2] = {{.y = y, .w = &a}, {.y = y2, .w = &b}};
+  CHECK_ERR(chai_qmat_matmul_batch(p, 2, x, 2, NULL), CHAI_ERR_ARG,
+            "product 2 has 31 columns, product 1 has 30");
+  p[1].w = NULL;
+  CHECK_ERR(chai_qmat_matmul_batch(p, 2, x, 2, NULL), CHAI_ERR_ARG, "product 2 has no matrix");
+  p[1].w = &released;
+  CHECK_ERR(chai_qmat_matmul_batch(p, 2, x, 2, NULL), CHAI_ERR_ARG, "released");
+  CHECK_ERR(chai_qmat_matmul_batch(p, 0, x, 2, NULL), CHAI_ERR_ARG, "0 products");
+  p[1].w = &a;
+  p[1].y = NULL;
+  CHECK_ERR(chai_qmat_matmul_batch(p, 2, x, 2, NULL), CHAI_ERR_ARG, "NULL");
+  chai_qmat_release(&a), chai_qmat_release(&b);
+}
+
 /* ---- names, errors --------------------------------------------------------------------------- */
 
 static void names_and_errors(void) {
@@ -593,6 +688,7 @@ int main(void) {
     oracle_case(&d, 40, 90, 4);
     backward_case(&d, 50, 60, 7);
   }
+  batches();
   names_and_errors();
   return chai_test_finish();
 }

@@ -94,9 +94,9 @@ typedef enum chai_qmethod {
 /* How to quantize one matrix. */
 typedef struct chai_qspec {
   chai_qformat format;
-  int group;         /* int4: 32, 64 or 128 (default 64 when 0) */
-  bool zero_point;   /* int4: asymmetric groups */
-  bool f16_scales;   /* int4: scales stored as f16 */
+  int group;       /* int4: 32, 64 or 128 (default 64 when 0) */
+  bool zero_point; /* int4: asymmetric groups */
+  bool f16_scales; /* int4: scales stored as f16 */
   chai_qmethod method;
 } chai_qspec;
 
@@ -242,6 +242,22 @@ chai_status chai_qmat_matmul(float *y, const float *x, const chai_qmat *w, int N
                              const chai_qepilogue *e, void *work);
 chai_status chai_qmat_matmul_ref(float *y, const float *x, const chai_qmat *w, int N,
                                  const chai_qepilogue *e, void *work);
+
+/* Several products of one input: p[j].y (N, p[j].w->rows) = epilogue p[j].e of x (N,C) · p[j].wᵀ,
+ * every matrix C columns wide, formats mixed freely. The bits of count chai_qmat_matmul calls;
+ * the packed ones share one quantization of x and one parallel region (a layer's Q, K and V
+ * projections). `work`: chai_qmat_matmul_batch_work_bytes(p, count, N) bytes, or NULL to allocate.
+ * CHAI_ERR_ARG naming the product whose matrix is missing, released or of another width. */
+typedef struct chai_qmat_product {
+  float *y;
+  const chai_qmat *w;
+  chai_qepilogue e;
+} chai_qmat_product;
+size_t chai_qmat_matmul_batch_work_bytes(const chai_qmat_product *p, int count, int N);
+chai_status chai_qmat_matmul_batch(const chai_qmat_product *p, int count, const float *x, int N,
+                                   void *work);
+chai_status chai_qmat_matmul_batch_ref(const chai_qmat_product *p, int count, const float *x, int N,
+                                       void *work);
 
 /* y (N,R) = epilogue(x (N,C) · deq(W)ᵀ) in f32: the matrix's dequantized values times unrounded
  * activations (no per-token codes), in blocks of rows with sgemm. The training forward through a

@@ -479,13 +479,18 @@ chai_status opt_heads_attention(chai_opt_model *m, int l, int B, int T, bool use
   chai_status st = ensure(&h->scratch, &h->scratch_floats, 2 * (size_t)N * KD, "clustered q/k");
   if (st) return st;
   float *qs = h->scratch, *ks = qs + (size_t)N * KD;
-  opt_qlinear(m, qs, in, &hl->wq, hl->b, N, false, false);
-  opt_qlinear(m, ks, in, &hl->wk, hl->b + KD, N, false, false);
   const opt_layer *ly = &m->layers[l];
   float *vd = use_cache && B == 1 ? opt_kv_f32_v(m, l, 0, past) : NULL;
   bool v_in_cache = vd != NULL;
   if (!vd) vd = A->v;
-  opt_linear(m, vd, in, ly->v_w, ly->v_b, N, C, C);
+  CHAI_ASSERT(ly->v_w->q.rows == C && ly->v_w->q.cols == C);
+  opt_gemv_task qkv[3] = {
+      {.y = qs, .w = &hl->wq, .e = {.bias = hl->b}},
+      {.y = ks, .w = &hl->wk, .e = {.bias = hl->b + KD}},
+      {.y = vd,
+       .w = &ly->v_w->q,
+       .e = {.bias = ly->v_b ? (const float *)chai_tensor_data(&ly->v_b->t) : NULL}}};
+  opt_qlinear_batch(m, qkv, 3, in, N);
   if (!use_cache) {
     chai_heads_attention_args a = {.B = B,
                                    .Tq = T,

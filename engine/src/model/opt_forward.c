@@ -27,7 +27,7 @@ void opt_qlinear(chai_opt_model *m, float *out, const float *inp, const chai_qma
   chai_qepilogue e = {.bias = bias, .accumulate = accumulate, .relu = relu};
   if (N == 1) {
     /* One token (decoding): a streaming matrix-vector product shared by the threads. */
-    opt_gemv_task task = {.y = out, .W = w, .e = e};
+    opt_gemv_task task = {.y = out, .w = w, .e = e};
     opt_gemv_batch(&task, 1, inp, m->qwork);
     return;
   }
@@ -40,7 +40,7 @@ void opt_qlinear(chai_opt_model *m, float *out, const float *inp, const chai_qma
 static opt_gemv_task gemv_task(float *out, const opt_param *w, const opt_param *bias,
                                bool accumulate, bool relu) {
   return (opt_gemv_task){
-      .y = out, .W = &w->q, .e = {.bias = f32(bias), .accumulate = accumulate, .relu = relu}};
+      .y = out, .w = &w->q, .e = {.bias = f32(bias), .accumulate = accumulate, .relu = relu}};
 }
 
 /* out (N,OC) (+)= inp (N,C) · W (OC,C)ᵀ + bias, then the activation. `accumulate` adds to out
@@ -154,21 +154,25 @@ static void swap(float **a, float **b) {
   *b = t;
 }
 
-/* q, k, v (N,HD) = the layer's three projections of in (N,C). One token (decoding) reads the three
- * matrices in one parallel region: one wake-up of the other thread instead of three, which
- * matters when OpenMP threads sleep between regions (OMP_WAIT_POLICY=passive). */
-static void project_qkv(chai_opt_model *m, const opt_layer *ly, const float *in, float *q, float *k,
-                        float *v, int N, int C, int HD) {
-  if (N > 1) {
-    linear(m, q, in, ly->q_w, ly->q_b, N, C, HD, false, ACT_NONE);
-    linear(m, k, in, ly->k_w, ly->k_b, N, C, HD, false, ACT_NONE);
-    linear(m, v, in, ly->v_w, ly->v_b, N, C, HD, false, ACT_NONE);
+/* One hand-over to the other threads for the whole batch instead of one per matrix. */
+void opt_qlinear_batch(chai_opt_model *m, const opt_gemv_task *tasks, int count, const float *in,
+                       int N) {
+  if (N == 1) {
+    opt_gemv_batch(tasks, count, in, m->qwork);
     return;
   }
+  CHAI_ASSERT(chai_qmat_matmul_batch_work_bytes(tasks, count, N) <= m->qwork_bytes);
+  chai_status st = chai_qmat_matmul_batch(tasks, count, in, N, m->qwork);
+  CHAI_ASSERT(st == CHAI_OK); /* with scratch given, a product cannot fail */
+}
+
+/* q, k, v (N,HD) = the layer's three projections of in (N,C). */
+static void project_qkv(chai_opt_model *m, const opt_layer *ly, const float *in, float *q, float *k,
+                        float *v, int N) {
   opt_gemv_task tasks[3] = {gemv_task(q, ly->q_w, ly->q_b, false, false),
                             gemv_task(k, ly->k_w, ly->k_b, false, false),
                             gemv_task(v, ly->v_w, ly->v_b, false, false)};
-  opt_gemv_batch(tasks, 3, in, m->qwork);
+  opt_qlinear_batch(m, tasks, 3, in, N);
 }
 
 /* Where layer l's K and V projections of B·T tokens are written: straight into an f32 cache at
@@ -204,7 +208,7 @@ static chai_status dense_attention(chai_opt_model *m, int l, int B, int T, bool 
   int past = use_cache ? m->kv.len : 0;
   float *kd, *vd;
   bool direct = kv_targets(m, l, B, use_cache, &kd, &vd);
-  project_qkv(m, ly, in, A->q, kd, vd, B * T, C, HD);
+  project_qkv(m, ly, in, A->q, kd, vd, B * T);
   if (!use_cache) {
     chai_attention_args a = {.B = B,
                              .Tq = T,
@@ -303,8 +307,9 @@ static chai_status last_layer_rows(chai_opt_model *m, int l, int B, int T, bool 
   }
   float *kd, *vd;
   bool direct = kv_targets(m, l, B, use_cache, &kd, &vd);
-  linear(m, kd, in, ly->k_w, ly->k_b, N, C, HD, false, ACT_NONE);
-  linear(m, vd, in, ly->v_w, ly->v_b, N, C, HD, false, ACT_NONE);
+  opt_gemv_task kv[2] = {gemv_task(kd, ly->k_w, ly->k_b, false, false),
+                         gemv_task(vd, ly->v_w, ly->v_b, false, false)};
+  opt_qlinear_batch(m, kv, 2, in, N);
   if (use_cache && !direct) kv_append(m, l, B, T, HD);
   for (int r = 0; r < R; r++)
     memcpy(A->rowsC2 + (size_t)r * C, in + (size_t)rows[r] * C, (size_t)C * sizeof(float));

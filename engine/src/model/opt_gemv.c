@@ -38,7 +38,7 @@ static bool claim(_Atomic uint64_t *span, bool front, int *r0, int *r1) {
 #define MAX_PAIRS 32
 
 static int blocks(const opt_gemv_task *t) {
-  return (t->W->rows + 15) / 16;
+  return (t->w->rows + 15) / 16;
 }
 
 /* Blocks [b0, b1) of the tasks' blocks taken end to end. */
@@ -46,11 +46,11 @@ static void batch_rows(const opt_gemv_task *tasks, int n_tasks, const float *x, 
                        int b0, int b1) {
   int base = 0;
   for (int i = 0; i < n_tasks && base < b1; base += blocks(&tasks[i]), i++) {
-    int nb = blocks(&tasks[i]), R = tasks[i].W->rows;
+    int nb = blocks(&tasks[i]), R = tasks[i].w->rows;
     int a = b0 > base ? b0 - base : 0, b = b1 - base < nb ? b1 - base : nb;
     if (a >= b) continue;
     int r0 = a * 16, r1 = b * 16 < R ? b * 16 : R;
-    chai_qmat_gemv_rows(tasks[i].y, tasks[i].W, x, xa, r0, r1, &tasks[i].e);
+    chai_qmat_gemv_rows(tasks[i].y, tasks[i].w, x, xa, r0, r1, &tasks[i].e);
   }
 }
 
@@ -83,14 +83,14 @@ size_t opt_gemv_work_bytes(int C) {
 }
 
 void opt_gemv_batch(const opt_gemv_task *tasks, int n_tasks, const float *x, void *work) {
-  int NB = 0, C = tasks[0].W->cols;
+  int NB = 0, C = tasks[0].w->cols;
   bool codes = false;
   int64_t work_elems = 0;
   for (int i = 0; i < n_tasks; i++) {
     NB += blocks(&tasks[i]);
-    chai_qformat f = tasks[i].W->format;
+    chai_qformat f = tasks[i].w->format;
     codes |= f == CHAI_QF_INT8 || f == CHAI_QF_INT4 || f == CHAI_QF_BF16;
-    work_elems += (int64_t)tasks[i].W->rows * C;
+    work_elems += (int64_t)tasks[i].w->rows * C;
   }
   /* The token once for the whole batch: 8-bit codes (and its bf16 copy) for packed matrices. */
   chai_qact xa = {0};

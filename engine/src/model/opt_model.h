@@ -208,12 +208,8 @@ void opt_linear(chai_opt_model *m, float *out, const float *inp, const opt_param
 chai_status opt_acts_reserve(chai_opt_model *m, size_t tokens, size_t mask, size_t rows,
                              size_t keys);
 
-/* One matrix of a decode batch: y (R) = epilogue(W (R,C) · x), any format. */
-typedef struct {
-  float *y;
-  const chai_qmat *W;
-  chai_qepilogue e;
-} opt_gemv_task;
+/* One matrix of a decode batch: y (R) = epilogue(w (R,C) · x), any format. */
+typedef chai_qmat_product opt_gemv_task;
 /* The decode path of every linear: the tasks' matrices, which read the same x (one matrix, or a
  * layer's Q, K and V; all of one C), their rows end to end in blocks of 16, shared between threads
  * in one parallel region. Each row is a fixed-order dot product by one thread: the same bits for
@@ -226,6 +222,11 @@ size_t opt_gemv_work_bytes(int C);
  * opt_acts_reserve for N tokens). */
 void opt_qlinear(chai_opt_model *m, float *out, const float *inp, const chai_qmat *w,
                  const float *bias, int N, bool accumulate, bool relu);
+/* Products of one input inp (N,C) as a batch (a layer's Q, K and V): for N tokens one quantization
+ * of the input and one parallel region (chai_qmat_matmul_batch), for one token one pass of the
+ * decode batch. The bits of one opt_qlinear call each. */
+void opt_qlinear_batch(chai_opt_model *m, const opt_gemv_task *tasks, int count, const float *inp,
+                       int N);
 
 /* Queries per attention task. */
 #define OPT_ATTN_QBLOCK 64

@@ -4,9 +4,10 @@
  * to a multiple of 16, the kernels' token step), then the output is cut into tasks of PANEL row
  * blocks × a chunk of tokens, which the threads take one at a time in row-panel order (a panel of
  * weights stays in cache while its token chunks pass). Each output is one task's fixed-order
- * arithmetic: the same bits for any thread count and any task order. f32 goes to OpenBLAS; f16 is
- * widened a block of rows at a time into the workspace (a block stays in cache) and multiplied
- * there. */
+ * arithmetic: the same bits for any thread count and any task order. A batch of products over one
+ * input (a layer's Q, K and V) quantizes it once and shares one region's tasks; each product keeps
+ * the bits it has alone. f32 goes to OpenBLAS; f16 is widened a block of rows at a time into the
+ * workspace (a block stays in cache) and multiplied there. */
 #include <omp.h>
 #include <string.h>
 
@@ -104,27 +105,43 @@ static chai_status check_args(const float *y, const float *x, const chai_qmat *w
   return CHAI_OK;
 }
 
-/* The packed product with kernel k (or the scalar twins when ref) over the threads. */
-static void packed_matmul(float *y, const float *x, const chai_qmat *w, int N,
-                          const chai_qepilogue *e, void *work, bool ref) {
-  int Np = round16(N), nrb = w->rows_p / 16;
+static bool is_packed(const chai_qmat *w) {
+  return w->format != CHAI_QF_F32 && w->format != CHAI_QF_F16;
+}
+
+/* The packed products of p (all over the same x) with their kernels, or the scalar twins when ref:
+ * x quantized once (with a bf16 copy when one of them is bf16), then one parallel region whose
+ * tasks cover every product's panels. */
+static void packed_matmul(const chai_qmat_product *p, int count, const float *x, int N, void *work,
+                          bool ref) {
+  int Np = round16(N), C = 0, panels = 0;
+  bool bf = false;
+  double madds = 0;
+  for (int j = 0; j < count; j++)
+    if (is_packed(p[j].w)) {
+      C = p[j].w->cols;
+      bf = bf || p[j].w->format == CHAI_QF_BF16;
+      panels += (p[j].w->rows_p / 16 + PANEL - 1) / PANEL;
+      madds += (double)N * p[j].w->rows * C;
+    }
+  if (panels == 0) return;
   chai_qact a;
-  chai_qact_layout(&a, work, Np, w->cols, w->format == CHAI_QF_BF16);
-  chai_qgemm_fn gemm = NULL;
+  chai_qact_layout(&a, work, Np, C, bf);
   if (ref) {
     chai_qact_rows_ref(&a, x, 0, N);
     chai_qact_zero_rows(&a, N, Np);
-    gemm = w->format == CHAI_QF_INT8   ? chai_q8_gemm_ref
-           : w->format == CHAI_QF_INT4 ? chai_q4_gemm_ref
-                                       : chai_bf16_gemm_ref;
-    gemm(y, N, w, &a, 0, nrb, 0, Np, e);
+    for (int j = 0; j < count; j++) {
+      const chai_qmat *w = p[j].w;
+      if (!is_packed(w)) continue;
+      chai_qgemm_fn gemm = w->format == CHAI_QF_INT8   ? chai_q8_gemm_ref
+                           : w->format == CHAI_QF_INT4 ? chai_q4_gemm_ref
+                                                       : chai_bf16_gemm_ref;
+      gemm(p[j].y, N, w, &a, 0, w->rows_p / 16, 0, Np, &p[j].e);
+    }
     return;
   }
-  gemm = chai_qkernel_pick(w->format, false)->gemm;
   /* Token chunks: whole multiples of 16, small enough for TASKS_PER_THREAD. */
-  int panels = (nrb + PANEL - 1) / PANEL, threads = omp_get_max_threads();
-  double madds = (double)N * w->rows * w->cols;
-  if (madds < PARALLEL_MIN) threads = 1;
+  int threads = madds < PARALLEL_MIN ? 1 : omp_get_max_threads();
   int chunk = Np;
   while (chunk > 64 && (int64_t)panels * ((Np + chunk - 1) / chunk) < TASKS_PER_THREAD * threads)
     chunk = round16(chunk / 2);
@@ -139,38 +156,81 @@ static void packed_matmul(float *y, const float *x, const chai_qmat *w, int N,
 #pragma omp barrier
 #pragma omp for schedule(dynamic, 1)
     for (int i = 0; i < tasks; i++) {
-      int p = i / chunks, c = i % chunks;
-      int rb0 = p * PANEL, rb1 = rb0 + PANEL < nrb ? rb0 + PANEL : nrb;
+      /* task i: panel i / chunks counted over the packed products in order, chunk i % chunks */
+      int panel = i / chunks, c = i % chunks, j = 0, nrb = 0;
+      for (;; j++) {
+        if (!is_packed(p[j].w)) continue;
+        nrb = p[j].w->rows_p / 16;
+        int own = (nrb + PANEL - 1) / PANEL;
+        if (panel < own) break;
+        panel -= own;
+      }
+      int rb0 = panel * PANEL, rb1 = rb0 + PANEL < nrb ? rb0 + PANEL : nrb;
       int c0 = c * chunk, c1 = c0 + chunk < Np ? c0 + chunk : Np;
-      gemm(y, N, w, &a, rb0, rb1, c0, c1, e);
+      chai_qkernel_pick(p[j].w->format, false)
+          ->gemm(p[j].y, N, p[j].w, &a, rb0, rb1, c0, c1, &p[j].e);
     }
   }
 }
 
-static chai_status matmul(float *y, const float *x, const chai_qmat *w, int N,
-                          const chai_qepilogue *e, void *work, bool ref, const char *fn) {
-  chai_status st = check_args(y, x, w, N, fn);
-  if (st || N == 0) return st;
-  if (!e) e = &no_epilogue;
-  size_t bytes = chai_qmat_matmul_work_bytes(w, N);
+static chai_status matmul_batch(const chai_qmat_product *p, int count, const float *x, int N,
+                                void *work, bool ref, const char *fn) {
+  if (count < 1 || !p) return chai_error(CHAI_ERR_ARG, "%s: %d products", fn, count);
+  for (int j = 0; j < count; j++) {
+    if (!p[j].w) return chai_error(CHAI_ERR_ARG, "%s: product %d has no matrix", fn, j + 1);
+    chai_status st = check_args(p[j].y, x, p[j].w, N, fn);
+    if (st) return st;
+    if (p[j].w->cols != p[0].w->cols)
+      return chai_error(CHAI_ERR_ARG, "%s: product %d has %d columns, product 1 has %d", fn, j + 1,
+                        p[j].w->cols, p[0].w->cols);
+  }
+  if (N == 0) return CHAI_OK;
+  size_t bytes = chai_qmat_matmul_batch_work_bytes(p, count, N);
   void *own = NULL;
   if (!work && bytes) {
     own = work = chai_alloc(bytes, "quantized matmul workspace");
     if (!own) return CHAI_ERR_NOMEM;
   }
-  if (w->format == CHAI_QF_F32 || w->format == CHAI_QF_F16) {
+  packed_matmul(p, count, x, N, work, ref);
+  chai_status st = CHAI_OK;
+  for (int j = 0; j < count && !st; j++) {
+    const chai_qmat *w = p[j].w;
+    if (is_packed(w)) continue;
     if (ref) {
       for (int n = 0; n < N; n++)
-        chai_rows_gemv_ref(y + (size_t)n * w->rows, chai_tensor_data(&w->t), w->t.dtype,
-                           x + (size_t)n * w->cols, w->cols, 0, w->rows, e);
+        chai_rows_gemv_ref(p[j].y + (size_t)n * w->rows, chai_tensor_data(&w->t), w->t.dtype,
+                           x + (size_t)n * w->cols, w->cols, 0, w->rows, &p[j].e);
     } else {
-      st = dense_matmul(y, x, w, N, e, work);
+      st = dense_matmul(p[j].y, x, w, N, &p[j].e, work);
     }
-  } else {
-    packed_matmul(y, x, w, N, e, work, ref);
   }
   if (own) chai_free(own, bytes);
   return st;
+}
+
+size_t chai_qmat_matmul_batch_work_bytes(const chai_qmat_product *p, int count, int N) {
+  size_t need = 0;
+  for (int j = 0; j < count; j++) {
+    size_t b = p[j].w ? chai_qmat_matmul_work_bytes(p[j].w, N) : 0;
+    need = b > need ? b : need;
+  }
+  return need;
+}
+
+chai_status chai_qmat_matmul_batch(const chai_qmat_product *p, int count, const float *x, int N,
+                                   void *work) {
+  return matmul_batch(p, count, x, N, work, false, "qmat matmul_batch");
+}
+
+chai_status chai_qmat_matmul_batch_ref(const chai_qmat_product *p, int count, const float *x, int N,
+                                       void *work) {
+  return matmul_batch(p, count, x, N, work, true, "qmat matmul_batch_ref");
+}
+
+static chai_status matmul(float *y, const float *x, const chai_qmat *w, int N,
+                          const chai_qepilogue *e, void *work, bool ref, const char *fn) {
+  chai_qmat_product one = {.y = y, .w = w, .e = e ? *e : no_epilogue};
+  return matmul_batch(&one, 1, x, N, work, ref, fn);
 }
 
 chai_status chai_qmat_matmul(float *y, const float *x, const chai_qmat *w, int N,
