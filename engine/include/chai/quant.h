@@ -246,8 +246,9 @@ chai_status chai_qmat_matmul_ref(float *y, const float *x, const chai_qmat *w, i
 /* Several products of one input: p[j].y (N, p[j].w->rows) = epilogue p[j].e of x (N,C) · p[j].wᵀ,
  * every matrix C columns wide, formats mixed freely. The bits of count chai_qmat_matmul calls;
  * the packed ones share one quantization of x and one parallel region (a layer's Q, K and V
- * projections). `work`: chai_qmat_matmul_batch_work_bytes(p, count, N) bytes, or NULL to allocate.
- * CHAI_ERR_ARG naming the product whose matrix is missing, released or of another width. */
+ * projections). The outputs overlap neither x nor one another. `work`:
+ * chai_qmat_matmul_batch_work_bytes(p, count, N) bytes, or NULL to allocate. CHAI_ERR_ARG naming
+ * the product whose matrix is missing, released or of another width. */
 typedef struct chai_qmat_product {
   float *y;
   const chai_qmat *w;

@@ -168,7 +168,9 @@ void opt_qlinear_batch(chai_opt_model *m, const opt_gemv_task *tasks, int count,
 
 /* q, k, v (N,HD) = the layer's three projections of in (N,C). */
 static void project_qkv(chai_opt_model *m, const opt_layer *ly, const float *in, float *q, float *k,
-                        float *v, int N) {
+                        float *v, int N, int C, int HD) {
+  CHAI_ASSERT(ly->q_w->q.rows == HD && ly->k_w->q.rows == HD && ly->v_w->q.rows == HD &&
+              ly->q_w->q.cols == C);
   opt_gemv_task tasks[3] = {gemv_task(q, ly->q_w, ly->q_b, false, false),
                             gemv_task(k, ly->k_w, ly->k_b, false, false),
                             gemv_task(v, ly->v_w, ly->v_b, false, false)};
@@ -208,7 +210,7 @@ static chai_status dense_attention(chai_opt_model *m, int l, int B, int T, bool 
   int past = use_cache ? m->kv.len : 0;
   float *kd, *vd;
   bool direct = kv_targets(m, l, B, use_cache, &kd, &vd);
-  project_qkv(m, ly, in, A->q, kd, vd, B * T);
+  project_qkv(m, ly, in, A->q, kd, vd, B * T, C, HD);
   if (!use_cache) {
     chai_attention_args a = {.B = B,
                              .Tq = T,
