@@ -22,18 +22,24 @@ static inline const float *f32(const opt_param *p) {
 
 enum { ACT_NONE = 0, ACT_RELU, ACT_GELU };
 
-void opt_qlinear(chai_opt_model *m, float *out, const float *inp, const chai_qmat *w,
-                 const float *bias, int N, bool accumulate, bool relu) {
-  chai_qepilogue e = {.bias = bias, .accumulate = accumulate, .relu = relu};
+/* One token (decoding) goes through the decode batch, a streaming matrix-vector product shared by
+ * the threads; more through the packed GEMM or OpenBLAS. */
+void opt_qlinear_batch(chai_opt_model *m, const opt_gemv_task *tasks, int count, const float *in,
+                       int N) {
   if (N == 1) {
-    /* One token (decoding): a streaming matrix-vector product shared by the threads. */
-    opt_gemv_task task = {.y = out, .w = w, .e = e};
-    opt_gemv_batch(&task, 1, inp, m->qwork);
+    opt_gemv_batch(tasks, count, in, m->qwork);
     return;
   }
-  CHAI_ASSERT(chai_qmat_matmul_work_bytes(w, N) <= m->qwork_bytes);
-  chai_status st = chai_qmat_matmul(out, inp, w, N, &e, m->qwork);
+  CHAI_ASSERT(chai_qmat_matmul_batch_work_bytes(tasks, count, N) <= m->qwork_bytes);
+  chai_status st = chai_qmat_matmul_batch(tasks, count, in, N, m->qwork);
   CHAI_ASSERT(st == CHAI_OK); /* with scratch given, a product cannot fail */
+}
+
+void opt_qlinear(chai_opt_model *m, float *out, const float *inp, const chai_qmat *w,
+                 const float *bias, int N, bool accumulate, bool relu) {
+  opt_gemv_task task = {
+      .y = out, .w = w, .e = {.bias = bias, .accumulate = accumulate, .relu = relu}};
+  opt_qlinear_batch(m, &task, 1, inp, N);
 }
 
 /* The matrix-vector product of one token through w: out (OC) = epilogue(w · x). */
@@ -152,18 +158,6 @@ static void swap(float **a, float **b) {
   float *t = *a;
   *a = *b;
   *b = t;
-}
-
-/* One hand-over to the other threads for the whole batch instead of one per matrix. */
-void opt_qlinear_batch(chai_opt_model *m, const opt_gemv_task *tasks, int count, const float *in,
-                       int N) {
-  if (N == 1) {
-    opt_gemv_batch(tasks, count, in, m->qwork);
-    return;
-  }
-  CHAI_ASSERT(chai_qmat_matmul_batch_work_bytes(tasks, count, N) <= m->qwork_bytes);
-  chai_status st = chai_qmat_matmul_batch(tasks, count, in, N, m->qwork);
-  CHAI_ASSERT(st == CHAI_OK); /* with scratch given, a product cannot fail */
 }
 
 /* q, k, v (N,HD) = the layer's three projections of in (N,C). */
